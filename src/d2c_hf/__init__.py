@@ -1,0 +1,68 @@
+"""d2c-hf: D2C (Diffusion Dataset Condensation) on the Hugging Face stack.
+
+Select a tiny, well-chosen subset of a class-labelled image dataset by a diffusion
+difficulty score and interval sampling, attach text and visual embeddings, and train a
+SiT on it with a REPA alignment loss.
+
+The public API is re-exported here. Submodules are imported lazily so that
+``import d2c_hf`` stays cheap (no model code, no matplotlib) until a name is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> submodule that defines it
+_EXPORTS: dict[str, str] = {
+    # data
+    "load_digits_dataset": "data",
+    "prepare_dataset": "data",
+    # Select
+    "DifficultyScorer": "scoring",
+    "train_scorer": "scoring",
+    "select_indices": "selection",
+    "select": "selection",
+    "SelectionResult": "selection",
+    "Selector": "selection",
+    "STRATEGIES": "selection",
+    # Attach + product
+    "LatentEncoder": "attach",
+    "VisualAttacher": "attach",
+    "TextAttacher": "attach",
+    "CondensedDataset": "condensed",
+    "condense": "condensed",
+    # models, pipelines, schedulers
+    "SiTTransformer2DModel": "models.transformer_sit",
+    "SIT_PRESETS": "models.transformer_sit",
+    "SiTPipeline": "pipelines.pipeline_sit",
+    "FlowMatchEulerMaruyamaScheduler": "pipelines.scheduling_sde",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'd2c_hf' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from .attach import LatentEncoder, TextAttacher, VisualAttacher
+    from .condensed import CondensedDataset, condense
+    from .data import load_digits_dataset, prepare_dataset
+    from .models.transformer_sit import SIT_PRESETS, SiTTransformer2DModel
+    from .pipelines.pipeline_sit import SiTPipeline
+    from .pipelines.scheduling_sde import FlowMatchEulerMaruyamaScheduler
+    from .scoring import DifficultyScorer, train_scorer
+    from .selection import STRATEGIES, SelectionResult, Selector, select, select_indices

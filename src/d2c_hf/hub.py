@@ -1,0 +1,135 @@
+"""Loading models from the Hub *or* a local directory through one code path, and recording
+what was loaded (for provenance in dataset cards and fingerprints).
+
+Every model argument in d2c-hf accepts a Hub id (``"facebook/DiT-XL-2-256"``), a local
+directory written by ``save_pretrained`` (the same layout), or an already-loaded model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+WEIGHT_SUFFIXES = (".safetensors",)
+
+
+def is_local(name_or_path: str | os.PathLike) -> bool:
+    return Path(name_or_path).is_dir()
+
+
+def has_subfolder(name_or_path: str | os.PathLike, subfolder: str, filename: str = "config.json") -> bool:
+    """Whether ``name_or_path/subfolder/filename`` exists, locally or on the Hub (cached or online)."""
+    if is_local(name_or_path):
+        return (Path(name_or_path) / subfolder / filename).is_file()
+    try:
+        from huggingface_hub import hf_hub_download
+
+        hf_hub_download(str(name_or_path), filename, subfolder=subfolder)
+        return True
+    except Exception:
+        return False
+
+
+def is_pipeline_folder(name_or_path: str | os.PathLike) -> bool:
+    """A diffusers pipeline repo (``model_index.json`` at its root), e.g. ``facebook/DiT-XL-2-256``."""
+    if is_local(name_or_path):
+        return (Path(name_or_path) / "model_index.json").is_file()
+    try:
+        from huggingface_hub import hf_hub_download
+
+        hf_hub_download(str(name_or_path), "model_index.json")
+        return True
+    except Exception:
+        return False
+
+
+def _sha256_files(files: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        digest.update(path.name.encode())
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def model_provenance(model: Any) -> dict[str, Any]:
+    """Describe a loaded model for provenance: where it came from and which exact weights.
+
+    Returns ``{"class", "name_or_path", "revision" | "sha256"}``. For a Hub snapshot the
+    revision is the commit hash in its cache path; for a local folder it is the SHA-256 of
+    its weight files; for an in-memory model without a path, the SHA-256 of its state dict.
+    """
+    config = getattr(model, "config", None)
+    name = None
+    if config is not None:
+        name = getattr(config, "_name_or_path", None)
+        if name is None and isinstance(config, dict):
+            name = config.get("_name_or_path")
+    info: dict[str, Any] = {"class": type(model).__name__, "name_or_path": str(name) if name else None}
+    path = Path(name) if name else None
+    if path is not None and path.exists():
+        parts = path.resolve().parts
+        if "snapshots" in parts:  # ~/.cache/huggingface/hub/models--org--name/snapshots/<commit>/...
+            i = parts.index("snapshots")
+            info["revision"] = parts[i + 1]
+            repo = parts[i - 1]
+            if repo.startswith("models--"):
+                info["name_or_path"] = repo[len("models--") :].replace("--", "/")
+            return info
+        files = [p for p in (path.rglob("*") if path.is_dir() else [path]) if p.suffix in WEIGHT_SUFFIXES]
+        if files:
+            info["sha256"] = _sha256_files(files)
+            return info
+    info["sha256"] = state_dict_sha256(model)
+    return info
+
+
+def state_dict_sha256(model: torch.nn.Module) -> str:
+    """SHA-256 over a module's state dict (names, dtypes, shapes and values)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().to("cpu").contiguous()
+        digest.update(json.dumps([name, str(t.dtype), list(t.shape)]).encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` -> the first CUDA device if available, else MPS, else CPU."""
+    if device is not None:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """``None`` -> bfloat16 on CUDA devices that support it, else float32. Strings like ``"bf16"`` accepted."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype is None:
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    aliases = {
+        "fp32": torch.float32,
+        "float32": torch.float32,
+        "fp16": torch.float16,
+        "float16": torch.float16,
+        "bf16": torch.bfloat16,
+        "bfloat16": torch.bfloat16,
+    }
+    if dtype not in aliases:
+        raise ValueError(f"dtype must be one of {sorted(aliases)} or a torch.dtype, got {dtype!r}")
+    return aliases[dtype]
