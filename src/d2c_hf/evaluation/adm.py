@@ -1,0 +1,175 @@
+"""``.npz`` files in the layout of the ADM evaluator (openai/guided-diffusion ``evaluations/evaluator.py``).
+
+The evaluator that REPA, SiT and DiT report with reads a *sample batch* ``.npz`` holding
+``arr_0``: ``(N, H, W, 3)`` uint8 images, and a *reference batch* ``.npz`` (e.g.
+``VIRTUAL_imagenet256_labeled.npz``) holding ``arr_0`` reference images (used for precision
+and recall) plus precomputed Inception statistics ``mu``/``sigma`` (pool3, FID) and
+``mu_s``/``sigma_s`` (spatial, sFID). guided-diffusion's sampler also stores the class labels
+as ``arr_1``.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .images import ImagesArg, to_uint8_images
+
+_STAT_PAIRS = (("mu", "sigma"), ("mu_s", "sigma_s"))
+
+
+@dataclass
+class ReferenceBatch:
+    """Contents of an ADM reference (or sample) batch.
+
+    Attributes:
+        images: ``(N, H, W, 3)`` uint8, or ``None`` if the file has no ``arr_0`` (or it was
+            not loaded).
+        num_images: rows of ``arr_0`` (read from its header even when not loaded), else 0.
+        mu, sigma: ``(d,)``/``(d, d)`` pool3 statistics, if stored.
+        mu_s, sigma_s: spatial (sFID) statistics, if stored.
+        labels: ``(N,)`` integer labels from ``arr_1``, if stored.
+    """
+
+    images: np.ndarray | None = None
+    num_images: int = 0
+    mu: np.ndarray | None = None
+    sigma: np.ndarray | None = None
+    mu_s: np.ndarray | None = None
+    sigma_s: np.ndarray | None = None
+    labels: np.ndarray | None = None
+
+    def __repr__(self) -> str:
+        def describe(value: np.ndarray | None) -> str:
+            return "None" if value is None else f"array{value.shape}"
+
+        fields = ("images", "mu", "sigma", "mu_s", "sigma_s", "labels")
+        parts = [f"num_images={self.num_images}"] + [
+            f"{name}={describe(getattr(self, name))}" for name in fields
+        ]
+        return f"ReferenceBatch({', '.join(parts)})"
+
+    @property
+    def statistics(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(mu, sigma)`` if stored, for :func:`frechet_distance`."""
+        return None if self.mu is None else (self.mu, self.sigma)
+
+
+def save_npz(path: str | os.PathLike, images: ImagesArg, labels: Any = None) -> Path:
+    """Write ``images`` as an ADM sample batch: ``arr_0`` = ``(N, H, W, 3)`` uint8.
+
+    Evaluate it with the standard evaluator::
+
+        python evaluations/evaluator.py VIRTUAL_imagenet256_labeled.npz samples.npz
+
+    Args:
+        path: output file; ``.npz`` is appended when missing (as ``np.savez`` does).
+        images: any :func:`to_uint8_images` input; all images must share one size.
+        labels: optional ``(N,)`` integer class labels, stored as ``arr_1``.
+
+    Returns:
+        The path written.
+    """
+    pixels = to_uint8_images(images)
+    arrays = {"arr_0": pixels}
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != (len(pixels),) or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(
+                f"labels must be {len(pixels)} integers (one per image), got shape {labels.shape}, dtype {labels.dtype}"
+            )
+        arrays["arr_1"] = labels.astype(np.int64)
+    path = Path(path)
+    if path.suffix != ".npz":
+        path = path.with_name(path.name + ".npz")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
+    return path
+
+
+def _member_header(archive: zipfile.ZipFile, name: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of ``name.npy`` inside an ``.npz`` without reading its data."""
+    with archive.open(f"{name}.npy") as handle:
+        version = np.lib.format.read_magic(handle)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+        else:  # format 3.0 (utf-8 field names) has no public header reader: read the array
+            array = np.lib.format.read_array(handle, allow_pickle=False)
+            shape, dtype = array.shape, array.dtype
+    return tuple(shape), dtype
+
+
+def load_reference_npz(path: str | os.PathLike, *, load_images: bool = True) -> ReferenceBatch:
+    """Read an ADM-layout ``.npz``: ``arr_0`` images and/or ``mu``/``sigma`` statistics.
+
+    Args:
+        path: the ``.npz`` file.
+        load_images: ``False`` checks ``arr_0``'s header but does not read the pixels (a
+            10k x 256² reference batch is 2 GB; FID only needs ``mu``/``sigma``).
+
+    Raises:
+        ValueError: not an ``.npz``; neither ``arr_0`` nor ``mu``/``sigma``; ``arr_0`` not
+            ``(N, H, W, 3)`` uint8 (channel-first or float arrays are named as such);
+            ``mu`` without ``sigma`` or inconsistent shapes; ``arr_1`` not one integer per image.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is not an .npz archive (np.savez output); the ADM evaluator expects one")
+    with zipfile.ZipFile(path) as archive:
+        keys = sorted(n[: -len(".npy")] for n in archive.namelist() if n.endswith(".npy"))
+        headers = {key: _member_header(archive, key) for key in keys}
+    layout = "arr_0 (N, H, W, 3) uint8 images and/or mu (d,) + sigma (d, d) statistics"
+    if "arr_0" not in headers and "mu" not in headers:
+        raise ValueError(f"{path} is not in the ADM evaluator layout ({layout}); found keys {keys}")
+
+    batch = ReferenceBatch()
+    if "arr_0" in headers:
+        shape, dtype = headers["arr_0"]
+        if len(shape) != 4 or shape[-1] != 3:
+            hint = " (channel-first? transpose to (N, H, W, 3))" if len(shape) == 4 and shape[1] == 3 else ""
+            raise ValueError(f"{path}: arr_0 has shape {shape}, expected (N, H, W, 3){hint}")
+        if dtype != np.uint8:
+            raise ValueError(
+                f"{path}: arr_0 has dtype {dtype}, expected uint8 pixels in [0, 255]; re-save it with save_npz"
+            )
+        if shape[0] == 0:
+            raise ValueError(f"{path}: arr_0 holds no images (shape {shape})")
+        batch.num_images = shape[0]
+
+    with np.load(path, allow_pickle=False) as data:
+        if "arr_0" in headers and load_images:
+            batch.images = data["arr_0"]
+        for mu_key, sigma_key in _STAT_PAIRS:
+            if (mu_key in headers) != (sigma_key in headers):
+                raise ValueError(f"{path} has {mu_key!r} or {sigma_key!r} but not both; found keys {keys}")
+            if mu_key not in headers:
+                continue
+            mu, sigma = data[mu_key], data[sigma_key]
+            if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
+                raise ValueError(
+                    f"{path}: {mu_key} has shape {mu.shape} and {sigma_key} {sigma.shape}; expected (d,) and (d, d)"
+                )
+            if not (np.issubdtype(mu.dtype, np.floating) and np.issubdtype(sigma.dtype, np.floating)):
+                raise ValueError(
+                    f"{path}: {mu_key}/{sigma_key} must be floating point, got {mu.dtype}/{sigma.dtype}"
+                )
+            setattr(batch, mu_key, mu.astype(np.float64))
+            setattr(batch, sigma_key, sigma.astype(np.float64))
+        if "arr_1" in headers:
+            labels = data["arr_1"]
+            if labels.shape != (batch.num_images,) or not np.issubdtype(labels.dtype, np.integer):
+                raise ValueError(
+                    f"{path}: arr_1 (labels) has shape {labels.shape}, dtype {labels.dtype}; expected "
+                    f"({batch.num_images},) integers"
+                )
+            batch.labels = labels
+    return batch
