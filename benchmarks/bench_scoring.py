@@ -1,0 +1,230 @@
+"""Scoring throughput: ``DifficultyScorer`` against the raw forward pass of the same model.
+
+The difficulty score is T forward passes per image; everything else the scorer does (decoding,
+centre crop, content hash, common-random-number noise, DDPM noising, the MSE) is overhead. This
+benchmark measures, side by side in one process, in (image, timestep) pairs per second:
+
+* **raw forward**: ``model(x_t, t, y)`` on a ready ``(B*T, C, h, w)`` batch under ``inference_mode``;
+* **score_pixels**: ``scorer.score_pixels(pixels, labels)`` on ``B`` preprocessed uint8 images
+  (keys, noise, noising, the same ``B*T`` forward, MSE);
+* **apply**: ``scorer.apply(dataset)`` on PNG-encoded digits (adds ``datasets.map``, PNG decoding and
+  the ADM crop, and writing the column),
+
+and prints each as a ratio of the raw forward throughput (1.0 = no overhead). Timings alternate
+between the three (median of ``--repeats``) so that a machine whose load drifts affects them alike.
+
+Models: random diffusers ``DiTTransformer2DModel`` s (scores do not depend on the weights' quality):
+``dit-s`` has DiT-S's width and depth (hidden 384, 6 heads, 12 layers) with patch 4 on 32x32 RGB
+pixels (64 tokens), ``tiny`` (hidden 128, 4 layers, patch 4, 64 tokens) is the worst case for the
+ratio: the least compute per byte of overhead.
+
+    python benchmarks/bench_scoring.py                      # both presets, B=8, T=10, CPU
+    python benchmarks/bench_scoring.py --preset dit-s --batch-size 16 --repeats 5
+    python benchmarks/bench_scoring.py --device cuda --dtype bf16 --batch-size 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+PRESETS: dict[str, dict[str, int]] = {
+    "dit-s": {"num_attention_heads": 6, "attention_head_dim": 64, "num_layers": 12, "patch_size": 4},
+    "tiny": {"num_attention_heads": 4, "attention_head_dim": 32, "num_layers": 4, "patch_size": 4},
+}
+
+
+def build_model(preset: str, resolution: int = 32, num_classes: int = 10, seed: int = 0):
+    """A random pixel-space DiT (3 channels in, learned sigma: 6 out) in eval mode."""
+    from diffusers import DiTTransformer2DModel
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # benchmark-side: reproducible random weights
+        model = DiTTransformer2DModel(
+            in_channels=3,
+            out_channels=6,
+            sample_size=resolution,
+            num_embeds_ada_norm=num_classes,
+            **PRESETS[preset],
+        )
+    return model.eval()
+
+
+def digits_dataset(num_rows: int, resolution: int = 32):
+    """``num_rows`` scikit-learn digits as PNG images (cycled if more rows than digits are asked for)."""
+    from d2c_hf.data import load_digits_dataset
+
+    train = load_digits_dataset(image_size=resolution)["train"]
+    return train.select([i % len(train) for i in range(num_rows)])
+
+
+def timed(function: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+def raw_forward(scorer, batch_size: int) -> Callable[[], Any]:
+    """The model alone on a ready (B*T) batch, chunked like the scorer."""
+    model, steps = scorer.model, scorer.num_timesteps
+    n = batch_size * steps
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn((n, scorer.channels, scorer.latent_size, scorer.latent_size), generator=generator)
+    x = x.to(scorer.device)
+    t = scorer.adapter.model_timesteps(torch.arange(steps, device=scorer.device).repeat(batch_size))
+    y = torch.randint(0, scorer.num_classes, (n,), generator=generator).to(scorer.device)
+    chunk = scorer.max_forward_batch or n
+
+    def run() -> None:
+        with torch.inference_mode(), scorer._autocast():
+            for start in range(0, n, chunk):
+                model(
+                    x[start : start + chunk],
+                    timestep=t[start : start + chunk],
+                    class_labels=y[start : start + chunk],
+                )
+        if scorer.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    return run
+
+
+def score_pixels(scorer, pixels: np.ndarray, labels: np.ndarray) -> Callable[[], Any]:
+    def run() -> None:
+        scorer.score_pixels(pixels, labels)
+        if scorer.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    return run
+
+
+def apply(scorer, dataset) -> Callable[[], Any]:
+    def run() -> None:
+        scorer.apply(dataset, keep_in_memory=True, load_from_cache_file=False, desc=None)
+
+    return run
+
+
+def benchmark(
+    preset: str,
+    *,
+    batch_size: int = 8,
+    num_timesteps: int = 10,
+    apply_rows: int | None = None,
+    repeats: int = 3,
+    device: str | None = None,
+    dtype: str | None = None,
+    max_forward_batch: int | None = None,
+) -> dict[str, Any]:
+    """Throughputs in (image, timestep) pairs per second and their ratios to the raw forward."""
+    import datasets
+
+    from d2c_hf.data import preprocess_images
+    from d2c_hf.scoring import DifficultyScorer
+
+    datasets.disable_progress_bars()
+    scorer = DifficultyScorer.from_pretrained(
+        build_model(preset),
+        num_timesteps=num_timesteps,
+        batch_size=batch_size,
+        device=device,
+        dtype=dtype,
+        max_forward_batch=max_forward_batch,
+    )
+    apply_rows = apply_rows or 2 * batch_size
+    dataset = digits_dataset(apply_rows, scorer.resolution)
+    pixels, _ = preprocess_images(dataset.select(range(batch_size))["image"], scorer.resolution)
+    labels = np.asarray(dataset.select(range(batch_size))["label"])
+    runs = {
+        "raw_forward": (raw_forward(scorer, batch_size), batch_size * num_timesteps),
+        "score_pixels": (score_pixels(scorer, pixels, labels), batch_size * num_timesteps),
+        "apply": (apply(scorer, dataset), apply_rows * num_timesteps),
+    }
+    for function, _ in runs.values():  # warm-up (allocator, oneDNN kernels, lazy imports)
+        function()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, (function, _) in runs.items():
+            times[name].append(timed(function))
+    rates = {name: runs[name][1] / statistics.median(times[name]) for name in runs}
+    params = sum(p.numel() for p in scorer.model.parameters())
+    return {
+        "preset": preset,
+        "params": params,
+        "tokens": (scorer.latent_size // scorer.model.config.patch_size) ** 2,
+        "batch_size": batch_size,
+        "num_timesteps": num_timesteps,
+        "apply_rows": apply_rows,
+        "device": str(scorer.device),
+        "dtype": str(scorer.dtype).removeprefix("torch."),
+        "threads": torch.get_num_threads(),
+        "pairs_per_s": rates,
+        "ratio_score_pixels": rates["score_pixels"] / rates["raw_forward"],
+        "ratio_apply": rates["apply"] / rates["raw_forward"],
+    }
+
+
+def report(result: dict[str, Any]) -> str:
+    rates = result["pairs_per_s"]
+    return "\n".join(
+        [
+            f"{result['preset']}: {result['params'] / 1e6:.2f}M params, {result['tokens']} tokens, "
+            f"B={result['batch_size']} x T={result['num_timesteps']}, {result['device']} {result['dtype']}, "
+            f"{result['threads']} threads",
+            f"  raw forward   {rates['raw_forward']:9.1f} (image, timestep) pairs/s",
+            f"  score_pixels  {rates['score_pixels']:9.1f} pairs/s   ratio {result['ratio_score_pixels']:.3f}",
+            f"  apply         {rates['apply']:9.1f} pairs/s   ratio {result['ratio_apply']:.3f}"
+            f"   ({result['apply_rows']} PNG rows through datasets.map)",
+        ]
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", choices=[*PRESETS, "all"], default="all")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per scoring step (B)")
+    parser.add_argument("--num-timesteps", type=int, default=10, help="timestep grid size (T)")
+    parser.add_argument("--apply-rows", type=int, default=None, help="rows for apply (default 2B)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--dtype", default=None, help="fp32 | bf16 | fp16 (default: bf16 on CUDA, else fp32)")
+    parser.add_argument("--max-forward-batch", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--json", default=None, help="also write the results to this file")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    presets = list(PRESETS) if args.preset == "all" else [args.preset]
+    results = []
+    for preset in presets:
+        result = benchmark(
+            preset,
+            batch_size=args.batch_size,
+            num_timesteps=args.num_timesteps,
+            apply_rows=args.apply_rows,
+            repeats=args.repeats,
+            device=args.device,
+            dtype=args.dtype,
+            max_forward_batch=args.max_forward_batch,
+        )
+        print(report(result), flush=True)
+        results.append(result)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(results, handle, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

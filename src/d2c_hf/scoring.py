@@ -1,0 +1,1331 @@
+"""Select, step 1: the diffusion difficulty score, as a ``datasets`` map transform.
+
+For an image x with label c, and a frozen class-conditional diffusion model, the score is the
+model's mean denoising error on that sample, conditioned on its *true* label::
+
+    difficulty(x, c) = 1/T * sum_{i=0}^{T-1} mean_{C,H,W} ( target(x, eps_i, t_i) - model(x_{t_i}, t_i, c) )^2
+
+stored as the float32 column ``difficulty``: positive, **higher = harder**, ascending order =
+easiest first (method.md §1). x is the image's ADM centre crop in ``[-1, 1]`` (pixel space) or
+its deterministic VAE latent ``(vae.encode(x).latent_dist.mean - shift) * scaling_factor``
+(latent space), encoded once per image.
+
+Two adapters, each a *path* (how x_t is built) and a *prediction* (what the output is compared with):
+
+* ``"epsilon"`` (diffusers ``DiTTransformer2DModel``, e.g. ``facebook/DiT-XL-2-256``): the DDPM
+  path ``x_t = sqrt(abar_t) x + sqrt(1 - abar_t) eps`` through diffusers' ``DDPMScheduler.add_noise``
+  (schedule read from the repo's ``scheduler/`` folder, else DiT's linear betas 1e-4..0.02 over 1000
+  steps), target ``eps``, integer timesteps. A learned-sigma model (``out_channels == 2 * in_channels``)
+  is compared on the first (epsilon) half only.
+* ``"flow"`` (d2c-hf's ``SiTTransformer2DModel``, REPA convention): ``x_t = (1 - t) x + t eps``, target
+  ``eps - x`` (the velocity), ``t`` in ``[0, 1]`` passed to the model as a float.
+
+The timestep grid is fixed and evenly spaced: the midpoints of T equal bins,
+``t_i = floor((i + 0.5) * N / T)`` for DDPM (N = ``num_train_timesteps``; 50, 150, ..., 950 for
+T = 10) and ``t_i = (i + 0.5) / T`` for flow (0.05, ..., 0.95).
+
+**Common random numbers.** The noise ``eps_i`` of a sample is slice ``i`` of one stream of N(0, 1)
+draws from a CPU ``torch.Generator`` seeded with ``blake2b(seed, key)``, where the key is a 64-bit
+blake2b hash of the sample's preprocessed uint8 pixels (or of a ``key_column`` value). A sample's
+score therefore depends only on (model, seed, grid, its pixels, its label): not on batch size, row
+order, shuffling, sharding, the number of processes or restarts.
+
+See ``docs/scoring.md`` for the user guide and :func:`train_scorer` for a scorer trained from scratch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .data import check_labels, pixels_to_tensor, preprocess_images
+from .hub import model_provenance, resolve_device, resolve_dtype
+from .vae import downsample_factor, encode_posterior, latent_channels, latent_scale, load_vae, scale_latents
+
+logger = logging.getLogger(__name__)
+
+DIFFICULTY_COLUMN = "difficulty"
+PER_TIMESTEP_COLUMN = "difficulty_per_timestep"
+#: Pass ``vae=PIXEL_SPACE`` to score in pixel space even if the model repo ships a ``vae/``.
+PIXEL_SPACE = "pixel"
+PREDICTION_TYPES = ("epsilon", "flow")
+#: Model classes whose prediction type is known (matched by class name, nothing is imported).
+KNOWN_MODEL_CLASSES: dict[str, str] = {
+    "DiTTransformer2DModel": "epsilon",
+    "Transformer2DModel": "epsilon",  # the Hub config of facebook/DiT-XL-2-256 (remapped by diffusers)
+    "SiTTransformer2DModel": "flow",
+}
+#: Bump when the scores change for the same config (invalidates ``datasets`` caches).
+FINGERPRINT_VERSION = 1
+SCORER_INFO_FILE = "d2c_scorer.json"
+
+
+# --------------------------------------------------------------------------------------
+# timestep grid
+# --------------------------------------------------------------------------------------
+
+
+def timestep_grid(num_timesteps: int, prediction_type: str, num_train_timesteps: int = 1000) -> torch.Tensor:
+    """The fixed, evenly spaced timestep grid: midpoints of ``num_timesteps`` equal bins.
+
+    Returns:
+        ``"epsilon"``: int64 ``(T,)``, ``t_i = floor((i + 0.5) * N / T)`` with N = ``num_train_timesteps``
+        (``[50, 150, ..., 950]`` for T = 10, N = 1000); ``"flow"``: float32 ``(T,)``, ``t_i = (i + 0.5) / T``.
+    """
+    _check_positive_int(num_timesteps, "num_timesteps")
+    i = torch.arange(num_timesteps, dtype=torch.int64)
+    if prediction_type == "epsilon":
+        if num_timesteps > num_train_timesteps:
+            raise ValueError(
+                f"num_timesteps={num_timesteps} exceeds the model's {num_train_timesteps} training timesteps"
+            )
+        # exact integer arithmetic: floor((2i + 1) * N / (2T))
+        return torch.div((2 * i + 1) * num_train_timesteps, 2 * num_timesteps, rounding_mode="floor")
+    if prediction_type == "flow":
+        return (i.to(torch.float64) + 0.5).div(num_timesteps).to(torch.float32)
+    raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+
+
+# --------------------------------------------------------------------------------------
+# common random numbers
+# --------------------------------------------------------------------------------------
+
+
+def _hash64(*parts: bytes) -> int:
+    digest = hashlib.blake2b(digest_size=8)
+    for part in parts:
+        digest.update(len(part).to_bytes(8, "little"))
+        digest.update(part)
+    return int.from_bytes(digest.digest(), "little")
+
+
+def pixel_keys(pixels: np.ndarray) -> np.ndarray:
+    """Stable per-sample keys: a 64-bit blake2b hash of each image's preprocessed pixels.
+
+    Args:
+        pixels: ``(B, H, W, 3)`` uint8 (the centre crop the model sees).
+
+    Returns:
+        ``(B,)`` uint64. Identical pixels give identical keys whatever the row, split or process.
+    """
+    pixels = np.ascontiguousarray(pixels)
+    shape = json.dumps(list(pixels.shape[1:])).encode()
+    return np.array([_hash64(b"pixels", shape, image.tobytes()) for image in pixels], dtype=np.uint64)
+
+
+def value_keys(values: Sequence[Any], rows: Sequence[int] | None = None, column: str = "key") -> np.ndarray:
+    """Per-sample keys from a user's key column (ints, strings or bytes, e.g. an image id or path).
+
+    Returns:
+        ``(B,)`` uint64 hashes; ``None`` or other types raise, naming the row.
+    """
+    keys = np.empty(len(values), dtype=np.uint64)
+    for i, value in enumerate(values):
+        if isinstance(value, (bool, np.bool_)) or value is None:
+            kind = None
+        elif isinstance(value, (int, np.integer)):
+            kind, data = b"int", str(int(value)).encode()
+        elif isinstance(value, str):
+            kind, data = b"str", value.encode("utf-8")
+        elif isinstance(value, (bytes, bytearray)):
+            kind, data = b"bytes", bytes(value)
+        else:
+            kind = None
+        if kind is None:
+            row = i if rows is None else rows[i]
+            raise ValueError(
+                f"key column {column!r} has {value!r} at row {row}; keys must be integers, strings or bytes"
+            )
+        keys[i] = _hash64(kind, data)
+    return keys
+
+
+def noise_seed(seed: int, key: int) -> int:
+    """The CPU generator seed of one sample: a 64-bit blake2b hash of ``(seed, key)``."""
+    return _hash64(b"d2c-difficulty-noise", int(seed).to_bytes(8, "little"), int(key).to_bytes(8, "little"))
+
+
+def sample_noise(
+    keys: Sequence[int] | np.ndarray, seed: int, num_timesteps: int, shape: Sequence[int]
+) -> torch.Tensor:
+    """Common random numbers: the noise of every (sample, timestep index).
+
+    Sample b gets ``torch.randn((T, *shape), generator=torch.Generator("cpu").manual_seed(noise_seed(seed,
+    keys[b])))``; timestep index i uses slice i. Generated on CPU so every device sees the same numbers.
+
+    Returns:
+        ``(B, T, *shape)`` float32 on CPU.
+    """
+    keys = np.asarray(keys, dtype=np.uint64)
+    out = torch.empty((len(keys), num_timesteps, *shape), dtype=torch.float32)
+    generator = torch.Generator("cpu")
+    for b, key in enumerate(keys.tolist()):
+        generator.manual_seed(noise_seed(seed, key))
+        torch.randn((num_timesteps, *shape), generator=generator, out=out[b])
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# adapters: path (how x_t is built) + prediction (what the output is compared with)
+# --------------------------------------------------------------------------------------
+
+
+class EpsilonAdapter:
+    """DDPM path with epsilon prediction (DiT).
+
+    ``x_t = sqrt(abar_t) x + sqrt(1 - abar_t) eps`` (``DDPMScheduler.add_noise``), target ``eps``,
+    integer timesteps ``t_i = floor((i + 0.5) * N / T)``.
+
+    Args:
+        num_timesteps: T, the grid size.
+        scheduler: a ``DDPMScheduler`` (or any diffusers scheduler / config dict with the same beta
+            parameters, e.g. DiT's saved ``DDIMScheduler``); ``None`` = DiT's linear schedule
+            (betas 1e-4..0.02, 1000 steps).
+    """
+
+    prediction_type = "epsilon"
+
+    def __init__(self, num_timesteps: int, scheduler: Any = None) -> None:
+        from diffusers import DDPMScheduler
+
+        if scheduler is None:
+            scheduler = DDPMScheduler(
+                num_train_timesteps=1000,
+                beta_schedule="linear",
+                beta_start=1e-4,
+                beta_end=0.02,
+                prediction_type="epsilon",
+                clip_sample=False,
+            )
+        elif not isinstance(scheduler, DDPMScheduler):
+            config = scheduler if isinstance(scheduler, Mapping) else scheduler.config
+            scheduler = DDPMScheduler.from_config(dict(config))
+        if scheduler.config.prediction_type != "epsilon":
+            raise ValueError(
+                f"the scheduler says prediction_type={scheduler.config.prediction_type!r}; the epsilon adapter "
+                "needs an epsilon-prediction model (pass prediction_type='flow' for flow/velocity models)"
+            )
+        self.scheduler = scheduler
+        self.num_train_timesteps = int(scheduler.config.num_train_timesteps)
+        self.timesteps = timestep_grid(num_timesteps, "epsilon", self.num_train_timesteps)
+
+    def to(self, device: torch.device) -> EpsilonAdapter:
+        # add_noise caches alphas_cumprod on the samples' device; do it once, outside inference mode
+        self.scheduler.alphas_cumprod = self.scheduler.alphas_cumprod.to(device)
+        self.timesteps = self.timesteps.to(device)
+        return self
+
+    def interpolate(self, x0: torch.Tensor, noise: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+        """``(N, C, H, W)`` float32 clean samples and noise, ``(N,)`` grid indices -> x_t ``(N, C, H, W)``."""
+        return self.scheduler.add_noise(x0, noise, self.timesteps[step])
+
+    def target(self, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """The regression target: ``eps``."""
+        return noise
+
+    def model_timesteps(self, step: torch.Tensor) -> torch.Tensor:
+        """``(N,)`` int64 timesteps for the model."""
+        return self.timesteps[step]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        c = self.scheduler.config
+        return {
+            "path": "ddpm",
+            "target": "epsilon",
+            "num_train_timesteps": self.num_train_timesteps,
+            "beta_schedule": c.beta_schedule,
+            "beta_start": float(c.beta_start),
+            "beta_end": float(c.beta_end),
+            "trained_betas": None if c.trained_betas is None else [float(b) for b in c.trained_betas],
+            "timesteps": [int(t) for t in self.timesteps.tolist()],
+        }
+
+
+class FlowAdapter:
+    """Linear flow path with velocity prediction (SiT / REPA convention).
+
+    ``x_t = (1 - t) x + t eps``, target ``eps - x``, ``t_i = (i + 0.5) / T`` passed as float32.
+    """
+
+    prediction_type = "flow"
+
+    def __init__(self, num_timesteps: int) -> None:
+        self.timesteps = timestep_grid(num_timesteps, "flow")
+
+    def to(self, device: torch.device) -> FlowAdapter:
+        self.timesteps = self.timesteps.to(device)
+        return self
+
+    def interpolate(self, x0: torch.Tensor, noise: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+        """``(N, C, H, W)`` clean samples and noise, ``(N,)`` grid indices -> ``(1 - t) x + t eps``."""
+        t = self.timesteps[step].view(-1, *([1] * (x0.ndim - 1)))
+        return (1 - t) * x0 + t * noise
+
+    def target(self, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """The regression target: the velocity ``eps - x``."""
+        return noise - x0
+
+    def model_timesteps(self, step: torch.Tensor) -> torch.Tensor:
+        """``(N,)`` float32 ``t`` in ``[0, 1]``."""
+        return self.timesteps[step]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return {
+            "path": "linear",
+            "target": "velocity",
+            "timesteps": [float(t) for t in self.timesteps.tolist()],
+        }
+
+
+def model_prediction(output: Any, channels: int) -> torch.Tensor:
+    """The comparable part of a model output: ``output.sample`` (or ``output[0]``), and of a
+    learned-sigma output ``(N, 2C, H, W)`` only the first C channels (the ``eps``/velocity half)."""
+    sample = getattr(output, "sample", None)
+    if sample is None:
+        sample = output[0] if isinstance(output, (tuple, list)) else output
+    if sample.shape[1] == channels:
+        return sample
+    if sample.shape[1] == 2 * channels:
+        return sample[:, :channels]
+    raise ValueError(
+        f"the model returned {sample.shape[1]} channels for {channels}-channel inputs; expected {channels} or "
+        f"{2 * channels} (learned sigma)"
+    )
+
+
+def detect_prediction_type(model: Any) -> str:
+    """``"epsilon"`` or ``"flow"`` from the model's class name or ``config.prediction_type``."""
+    name = type(model).__name__
+    if name in KNOWN_MODEL_CLASSES:
+        return KNOWN_MODEL_CLASSES[name]
+    declared = _config_value(model, "prediction_type")
+    if declared in PREDICTION_TYPES:
+        return declared
+    raise ValueError(
+        f"cannot tell whether {name} predicts noise or a flow velocity: pass prediction_type='epsilon' "
+        "(DDPM noising, eps target, integer timesteps) or prediction_type='flow' (x_t = (1-t) x + t eps, "
+        "target eps - x, t in [0, 1])"
+    )
+
+
+# --------------------------------------------------------------------------------------
+# loading: pipeline folder | folder with transformer/ | bare model folder, Hub id or local
+# --------------------------------------------------------------------------------------
+
+
+def _config_value(model: Any, *names: str) -> Any:
+    config = getattr(model, "config", None)
+    for name in names:
+        if isinstance(config, Mapping):
+            value = config.get(name)
+        else:
+            value = getattr(config, name, None)
+        if value is not None:
+            return value
+    return None
+
+
+def _read_json(repo: str, filename: str, subfolder: str | None = None) -> dict[str, Any] | None:
+    """A JSON file of a local folder or Hub repo, or None if it has none."""
+    if Path(repo).is_dir():
+        path = Path(repo, subfolder or "", filename)
+        return json.loads(path.read_text()) if path.is_file() else None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, HFValidationError, RepositoryNotFoundError
+
+    try:
+        path = hf_hub_download(repo, filename, subfolder=subfolder)
+    except EntryNotFoundError:
+        return None
+    except (RepositoryNotFoundError, HFValidationError) as err:
+        raise OSError(
+            f"{repo!r} is neither a local folder nor a Hub model repo that can be reached: {err}"
+        ) from err
+    return json.loads(Path(path).read_text())
+
+
+def _model_class(library: str | None, class_name: str) -> type:
+    """Resolve a model class named in ``model_index.json`` / ``config.json`` (diffusers or d2c_hf only:
+    nothing else is imported on a repo's say-so)."""
+    import importlib
+
+    if library in (None, "diffusers"):
+        import diffusers
+
+        if hasattr(diffusers, class_name):
+            return getattr(diffusers, class_name)
+    if library is None or library == "d2c_hf" or library.startswith("d2c_hf."):
+        try:  # an ImportError (e.g. a broken model module) propagates as is
+            return getattr(importlib.import_module(library or "d2c_hf"), class_name)
+        except AttributeError:
+            pass
+    raise ValueError(
+        f"unsupported model class {class_name!r} (library {library!r}): DifficultyScorer loads diffusers and "
+        "d2c_hf models; load the model yourself and pass it (with prediction_type=...)"
+    )
+
+
+def _load_model(repo: str) -> tuple[Any, dict[str, Any] | None, bool]:
+    """Load the denoiser of a repo: ``(model, scheduler_config_or_None, repo_has_vae)``.
+
+    Layouts: a diffusers pipeline (``model_index.json`` + ``transformer/`` [+ ``vae/``, ``scheduler/``],
+    exactly facebook/DiT-XL-2-256), a folder with a ``transformer/`` subfolder, or a bare model folder
+    (``config.json`` at the root).
+    """
+    index = _read_json(repo, "model_index.json")
+    if index is not None:
+        entry = index.get("transformer")
+        if not entry or entry[0] is None:
+            raise ValueError(
+                f"the pipeline {repo!r} has no transformer component ({index.get('_class_name')}); "
+                "DifficultyScorer needs a class-conditional diffusion transformer (DiT or SiT)"
+            )
+        cls = _model_class(entry[0], entry[1])
+        model = cls.from_pretrained(repo, subfolder="transformer")
+        scheduler = _read_json(repo, "scheduler_config.json", "scheduler") if index.get("scheduler") else None
+        vae_entry = index.get("vae")
+        return model, scheduler, bool(vae_entry and vae_entry[0] is not None)
+
+    config = _read_json(repo, "config.json", "transformer")
+    subfolder: str | None = "transformer"
+    if config is None:
+        config, subfolder = _read_json(repo, "config.json"), None
+    if config is None or "_class_name" not in config:
+        raise ValueError(
+            f"{repo!r} is not a model folder: expected model_index.json (a diffusers pipeline such as "
+            "facebook/DiT-XL-2-256), transformer/config.json, or a config.json written by save_pretrained"
+        )
+    cls = _model_class(None, config["_class_name"])
+    model = cls.from_pretrained(repo, subfolder=subfolder) if subfolder else cls.from_pretrained(repo)
+    scheduler = _read_json(repo, "scheduler_config.json", "scheduler") if subfolder else None
+    has_vae = subfolder is not None and _read_json(repo, "config.json", "vae") is not None
+    return model, scheduler, has_vae
+
+
+def _load_vae(vae: Any) -> Any:
+    """An ``AutoencoderKL`` from a folder/id (its root, or its ``vae/`` subfolder) or a loaded one."""
+    if not isinstance(vae, (str, os.PathLike)):
+        return load_vae(vae)
+    repo = str(vae)
+    if _read_json(repo, "config.json") is not None:
+        return load_vae(repo)
+    if _read_json(repo, "config.json", "vae") is not None:
+        return load_vae(repo, subfolder="vae")
+    raise ValueError(
+        f"vae={repo!r} has neither config.json nor vae/config.json; pass an AutoencoderKL folder or Hub id, a "
+        "pipeline with a vae/ subfolder, a loaded AutoencoderKL, or vae='pixel' for pixel space"
+    )
+
+
+def _check_positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+# --------------------------------------------------------------------------------------
+# the scorer
+# --------------------------------------------------------------------------------------
+
+
+class DifficultyScorer:
+    """The D2C diffusion difficulty score as a ``datasets`` map transform.
+
+    ``scorer(batch, indices)`` returns ``{"difficulty": float32 (B,)}`` (plus
+    ``"difficulty_per_timestep"``, float32 ``(B, T)``, with ``return_per_timestep=True``);
+    ``scorer.apply(ds)`` is ``ds.map(scorer, batched=True, with_indices=True, features=...,
+    new_fingerprint=...)`` with input checks first. See the module docstring for the equation.
+
+    Build it with :meth:`from_pretrained` (Hub id or local folder); the constructor takes loaded
+    objects.
+
+    Args:
+        model: a loaded class-conditional denoiser, ``forward(x_t, timestep=, class_labels=)`` returning
+            ``.sample`` (or a tuple / tensor) of shape ``(N, C or 2C, h, w)``; its config must give
+            ``in_channels``, ``num_classes`` (or ``num_embeds_ada_norm``) and ``sample_size`` (or pass
+            ``resolution``). Put in eval mode (no label dropout) and moved to ``device``.
+        vae: a loaded ``AutoencoderKL`` (latent space) or ``None`` (pixel space).
+        scheduler: epsilon models only: a diffusers scheduler or scheduler config giving the betas
+            (``None`` = DiT's linear schedule).
+        num_timesteps: T, the size of the evenly spaced timestep grid.
+        seed: seed of the common random numbers (an int in ``[0, 2**64)``).
+        resolution: side of the ADM centre crop in pixels; ``None`` = ``sample_size * vae factor``.
+        batch_size: images per scoring step (and the default ``map`` batch size).
+        dtype: compute dtype; ``None`` = bfloat16 on CUDA, float32 otherwise. Weights keep their dtype;
+            a half dtype runs the VAE and the model under ``torch.autocast``.
+        device: ``None`` = CUDA if available, else CPU.
+        prediction_type: ``"epsilon"`` or ``"flow"``; ``None`` = from the model class / config.
+        image_column, label_column: input columns.
+        key_column: optional column whose value (int/str/bytes) replaces the pixel hash as the sample key.
+        return_per_timestep: also return the ``(B, T)`` per-timestep errors.
+        max_forward_batch: most (sample, timestep) pairs per forward call; ``None`` = all ``B * T`` at once.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        vae: Any = None,
+        *,
+        scheduler: Any = None,
+        num_timesteps: int = 10,
+        seed: int = 0,
+        resolution: int | None = None,
+        batch_size: int = 32,
+        dtype: str | torch.dtype | None = None,
+        device: str | torch.device | None = None,
+        prediction_type: str | None = None,
+        image_column: str = "image",
+        label_column: str = "label",
+        key_column: str | None = None,
+        return_per_timestep: bool = False,
+        max_forward_batch: int | None = None,
+    ) -> None:
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"model must be a loaded torch.nn.Module, got {type(model).__name__}")
+        self.num_timesteps = _check_positive_int(num_timesteps, "num_timesteps")
+        self.batch_size = _check_positive_int(batch_size, "batch_size")
+        if max_forward_batch is not None:
+            _check_positive_int(max_forward_batch, "max_forward_batch")
+        self.max_forward_batch = max_forward_batch
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
+            raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
+        self.seed = int(seed)
+        self.image_column, self.label_column, self.key_column = image_column, label_column, key_column
+        self.return_per_timestep = bool(return_per_timestep)
+
+        # ---- the model's contract: channels, classes, size, prediction type ------------------------
+        if prediction_type is None:
+            prediction_type = detect_prediction_type(model)
+        elif prediction_type not in PREDICTION_TYPES:
+            raise ValueError(
+                f"prediction_type must be one of {PREDICTION_TYPES} or None, got {prediction_type!r}"
+            )
+        self.prediction_type = prediction_type
+        model_name = type(model).__name__
+        in_channels = _config_value(model, "in_channels")
+        if in_channels is None:
+            raise ValueError(
+                f"{model_name} has no config.in_channels; DifficultyScorer needs a diffusers-style config"
+            )
+        self.channels = int(in_channels)
+        expected = latent_channels(vae)
+        if self.channels != expected:
+            if vae is None:
+                space, hint = (
+                    "pixel space (3 channels)",
+                    "pass vae=... (an AutoencoderKL with that many latent channels)",
+                )
+            else:
+                space = f"the VAE's latent space ({expected} channels)"
+                hint = "pass the VAE the model was trained with, or vae='pixel' for a pixel-space model"
+            raise ValueError(
+                f"{model_name} takes {self.channels} input channels but scores in {space}; {hint}"
+            )
+        out_channels = _config_value(model, "out_channels")
+        if out_channels is not None and int(out_channels) not in (self.channels, 2 * self.channels):
+            raise ValueError(
+                f"{model_name} has out_channels={out_channels} for in_channels={self.channels}; expected "
+                f"{self.channels} or {2 * self.channels} (learned sigma)"
+            )
+        self.learned_sigma = out_channels is not None and int(out_channels) == 2 * self.channels
+        num_classes = _config_value(model, "num_classes", "num_embeds_ada_norm")
+        if num_classes is None:
+            raise ValueError(
+                f"{model_name} has neither config.num_classes nor config.num_embeds_ada_norm: it must be a "
+                "class-conditional model"
+            )
+        self.num_classes = int(num_classes)
+
+        self.factor = downsample_factor(vae)
+        sample_size = _config_value(model, "sample_size", "input_size")
+        if isinstance(sample_size, (list, tuple)):
+            sample_size = sample_size[0]
+        if resolution is None:
+            if sample_size is None:
+                raise ValueError(f"{model_name} has no config.sample_size; pass resolution=...")
+            resolution = int(sample_size) * self.factor
+        resolution = _check_positive_int(resolution, "resolution")
+        if resolution % self.factor:
+            raise ValueError(
+                f"resolution={resolution} is not a multiple of the VAE's downsampling factor {self.factor}"
+            )
+        if sample_size is not None and resolution // self.factor != int(sample_size):
+            raise ValueError(
+                f"resolution={resolution} gives {resolution // self.factor}x{resolution // self.factor} model inputs "
+                f"but {model_name} was built for {sample_size}x{sample_size} (resolution "
+                f"{int(sample_size) * self.factor}); pass resolution={int(sample_size) * self.factor} or None"
+            )
+        self.resolution = resolution
+        self.latent_size = resolution // self.factor
+
+        # ---- placement ------------------------------------------------------------------------------
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.model = model.eval().to(self.device)  # eval: no label dropout
+        self.vae = load_vae(vae).to(self.device) if vae is not None else None
+        self.scaling_factor, self.shift_factor = latent_scale(self.vae)
+        if prediction_type == "epsilon":
+            self.adapter: EpsilonAdapter | FlowAdapter = EpsilonAdapter(self.num_timesteps, scheduler)
+        else:
+            self.adapter = FlowAdapter(self.num_timesteps)
+        self.adapter.to(self.device)
+        self._model_provenance = model_provenance(model)
+        self._vae_provenance = model_provenance(self.vae) if self.vae is not None else None
+        self.num_upsampled = 0  # images smaller than `resolution` seen by this instance (upsampled)
+        self._warned_upsampling = False
+        self._defer_upsampling_warning = False
+
+    # ---- construction ---------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: Any,
+        vae: Any = None,
+        *,
+        num_timesteps: int = 10,
+        seed: int = 0,
+        resolution: int | None = None,
+        batch_size: int = 32,
+        dtype: str | torch.dtype | None = None,
+        device: str | torch.device | None = None,
+        prediction_type: str | None = None,
+        image_column: str = "image",
+        label_column: str = "label",
+        key_column: str | None = None,
+        return_per_timestep: bool = False,
+        max_forward_batch: int | None = None,
+    ) -> DifficultyScorer:
+        """Load a scorer from a Hub id or local folder, or wrap a loaded model.
+
+        Args:
+            model: ``"facebook/DiT-XL-2-256"`` (CC BY-NC) or any folder/repo with one of the layouts: a
+                diffusers pipeline (``model_index.json``, ``transformer/``, optional ``vae/`` and
+                ``scheduler/``), a folder with a ``transformer/`` subfolder (optional ``scheduler/``,
+                ``vae/``; what :func:`train_scorer` writes in pixel space), or a bare model folder
+                (``config.json`` at the root). Or a loaded model.
+            vae: ``None`` = the repo's own ``vae/`` if it has one, else pixel space (always pixel space
+                for a loaded ``model``); ``"pixel"`` (:data:`PIXEL_SPACE`) forces pixel space; a folder /
+                Hub id (an ``AutoencoderKL``, or a pipeline with ``vae/``) or a loaded ``AutoencoderKL``
+                overrides.
+            other arguments: see the class docstring.
+        """
+        scheduler = None
+        repo: str | None = None
+        repo_has_vae = False
+        if isinstance(model, (str, os.PathLike)):
+            repo = str(model)
+            model, scheduler, repo_has_vae = _load_model(repo)
+        elif not isinstance(model, torch.nn.Module):
+            raise TypeError(
+                f"model must be a Hub id, a local folder or a loaded model, got {type(model).__name__}"
+            )
+        if isinstance(vae, str) and vae == PIXEL_SPACE:
+            vae_model = None
+        elif vae is None:
+            vae_model = _load_vae(repo) if repo_has_vae else None
+        else:
+            vae_model = _load_vae(vae)
+        scheduler_class = str((scheduler or {}).get("_class_name", ""))
+        flow_scheduler = scheduler_class.startswith("FlowMatch")
+        if prediction_type is None:
+            try:
+                prediction_type = detect_prediction_type(model)
+            except ValueError:
+                if not flow_scheduler:
+                    raise
+                prediction_type = "flow"  # an unknown model class shipped with a flow-matching scheduler
+        if prediction_type == "flow" or flow_scheduler:
+            scheduler = None  # the DDPM betas apply to epsilon models only
+        return cls(
+            model,
+            vae_model,
+            scheduler=scheduler,
+            num_timesteps=num_timesteps,
+            seed=seed,
+            resolution=resolution,
+            batch_size=batch_size,
+            dtype=dtype,
+            device=device,
+            prediction_type=prediction_type,
+            image_column=image_column,
+            label_column=label_column,
+            key_column=key_column,
+            return_per_timestep=return_per_timestep,
+            max_forward_batch=max_forward_batch,
+        )
+
+    # ---- description ----------------------------------------------------------------------------------
+    @property
+    def timesteps(self) -> list[float] | list[int]:
+        """The timestep grid as the model sees it (ints for epsilon models, floats in [0, 1] for flow)."""
+        return self.adapter.config["timesteps"]
+
+    @property
+    def features(self):
+        """The new columns: ``difficulty`` ``Value("float32")`` [+ ``difficulty_per_timestep``
+        ``List(Value("float32"), length=T)``]."""
+        from datasets import Features, Value
+
+        columns = {DIFFICULTY_COLUMN: Value("float32")}
+        if self.return_per_timestep:
+            from datasets import List
+
+            columns[PER_TIMESTEP_COLUMN] = List(Value("float32"), length=self.num_timesteps)
+        return Features(columns)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """JSON-able provenance: everything that determines the scores."""
+        from . import __version__
+
+        return {
+            "d2c_hf_version": __version__,
+            "model": self._model_provenance,
+            "vae": self._vae_provenance,
+            "space": "latent" if self.vae is not None else "pixel",
+            "prediction_type": self.prediction_type,
+            "learned_sigma": self.learned_sigma,
+            "num_classes": self.num_classes,
+            "num_timesteps": self.num_timesteps,
+            "timestep_grid": "bin midpoints",
+            "noising": self.adapter.config,
+            "seed": self.seed,
+            "noise": "torch.randn on a CPU generator seeded with blake2b(seed, key); slice i = timestep i",
+            "key": {"column": self.key_column} if self.key_column else "blake2b-64 of the uint8 crop",
+            "resolution": self.resolution,
+            "crop": "adm_center",
+            "input_shape": [self.channels, self.latent_size, self.latent_size],
+            "scaling_factor": self.scaling_factor,
+            "shift_factor": self.shift_factor,
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "image_column": self.image_column,
+            "label_column": self.label_column,
+            "return_per_timestep": self.return_per_timestep,
+        }
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of :attr:`config` (and the transform's version): equal fingerprints give equal scores."""
+        from datasets.fingerprint import Hasher
+
+        return Hasher.hash([type(self).__name__, FINGERPRINT_VERSION, self.config])
+
+    def __repr__(self) -> str:
+        name = self._model_provenance.get("name_or_path") or self._model_provenance.get("class")
+        return (
+            f"{type(self).__name__}(model={name!r}, space={self.config['space']!r}, prediction_type="
+            f"{self.prediction_type!r}, num_timesteps={self.num_timesteps}, resolution={self.resolution}, seed={self.seed})"
+        )
+
+    # ---- scoring ----------------------------------------------------------------------------------------
+    def _autocast(self):
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def encode(self, pixels: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """``(B, H, W, 3)`` uint8 -> clean model inputs x ``(B, C, h, w)`` float32 on the scorer's device.
+
+        Pixel space: the image in ``[-1, 1]``; latent space: ``(latent_dist.mean - shift) * scaling_factor``.
+        """
+        x = pixels_to_tensor(pixels).to(self.device)
+        if self.vae is None:
+            return x
+        with torch.inference_mode(), self._autocast():
+            mean, _ = encode_posterior(self.vae, x)
+        return scale_latents(mean.float(), self.scaling_factor, self.shift_factor)
+
+    def score_pixels(
+        self,
+        pixels: np.ndarray,
+        labels: Sequence[int] | np.ndarray | torch.Tensor,
+        keys: Sequence[int] | np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Score a batch of preprocessed images.
+
+        All ``B * T`` (sample, timestep) pairs go through the model in ``ceil(B * T / max_forward_batch)``
+        forward calls (one by default); each image is encoded once.
+
+        Args:
+            pixels: ``(B, resolution, resolution, 3)`` uint8 (e.g. from ``d2c_hf.data.preprocess_images``).
+            labels: ``(B,)`` integer class ids in ``[0, num_classes)``.
+            keys: ``(B,)`` uint64 sample keys; ``None`` = :func:`pixel_keys` of ``pixels``.
+
+        Returns:
+            ``(difficulty (B,), per_timestep (B, T))``, float32 numpy arrays; ``difficulty`` is the
+            row mean of ``per_timestep``.
+        """
+        pixels = np.asarray(pixels)
+        r = self.resolution
+        if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[1:] != (r, r, 3):
+            raise ValueError(
+                f"pixels must be a (B, {r}, {r}, 3) uint8 array (preprocess_images at the scorer's resolution), "
+                f"got {pixels.dtype} {pixels.shape}"
+            )
+        labels = check_labels(np.asarray(labels), self.num_classes, self.label_column)
+        if len(labels) != len(pixels):
+            raise ValueError(f"got {len(pixels)} images but {len(labels)} labels")
+        keys = pixel_keys(pixels) if keys is None else np.asarray(keys, dtype=np.uint64)
+        if len(keys) != len(pixels):
+            raise ValueError(f"got {len(pixels)} images but {len(keys)} keys")
+        batch, steps = len(pixels), self.num_timesteps
+        if batch == 0:
+            return np.zeros(0, np.float32), np.zeros((0, steps), np.float32)
+
+        if self.model.training:  # a caller may have switched it back: label dropout must stay off
+            self.model.eval()
+        x0 = self.encode(pixels)  # (B, C, h, w), once per image
+        noise = sample_noise(keys, self.seed, steps, x0.shape[1:]).to(self.device)  # (B, T, C, h, w)
+        noise = noise.flatten(0, 1)  # (B*T, ...), sample-major
+        sample = torch.arange(batch, device=self.device).repeat_interleave(steps)  # (B*T,)
+        step = torch.arange(steps, device=self.device).repeat(batch)  # (B*T,)
+        y = torch.as_tensor(labels, device=self.device).repeat_interleave(steps)
+        param_dtype = next(self.model.parameters()).dtype
+        errors = torch.empty(batch * steps, dtype=torch.float32, device=self.device)
+        chunk = self.max_forward_batch or batch * steps
+        with torch.inference_mode():
+            for start in range(0, batch * steps, chunk):
+                part = slice(start, start + chunk)
+                x, eps, i = x0[sample[part]], noise[part], step[part]
+                x_t = self.adapter.interpolate(x, eps, i)
+                with self._autocast():
+                    out = self.model(
+                        x_t.to(param_dtype), timestep=self.adapter.model_timesteps(i), class_labels=y[part]
+                    )
+                prediction = model_prediction(out, self.channels).float()
+                target = self.adapter.target(x, eps)
+                errors[part] = (prediction - target).square().mean(dim=(1, 2, 3))
+        per_timestep = errors.view(batch, steps)
+        difficulty = per_timestep.mean(dim=1)
+        return difficulty.cpu().numpy(), per_timestep.cpu().numpy()
+
+    def __call__(
+        self, batch: Mapping[str, Any], indices: Sequence[int] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Score one batch of rows (a ``datasets`` batched map function; use ``with_indices=True``).
+
+        Args:
+            batch: a batch dict with ``image_column`` (PIL images, ``{"bytes", "path"}`` dicts from
+                ``Image(decode=False)``, bytes or paths) and ``label_column`` (integers).
+            indices: the rows' indices, used in error messages.
+
+        Returns:
+            ``{"difficulty": float32 (B,)}`` [+ ``{"difficulty_per_timestep": float32 (B, T)}``].
+        """
+        images = list(batch[self.image_column])
+        labels = list(batch[self.label_column])
+        rows = list(indices) if indices is not None else list(range(len(images)))
+        key_values = list(batch[self.key_column]) if self.key_column else None
+        difficulty, per_timestep = [], []
+        for start in range(0, len(images), self.batch_size):
+            part = slice(start, start + self.batch_size)
+            part_rows = rows[part]
+            part_labels = labels[part]
+            for label, row in zip(part_labels, part_rows):
+                if label is None:
+                    raise ValueError(f"column {self.label_column!r} has a missing label (None) at row {row}")
+            y = check_labels(np.asarray(part_labels), self.num_classes, self.label_column, rows=part_rows)
+            pixels, upsampled = preprocess_images(images[part], self.resolution, rows=part_rows)
+            self._note_upsampled(upsampled, len(pixels), part_rows)
+            if key_values is None:
+                keys = pixel_keys(pixels)
+            else:
+                keys = value_keys(key_values[part], part_rows, self.key_column)
+            d, p = self.score_pixels(pixels, y, keys)
+            difficulty.append(d)
+            per_timestep.append(p)
+        out = {
+            DIFFICULTY_COLUMN: np.concatenate(difficulty) if difficulty else np.zeros(0, np.float32),
+        }
+        if self.return_per_timestep:
+            out[PER_TIMESTEP_COLUMN] = (
+                np.concatenate(per_timestep)
+                if per_timestep
+                else np.zeros((0, self.num_timesteps), np.float32)
+            )
+        return out
+
+    def _note_upsampled(self, count: int, total: int, rows: Sequence[int]) -> None:
+        if not count:
+            return
+        self.num_upsampled += count
+        if self._defer_upsampling_warning or self._warned_upsampling:
+            return
+        self._warned_upsampling = True
+        logger.warning(
+            "%d of %d images in rows %s..%s are smaller than %dpx and are upsampled (bicubic) before scoring; "
+            "further ones are counted in scorer.num_upsampled",
+            count,
+            total,
+            rows[0],
+            rows[-1],
+            self.resolution,
+        )
+
+    # ---- datasets ---------------------------------------------------------------------------------------
+    def apply(self, dataset: Any, **map_kwargs: Any) -> Any:
+        """Add ``difficulty`` to a ``Dataset`` (or ``IterableDataset``): checks, then one ``map``.
+
+        Checks the columns and labels first (``prepare_dataset``: missing columns, label types, empty
+        dataset, ``None``, negative labels, labels ``>= num_classes`` naming the row), before any
+        forward pass. The image column is cast to ``Image(decode=False)`` for the map so that this code
+        decodes every image and names the row of an undecodable one; it is restored afterwards.
+
+        For a ``Dataset`` this is ``map(self, batched=True, with_indices=True, features=<existing +
+        difficulty>, new_fingerprint=hash(previous fingerprint, scorer.fingerprint), desc="Scoring
+        difficulty", batch_size=scorer.batch_size)``, so re-running on a disk-backed dataset loads the
+        cached result. ``map_kwargs`` (``num_proc``, ``batch_size``, ``cache_file_name``,
+        ``load_from_cache_file``, ...) are passed on. An ``IterableDataset`` is mapped lazily
+        (schema checks only; rows are checked as they stream).
+
+        Returns:
+            the dataset with the new column(s), in its original format.
+        """
+        from datasets import Dataset, Image, IterableDataset
+
+        from .data import prepare_dataset
+
+        if not isinstance(dataset, (Dataset, IterableDataset)):
+            raise TypeError(f"expected a datasets.Dataset or IterableDataset, got {type(dataset).__name__}")
+        for key in ("function", "batched", "with_indices", "features", "input_columns"):
+            if key in map_kwargs:
+                raise TypeError(f"apply() sets {key!r} itself; do not pass it")
+        is_map_style = isinstance(dataset, Dataset)
+        dataset, info = prepare_dataset(
+            dataset,
+            self.image_column,
+            self.label_column,
+            num_classes=None if is_map_style else self.num_classes,
+        )
+        features = dataset.features
+        if is_map_style:
+            self._check_label_range(dataset, info.num_classes)
+        for column in self.features:
+            if column in features:
+                raise ValueError(
+                    f"the dataset already has a {column!r} column; remove it first "
+                    f"(dataset.remove_columns({column!r})) to score again"
+                )
+        if self.key_column is not None and self.key_column not in features:
+            raise ValueError(
+                f"key_column={self.key_column!r} is not a column of the dataset; columns: {list(features)}"
+            )
+
+        image_feature = features[self.image_column]
+        raw = dataset.cast_column(self.image_column, Image(decode=False)) if image_feature.decode else dataset
+        map_kwargs.setdefault("batch_size", self.batch_size)
+        out_features = raw.features.copy()
+        out_features.update(self.features)
+        if not is_map_style:
+            out = raw.map(self, batched=True, with_indices=True, features=out_features, **map_kwargs)
+            return out.cast_column(self.image_column, image_feature) if image_feature.decode else out
+
+        self._check_start_method(map_kwargs.get("num_proc"))
+        original_format = dataset.format
+        raw = raw.with_format(None)
+        map_kwargs.setdefault("desc", "Scoring difficulty")
+        map_kwargs.setdefault("new_fingerprint", self.map_fingerprint(raw))
+        seen = self.num_upsampled
+        self._defer_upsampling_warning = (map_kwargs.get("num_proc") or 1) <= 1
+        try:
+            out = raw.map(self, batched=True, with_indices=True, features=out_features, **map_kwargs)
+        finally:
+            self._defer_upsampling_warning = False
+        upsampled = self.num_upsampled - seen
+        if upsampled:
+            logger.warning(
+                "%d of %d images were smaller than %dpx and were upsampled (bicubic) before scoring",
+                upsampled,
+                len(dataset),
+                self.resolution,
+            )
+        if image_feature.decode:
+            out = out.cast_column(self.image_column, image_feature)
+        if original_format["type"] is not None:
+            columns = original_format["columns"]
+            out = out.with_format(
+                original_format["type"],
+                columns=None if columns is None else [*columns, *self.features],
+                output_all_columns=original_format["output_all_columns"],
+                **original_format["format_kwargs"],
+            )
+        return out
+
+    def _check_start_method(self, num_proc: int | None) -> None:
+        """``map(num_proc > 1)`` forks worker processes by default; a forked child deadlocks in torch's
+        OpenMP pool once the parent has run multi-threaded ops, and cannot re-initialise CUDA."""
+        if not num_proc or num_proc <= 1:
+            return
+        import multiprocess  # the multiprocessing flavour datasets uses (not torch.multiprocessing)
+
+        method = multiprocess.get_start_method(allow_none=True) or multiprocess.get_all_start_methods()[0]
+        if method == "fork" and (torch.get_num_threads() > 1 or self.device.type == "cuda"):
+            raise RuntimeError(
+                f"apply(num_proc={num_proc}) would fork worker processes, which hang in torch's thread pool "
+                f"(or cannot use CUDA) after the parent ran torch: call multiprocess.set_start_method('spawn') "
+                "under `if __name__ == '__main__':` first (the datasets multi-GPU recipe), or "
+                "torch.set_num_threads(1) on CPU"
+            )
+
+    def map_fingerprint(self, dataset: Any) -> str:
+        """The ``new_fingerprint`` of ``apply``: hash of the input's fingerprint and :attr:`fingerprint`."""
+        from datasets.fingerprint import Hasher
+
+        return Hasher.hash([dataset._fingerprint, self.fingerprint])
+
+    def _check_label_range(self, dataset: Any, dataset_classes: int) -> None:
+        import pyarrow.compute as pc
+
+        labels = dataset.select_columns([self.label_column]).with_format("arrow")[:][self.label_column]
+        too_big = pc.greater_equal(labels, self.num_classes)
+        if pc.any(too_big).as_py():
+            row = int(pc.index(too_big, True).as_py())
+            raise ValueError(
+                f"column {self.label_column!r} has label {labels[row].as_py()} at row {row} but the scorer knows "
+                f"only {self.num_classes} classes (0..{self.num_classes - 1}); use a scorer trained on these "
+                "classes (e.g. train_scorer) or remap the labels"
+            )
+        if dataset_classes > self.num_classes:
+            raise ValueError(
+                f"the dataset has {dataset_classes} classes (column {self.label_column!r}) but the scorer knows "
+                f"only {self.num_classes}; use a scorer trained on these classes (e.g. train_scorer)"
+            )
+
+
+# --------------------------------------------------------------------------------------
+# a scorer trained from scratch on the user's data
+# --------------------------------------------------------------------------------------
+
+
+def _init_dit_weights(model: torch.nn.Module, generator: torch.Generator) -> None:
+    """DiT's initialisation, drawn from ``generator`` (no global RNG), over *every* parameter.
+
+    Linear layers and the patch projection: Xavier-uniform weights, zero biases; label tables and
+    timestep MLPs: N(0, 0.02); adaLN modulation (``AdaLayerNormZero.linear``) and the output layers
+    (``proj_out_1``, ``proj_out_2``): zero (adaLN-Zero, so every block starts as the identity).
+    """
+    from diffusers.models.embeddings import TimestepEmbedding
+    from diffusers.models.normalization import AdaLayerNormZero
+
+    done: set[int] = set()
+
+    def init(tensor: torch.Tensor, how: str) -> None:
+        if how == "zeros":
+            torch.nn.init.zeros_(tensor)
+        elif how == "ones":
+            torch.nn.init.ones_(tensor)
+        elif how == "normal":
+            torch.nn.init.normal_(tensor, std=0.02, generator=generator)
+        else:  # xavier on the (out, fan_in) view, as DiT does for its conv patch embedding
+            torch.nn.init.xavier_uniform_(tensor.view(tensor.shape[0], -1), generator=generator)
+        done.add(id(tensor))
+
+    zero_modules = {id(getattr(model, name)) for name in ("proj_out_1", "proj_out_2") if hasattr(model, name)}
+    normal_modules: set[int] = set()
+    for module in model.modules():
+        if isinstance(module, AdaLayerNormZero):
+            zero_modules.add(id(module.linear))
+        if isinstance(module, TimestepEmbedding):
+            normal_modules.update(id(m) for m in module.modules() if isinstance(m, torch.nn.Linear))
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
+                if id(module) in zero_modules:
+                    init(module.weight, "zeros")
+                elif id(module) in normal_modules:
+                    init(module.weight, "normal")
+                else:
+                    init(module.weight, "xavier")
+                if module.bias is not None:
+                    init(module.bias, "zeros")
+            elif isinstance(module, torch.nn.Embedding):
+                init(module.weight, "normal")
+            elif isinstance(module, (torch.nn.LayerNorm, torch.nn.GroupNorm)):
+                if module.weight is not None:
+                    init(module.weight, "ones")
+                if module.bias is not None:
+                    init(module.bias, "zeros")
+    missed = [name for name, p in model.named_parameters() if id(p) not in done]
+    if missed:  # a parameter left at a global-RNG init would break determinism
+        raise RuntimeError(f"no deterministic initialisation for parameters {missed[:5]}")
+
+
+@contextlib.contextmanager
+def _own_label_dropout(model: torch.nn.Module):
+    """Switch off the model's label dropout (drawn from the global RNG, independently in every DiT
+    block) for the duration; the caller drops labels itself with its generator. Yields the dropout
+    probability and the null class id."""
+    from diffusers.models.embeddings import LabelEmbedding
+
+    tables = [m for m in model.modules() if isinstance(m, LabelEmbedding)]
+    probs = [m.dropout_prob for m in tables]
+    prob = max(probs, default=0.0)
+    null_id = tables[0].num_classes if tables else None
+    for m in tables:
+        m.dropout_prob = 0.0
+    try:
+        yield prob, null_id
+    finally:
+        for m, p in zip(tables, probs):
+            m.dropout_prob = p
+
+
+def _dataset_pixels(dataset: Any, image_column: str, resolution: int, batch_size: int = 256) -> np.ndarray:
+    """Decode and centre-crop a whole (small) dataset: ``(N, R, R, 3)`` uint8; errors name the row."""
+    from datasets import Image
+
+    feature = dataset.features[image_column]
+    raw = dataset.cast_column(image_column, Image(decode=False)) if feature.decode else dataset
+    raw = raw.select_columns([image_column]).with_format(None)
+    out, upsampled = [], 0
+    for start in range(0, len(raw), batch_size):
+        rows = list(range(start, min(start + batch_size, len(raw))))
+        pixels, n = preprocess_images(raw[start : start + batch_size][image_column], resolution, rows=rows)
+        out.append(pixels)
+        upsampled += n
+    if upsampled:
+        logger.warning(
+            "train_scorer: %d of %d images are smaller than %dpx and are upsampled (bicubic)",
+            upsampled,
+            len(raw),
+            resolution,
+        )
+    return np.concatenate(out)
+
+
+def _first_image_side(dataset: Any, image_column: str) -> int:
+    from datasets import Image
+
+    from .data import decode_image
+
+    feature = dataset.features[image_column]
+    raw = dataset.cast_column(image_column, Image(decode=False)) if feature.decode else dataset
+    return min(decode_image(raw[0][image_column], 0).size)
+
+
+def train_scorer(
+    dataset: Any,
+    output_dir: str | os.PathLike,
+    *,
+    vae: Any = None,
+    resolution: int | None = None,
+    image_column: str = "image",
+    label_column: str = "label",
+    num_steps: int = 500,
+    batch_size: int = 32,
+    learning_rate: float = 1e-3,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    model_kwargs: Mapping[str, Any] | None = None,
+) -> Path:
+    """Train a small class-conditional DiT on ``dataset`` to use as the difficulty scorer
+    (the paper's "scorer trained from scratch" setting).
+
+    A diffusers ``DiTTransformer2DModel`` (epsilon prediction, no learned sigma) is trained with the
+    DDPM loss ``|| eps - model(sqrt(abar_t) x + sqrt(1 - abar_t) eps, t, c) ||^2``, t uniform over the
+    1000 steps of DiT's linear schedule (betas 1e-4..0.02), AdamW (betas 0.9/0.999, no weight decay,
+    gradient clipping 1.0), constant learning rate, and class dropout (labels replaced by the null class
+    with the model's own probability, 0.1) for the conditioning. x is the ADM centre crop in ``[-1, 1]``
+    (``vae=None``, pixel space) or the VAE latent mean times ``scaling_factor`` (what the scorer scores).
+    The whole dataset is preprocessed once into one tensor, so this suits small datasets.
+
+    Everything random (weight init, data order, noise, timesteps, label dropout) comes from one CPU
+    ``torch.Generator(seed)``: the result is deterministic given ``seed`` on CPU, and the global RNG is
+    neither seeded nor advanced.
+
+    Default model: hidden size 128 (4 heads x 32), 4 layers, patch size 4 (2 for inputs smaller than
+    16): 16 tokens for 16 px digits, 64 for 32 px or 32x32 latents. ``model_kwargs`` overrides any
+    ``DiTTransformer2DModel`` argument except the ones fixed by the data (``in_channels``,
+    ``out_channels``, ``sample_size``, ``num_embeds_ada_norm``).
+
+    Output layout (written to a temporary folder next to ``output_dir`` and renamed into place, so a
+    crash never leaves a half-written folder): ``transformer/`` + ``scheduler/`` (a ``DDPMScheduler``),
+    plus ``vae/`` and ``model_index.json`` (a ``DiTPipeline`` folder, like facebook/DiT-XL-2-256) in
+    latent space, plus ``d2c_scorer.json`` (training record: data, settings, final loss, class names).
+    ``DifficultyScorer.from_pretrained(output_dir)`` loads it directly, in the right space.
+
+    Args:
+        dataset: a ``datasets.Dataset`` with an image and an integer/``ClassLabel`` label column.
+        output_dir: the folder to create; it must not exist or be empty.
+        vae: ``None`` / ``"pixel"`` = pixel space; an ``AutoencoderKL`` (folder, Hub id or loaded) = its
+            latent space (the VAE is saved with the scorer).
+        resolution: training (and scoring) image side; ``None`` = the short side of the first image.
+        num_steps, batch_size, learning_rate: optimisation settings.
+        seed: seed of the local generator.
+        device: ``None`` = CUDA if available, else CPU.
+        model_kwargs: ``DiTTransformer2DModel`` arguments.
+
+    Returns:
+        ``Path(output_dir)``.
+    """
+    from datasets import Dataset
+    from diffusers import DDPMScheduler, DiTPipeline, DiTTransformer2DModel
+    from tqdm.auto import tqdm
+
+    from . import __version__
+    from .data import prepare_dataset
+
+    # ---- cheap checks -----------------------------------------------------------------------------
+    output_dir = Path(output_dir)
+    if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
+        raise FileExistsError(
+            f"output_dir={str(output_dir)!r} exists and is not an empty folder; choose another"
+        )
+    num_steps = _check_positive_int(num_steps, "num_steps")
+    batch_size = _check_positive_int(batch_size, "batch_size")
+    if not isinstance(learning_rate, (int, float)) or not learning_rate > 0:
+        raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if not isinstance(dataset, Dataset):
+        raise TypeError(
+            f"train_scorer needs a datasets.Dataset (it preprocesses all rows once), got {type(dataset).__name__}"
+        )
+    dataset, info = prepare_dataset(dataset, image_column, label_column)
+    model_kwargs = dict(model_kwargs or {})
+    fixed = {"in_channels", "out_channels", "sample_size", "num_embeds_ada_norm"} & set(model_kwargs)
+    if fixed:
+        raise ValueError(
+            f"model_kwargs must not set {sorted(fixed)}: train_scorer derives them from the data"
+        )
+
+    device_ = resolve_device(device)
+    vae_model = None if vae is None or (isinstance(vae, str) and vae == PIXEL_SPACE) else _load_vae(vae)
+    factor = downsample_factor(vae_model)
+    if resolution is None:
+        resolution = _first_image_side(dataset, image_column) // factor * factor
+    resolution = _check_positive_int(resolution, "resolution")
+    if resolution % factor:
+        raise ValueError(
+            f"resolution={resolution} is not a multiple of the VAE's downsampling factor {factor}"
+        )
+    sample_size = resolution // factor
+    channels = latent_channels(vae_model)
+    config = {
+        "num_attention_heads": 4,
+        "attention_head_dim": 32,
+        "num_layers": 4,
+        "patch_size": 2 if sample_size < 16 else 4,
+        **model_kwargs,
+        "in_channels": channels,
+        "out_channels": channels,
+        "sample_size": sample_size,
+        "num_embeds_ada_norm": info.num_classes,
+    }
+    if sample_size % config["patch_size"]:
+        raise ValueError(
+            f"the model input side {sample_size} is not divisible by patch_size={config['patch_size']}"
+        )
+
+    # ---- data: the whole dataset as one tensor -----------------------------------------------------------
+    pixels = _dataset_pixels(dataset, image_column, resolution)
+    labels = torch.from_numpy(
+        np.asarray(dataset.with_format("numpy", columns=[label_column])[:][label_column])
+    )
+    labels = labels.to(torch.int64)
+    if vae_model is not None:
+        vae_model = vae_model.to(device_)
+        scale, shift = latent_scale(vae_model)
+        parts = []
+        for start in range(0, len(pixels), 64):
+            mean, _ = encode_posterior(vae_model, pixels_to_tensor(pixels[start : start + 64]).to(device_))
+            parts.append(scale_latents(mean, scale, shift))
+        data = torch.cat(parts)
+    else:
+        data = pixels_to_tensor(pixels).to(device_)
+
+    # ---- model, schedule, optimiser (one local generator for everything random) -----------------------
+    generator = torch.Generator("cpu").manual_seed(int(seed))
+    # construction draws PyTorch's default inits from the global RNG: fork it so that it is left as it
+    # was, then overwrite every parameter from our generator
+    with torch.random.fork_rng(devices=[]):
+        model = DiTTransformer2DModel(**config)
+    _init_dit_weights(model, generator)
+    model = model.to(device_).train()
+    scheduler = DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_schedule="linear",
+        beta_start=1e-4,
+        beta_end=0.02,
+        prediction_type="epsilon",
+        clip_sample=False,
+    )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, betas=(0.9, 0.999), weight_decay=0.0)
+    n = len(data)
+    order = torch.empty(0, dtype=torch.int64)
+    smoothed = None
+    bar = tqdm(range(num_steps), desc="Training scorer", unit="step")
+    with _own_label_dropout(model) as (drop_prob, null_id):
+        for _ in bar:
+            while len(order) < batch_size:  # epoch-wise shuffles, concatenated
+                order = torch.cat([order, torch.randperm(n, generator=generator)])
+            index, order = order[:batch_size], order[batch_size:]
+            x0 = data[index.to(device_)]
+            noise = torch.randn(x0.shape, generator=generator).to(device_)
+            t = torch.randint(0, scheduler.config.num_train_timesteps, (len(index),), generator=generator)
+            y = labels[index]
+            if drop_prob > 0:
+                y = torch.where(torch.rand(len(index), generator=generator) < drop_prob, null_id, y)
+            x_t = scheduler.add_noise(x0, noise, t.to(device_))
+            out = model(x_t, timestep=t.to(device_), class_labels=y.to(device_)).sample
+            loss = F.mse_loss(out.float(), noise)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            value = loss.item()
+            if not math.isfinite(value):
+                raise FloatingPointError(f"train_scorer diverged (loss {value}); lower learning_rate")
+            smoothed = value if smoothed is None else 0.98 * smoothed + 0.02 * value
+            bar.set_postfix(loss=f"{smoothed:.4f}")
+    logger.info("train_scorer: %d steps, final smoothed loss %.4f", num_steps, smoothed)
+
+    # ---- save atomically ----------------------------------------------------------------------------------
+    model = model.eval().to("cpu")
+    record = {
+        "d2c_hf_version": __version__,
+        "dataset_fingerprint": getattr(dataset, "_fingerprint", None),
+        "num_rows": n,
+        "num_classes": info.num_classes,
+        "class_names": list(info.names),
+        "space": "latent" if vae_model is not None else "pixel",
+        "vae": model_provenance(vae_model) if vae_model is not None else None,
+        "resolution": resolution,
+        "model_config": config,
+        "num_steps": num_steps,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "seed": int(seed),
+        "final_loss": smoothed,
+    }
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output_dir.parent / f".{output_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        if vae_model is not None:
+            DiTPipeline(transformer=model, vae=vae_model.to("cpu"), scheduler=scheduler).save_pretrained(tmp)
+        else:
+            model.save_pretrained(tmp / "transformer")
+            scheduler.save_pretrained(tmp / "scheduler")
+        (tmp / SCORER_INFO_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        if output_dir.exists():
+            output_dir.rmdir()  # empty (checked above); rename needs the name free
+        os.replace(tmp, output_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return output_dir
