@@ -23,6 +23,8 @@ _EXPORTS: dict[str, str] = {
     # Select
     "DifficultyScorer": "scoring",
     "train_scorer": "scoring",
+    "PIXEL_SPACE": "scoring",
+    "images_per_class_from_ratio": "selection",
     "select_indices": "selection",
     "select": "selection",
     "SelectionResult": "selection",
@@ -37,8 +39,21 @@ _EXPORTS: dict[str, str] = {
     # models, pipelines, schedulers
     "SiTTransformer2DModel": "models.transformer_sit",
     "SIT_PRESETS": "models.transformer_sit",
+    "default_encoder_depth": "models.transformer_sit",
     "SiTPipeline": "pipelines.pipeline_sit",
     "FlowMatchEulerMaruyamaScheduler": "pipelines.scheduling_sde",
+    "load_repa_checkpoint": "convert",
+    "load_sit_checkpoint": "convert",
+    # evaluation
+    "evaluate_samples": "evaluation",
+    "frechet_distance": "evaluation",
+    "fid_from_features": "evaluation",
+    "kid": "evaluation",
+    "precision_recall": "evaluation",
+    "inception_score": "evaluation",
+    "DigitsFeatureExtractor": "evaluation",
+    "InceptionV3FeatureExtractor": "evaluation",
+    "CallableFeatureExtractor": "evaluation",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
@@ -60,9 +75,28 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .attach import LatentEncoder, TextAttacher, VisualAttacher
     from .condensed import CondensedDataset, condense
+    from .convert import load_repa_checkpoint, load_sit_checkpoint
     from .data import load_digits_dataset, prepare_dataset
-    from .models.transformer_sit import SIT_PRESETS, SiTTransformer2DModel
+    from .evaluation import (
+        CallableFeatureExtractor,
+        DigitsFeatureExtractor,
+        InceptionV3FeatureExtractor,
+        evaluate_samples,
+        fid_from_features,
+        frechet_distance,
+        inception_score,
+        kid,
+        precision_recall,
+    )
+    from .models.transformer_sit import SIT_PRESETS, SiTTransformer2DModel, default_encoder_depth
     from .pipelines.pipeline_sit import SiTPipeline
     from .pipelines.scheduling_sde import FlowMatchEulerMaruyamaScheduler
-    from .scoring import DifficultyScorer, train_scorer
-    from .selection import STRATEGIES, SelectionResult, Selector, select, select_indices
+    from .scoring import PIXEL_SPACE, DifficultyScorer, train_scorer
+    from .selection import (
+        STRATEGIES,
+        SelectionResult,
+        Selector,
+        images_per_class_from_ratio,
+        select,
+        select_indices,
+    )

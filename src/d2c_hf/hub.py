@@ -61,12 +61,23 @@ def _sha256_files(files: list[Path]) -> str:
     return digest.hexdigest()
 
 
+def mark_subfolder(model: Any, subfolder: str | None) -> Any:
+    """Remember which subfolder of its repo a model was loaded from (``from_pretrained(...,
+    subfolder="vae")`` keeps only the repo root in ``config._name_or_path``), so that
+    :func:`model_provenance` hashes that component's weights, not the whole pipeline's."""
+    if subfolder:
+        model._d2c_subfolder = str(subfolder)
+    return model
+
+
 def model_provenance(model: Any) -> dict[str, Any]:
     """Describe a loaded model for provenance: where it came from and which exact weights.
 
-    Returns ``{"class", "name_or_path", "revision" | "sha256"}``. For a Hub snapshot the
-    revision is the commit hash in its cache path; for a local folder it is the SHA-256 of
-    its weight files; for an in-memory model without a path, the SHA-256 of its state dict.
+    Returns ``{"class", "name_or_path", ["subfolder"], "revision" | "sha256"}``. For a Hub
+    snapshot the revision is the commit hash in its cache path; for a local folder it is the
+    SHA-256 of its weight files (of the component's subfolder when the model was loaded from
+    one, see :func:`mark_subfolder`); for an in-memory model without a path, the SHA-256 of its
+    state dict.
     """
     config = getattr(model, "config", None)
     name = None
@@ -75,7 +86,12 @@ def model_provenance(model: Any) -> dict[str, Any]:
         if name is None and isinstance(config, dict):
             name = config.get("_name_or_path")
     info: dict[str, Any] = {"class": type(model).__name__, "name_or_path": str(name) if name else None}
+    subfolder = getattr(model, "_d2c_subfolder", None)
+    if subfolder:
+        info["subfolder"] = subfolder
     path = Path(name) if name else None
+    if path is not None and subfolder and (path / subfolder).is_dir():
+        path = path / subfolder
     if path is not None and path.exists():
         parts = path.resolve().parts
         if "snapshots" in parts:  # ~/.cache/huggingface/hub/models--org--name/snapshots/<commit>/...

@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from .hub import mark_subfolder
+
 
 def load_vae(vae: Any, *, subfolder: str | None = None, dtype: torch.dtype | None = None, device=None):
     """Load an ``AutoencoderKL`` from a Hub id or local folder (or pass a loaded one through), in eval mode."""
@@ -29,7 +31,7 @@ def load_vae(vae: Any, *, subfolder: str | None = None, dtype: torch.dtype | Non
         from diffusers import AutoencoderKL
 
         kwargs = {"subfolder": subfolder} if subfolder else {}
-        vae = AutoencoderKL.from_pretrained(str(vae), **kwargs)
+        vae = mark_subfolder(AutoencoderKL.from_pretrained(str(vae), **kwargs), subfolder)
     vae = vae.eval().requires_grad_(False)
     if device is not None or dtype is not None:
         vae = vae.to(device=device, dtype=dtype)
