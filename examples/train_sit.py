@@ -1,0 +1,668 @@
+#!/usr/bin/env python
+# Copyright 2025 The d2c-hf authors. Apache-2.0.
+"""Train a SiT on a D2C condensed dataset with the REPA recipe (diffusers-examples style).
+
+    accelerate launch examples/train_sit.py --dataset path/or/hub-id --output_dir sit-d2c
+
+Flow matching (``x_t = (1 - t) x + t eps``, velocity target ``eps - x``) plus REPA's projection loss on
+the dataset's stored visual tokens, with DC-Embedding of the class text (D2C). AdamW 1e-4, betas
+(0.9, 0.999), no weight decay, clip 1.0, EMA 0.9999, global batch 256, class dropout 0.1 (CFG).
+
+Checkpoints (``checkpoint-N/``, written whole, then renamed into place) restore the model, EMA,
+optimizer, grad scaler, every process's RNG and the data stream exactly: N steps + resume + N steps
+equals 2N steps bit for bit. The final ``SiTPipeline`` (EMA weights, class text table set, the
+dataset's VAE or none in pixel space, ``id2label`` from the class names) is saved to ``output_dir``.
+See docs/training.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+logger = logging.getLogger("train_sit")
+
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+EMA_STATE_NAME = "ema_state.json"
+# The batch source's position is plain integers: stored as JSON rather than through
+# accelerator.register_for_checkpointing, whose loader unpickles with weights_only=False.
+DATA_STATE_NAME = "data_state.json"
+
+
+# --------------------------------------------------------------------------------------
+# arguments
+# --------------------------------------------------------------------------------------
+
+
+def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Train SiT on a D2C condensed dataset (REPA recipe).")
+    data = parser.add_argument_group("data")
+    data.add_argument(
+        "--dataset", required=True, help="CondensedDataset folder (save_to_disk / Hub layout) or Hub id."
+    )
+    data.add_argument("--revision", default=None, help="Hub revision of --dataset.")
+    data.add_argument(
+        "--vae",
+        default=None,
+        help="VAE for sampling (folder or Hub id); default: the one recorded in the dataset's info (none in pixel "
+        'space); "none" saves the pipeline without a VAE (it then returns model-space latents as images).',
+    )
+    data.add_argument(
+        "--data_max_in_memory_gb",
+        type=float,
+        default=8.0,
+        help="Hold whole columns in memory up to this size; beyond it read batches through Arrow.",
+    )
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", default="SiT-XL/2", help="SiT preset (SiT-{S,B,L,XL}/{2,4,8}).")
+    model.add_argument(
+        "--model_config_overrides",
+        default=None,
+        help='JSON dict of SiTTransformer2DModel config overrides, e.g. \'{"depth":4,"hidden_size":96,"num_attention_heads":4}\'.',
+    )
+    model.add_argument(
+        "--encoder_depth",
+        type=int,
+        default=None,
+        help="Block whose output the projector reads (default: 8 for L/XL, 4 for S/B; depth//3 capped to [1, 8]).",
+    )
+    model.add_argument("--projector_dim", type=int, default=2048, help="REPA projector hidden width.")
+    model.add_argument(
+        "--use_visual",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="REPA projection loss on the stored visual tokens (default: on if the dataset has them).",
+    )
+    model.add_argument(
+        "--use_text",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="DC-Embedding of the class text (default: on if the dataset has a classes table with text).",
+    )
+    model.add_argument("--proj_coeff", type=float, default=0.5, help="Weight of the projection loss.")
+    model.add_argument(
+        "--weighting",
+        choices=("uniform", "lognormal"),
+        default="uniform",
+        help="Time sampling: t ~ U(0,1) or logit-normal(0,1).",
+    )
+    model.add_argument(
+        "--cfg_prob", type=float, default=0.1, help="Class dropout probability (null class, for CFG)."
+    )
+    model.add_argument("--gradient_checkpointing", action="store_true", help="Trade compute for memory.")
+    opt = parser.add_argument_group("optimisation")
+    opt.add_argument("--learning_rate", type=float, default=1e-4)
+    opt.add_argument("--adam_beta1", type=float, default=0.9)
+    opt.add_argument("--adam_beta2", type=float, default=0.999)
+    opt.add_argument("--adam_weight_decay", type=float, default=0.0)
+    opt.add_argument("--adam_epsilon", type=float, default=1e-8)
+    opt.add_argument("--max_grad_norm", type=float, default=1.0)
+    opt.add_argument(
+        "--train_batch_size",
+        type=int,
+        default=256,
+        help="Global batch per forward pass, split over processes (REPA's semantics); x gradient_accumulation_steps per update.",
+    )
+    opt.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    opt.add_argument("--max_train_steps", type=int, default=400_000, help="Optimizer steps.")
+    opt.add_argument(
+        "--mixed_precision",
+        choices=("no", "fp16", "bf16"),
+        default=None,
+        help="Default: accelerate's config if set, else fp16 on CUDA (REPA) and no on CPU.",
+    )
+    opt.add_argument("--ema_decay", type=float, default=0.9999)
+    opt.add_argument("--allow_tf32", action="store_true", help="Allow TF32 matmuls on Ampere+ GPUs.")
+    opt.add_argument("--seed", type=int, default=0)
+    run = parser.add_argument_group("run")
+    run.add_argument("--output_dir", default="sit-d2c")
+    run.add_argument("--checkpointing_steps", type=int, default=50_000)
+    run.add_argument("--checkpoints_total_limit", type=int, default=None)
+    run.add_argument(
+        "--resume_from_checkpoint", default=None, help='A checkpoint-N folder, or "latest" in --output_dir.'
+    )
+    run.add_argument("--validation_steps", type=int, default=10_000, help="Sample a grid every N steps.")
+    run.add_argument("--num_validation_images", type=int, default=16)
+    run.add_argument(
+        "--validation_classes",
+        nargs="+",
+        default=None,
+        help="Class names or ids of the grid (default: cycle through the classes).",
+    )
+    run.add_argument("--num_inference_steps", type=int, default=50, help="Sampler steps for the grids.")
+    run.add_argument("--validation_guidance_scale", type=float, default=1.0, help="CFG scale of the grids.")
+    run.add_argument("--logging_steps", type=int, default=100, help="Loss averaging/logging window.")
+    run.add_argument(
+        "--report_to", default="none", help='"none", "tensorboard", "wandb", ... (optional trackers).'
+    )
+    run.add_argument("--logging_dir", default="logs")
+    run.add_argument("--tracker_project_name", default="d2c-sit")
+    run.add_argument("--push_to_hub", action="store_true")
+    run.add_argument("--hub_model_id", default=None)
+    run.add_argument("--hub_token", default=None)
+    args = parser.parse_args(input_args)
+
+    for name in (
+        "train_batch_size",
+        "gradient_accumulation_steps",
+        "max_train_steps",
+        "checkpointing_steps",
+        "validation_steps",
+        "logging_steps",
+        "num_inference_steps",
+    ):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.num_validation_images < 0:
+        parser.error("--num_validation_images must be >= 0")
+    if not 0.0 <= args.cfg_prob < 1.0:
+        parser.error(f"--cfg_prob must be in [0, 1), got {args.cfg_prob}")
+    if not 0.0 <= args.ema_decay <= 1.0:
+        parser.error(f"--ema_decay must be in [0, 1], got {args.ema_decay}")
+    if args.checkpoints_total_limit is not None and args.checkpoints_total_limit < 1:
+        parser.error("--checkpoints_total_limit must be >= 1")
+    if args.model_config_overrides:
+        try:
+            overrides = json.loads(args.model_config_overrides)
+        except json.JSONDecodeError as err:
+            parser.error(f"--model_config_overrides is not valid JSON: {err}")
+        if not isinstance(overrides, dict):
+            parser.error("--model_config_overrides must be a JSON object")
+    return args
+
+
+# --------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------
+
+
+def model_config(args: argparse.Namespace, source: Any) -> dict[str, Any]:
+    """The SiTTransformer2DModel config: preset + dataset shapes + REPA/D2C parts + overrides."""
+    from d2c_hf.models.transformer_sit import SIT_PRESETS, default_encoder_depth
+
+    if args.model not in SIT_PRESETS:
+        default_encoder_depth(args.model)  # raises, listing the presets
+    overrides = json.loads(args.model_config_overrides) if args.model_config_overrides else {}
+    channels, size, _ = source.latent_shape
+    config: dict[str, Any] = {
+        **SIT_PRESETS[args.model],
+        "sample_size": size,
+        "in_channels": channels,
+        "num_classes": source.num_classes,
+        "class_dropout_prob": args.cfg_prob,
+        "projector_dim": args.projector_dim,
+    }
+    if source.use_text:
+        length, dim = source.text_shape
+        config.update(text_embed_dim=dim, text_seq_len=length)
+    if source.use_visual:
+        config["z_dims"] = [source.visual_shape[1]]
+    config.update(overrides)
+    if config.get("z_dims"):
+        config["encoder_depth"] = (
+            args.encoder_depth
+            if args.encoder_depth is not None
+            else config.get("encoder_depth") or default_encoder_depth(int(config["depth"]))
+        )
+    return config
+
+
+def find_checkpoint(output_dir: Path, resume: str) -> Path | None:
+    if resume != "latest":
+        path = Path(resume)
+        if not path.is_dir():
+            raise FileNotFoundError(f"--resume_from_checkpoint {resume}: no such checkpoint folder")
+        return path
+    found = sorted(
+        (int(m.group(1)), p) for p in output_dir.glob("checkpoint-*") if (m := CHECKPOINT_RE.match(p.name))
+    )
+    return found[-1][1] if found else None
+
+
+def check_checkpoint_config(path: Path, config: dict[str, Any]) -> None:
+    """Refuse a checkpoint whose transformer config differs from this run's (names the keys)."""
+    saved_file = path / "transformer" / "config.json"
+    if not saved_file.is_file():
+        raise ValueError(f"{path} is not a train_sit.py checkpoint (no transformer/config.json)")
+    saved = json.loads(saved_file.read_text())
+    differ = []
+    for key, value in sorted(config.items()):
+        if key.startswith("_"):
+            continue
+        other = saved.get(key)
+        if isinstance(value, (tuple, list)) or isinstance(other, (tuple, list)):
+            value, other = list(value or []), list(other or [])
+        if value != other:
+            differ.append(f"{key}: checkpoint {other!r} vs now {value!r}")
+    if differ:
+        raise ValueError(
+            f"cannot resume from {path}: it was trained with another model config ({'; '.join(differ)}); "
+            "use the same --model/--model_config_overrides/dataset flags, or a new --output_dir"
+        )
+
+
+def prune_checkpoints(output_dir: Path, keep: int | None) -> None:
+    if keep is None:
+        return
+    found = sorted(
+        (int(m.group(1)), p) for p in output_dir.glob("checkpoint-*") if (m := CHECKPOINT_RE.match(p.name))
+    )
+    for _, path in found[: max(0, len(found) - keep)]:
+        logger.info("removing old checkpoint %s", path)
+        shutil.rmtree(path)
+
+
+def load_sampling_vae(args: argparse.Namespace, condensed: Any):
+    """The dataset's VAE (from --vae, else the info record), or None in pixel space."""
+    from d2c_hf.attach import load_vae_any
+
+    latents = condensed.info.get("latents") or {}
+    if (args.vae is None and latents.get("space") == "pixel") or (args.vae or "").lower() == "none":
+        return None
+    record = latents.get("vae") or {}
+    name = args.vae or record.get("name_or_path")
+    if not name:
+        raise ValueError(
+            "the dataset's info records no VAE (info['latents']['vae']); pass --vae (folder or Hub id)"
+        )
+    if args.vae is None and record.get("subfolder"):
+        name = os.path.join(name, record["subfolder"]) if os.path.isdir(name) else name
+    try:
+        return load_vae_any(name, torch.float32, torch.device("cpu"))
+    except (OSError, ValueError) as err:
+        raise ValueError(
+            f"could not load the dataset's VAE {name!r} ({err}); pass --vae with a local folder or Hub id"
+        ) from err
+
+
+def labeled_grid(images: list, names: list[str], columns: int | None = None):
+    """A PIL grid of ``images`` with each class name written under its tile."""
+    from PIL import Image, ImageDraw
+
+    columns = columns or min(len(images), 8)
+    rows = math.ceil(len(images) / columns)
+    width, height = images[0].size
+    caption = 12
+    grid = Image.new("RGB", (columns * width, rows * (height + caption)), "white")
+    draw = ImageDraw.Draw(grid)
+    for i, (image, name) in enumerate(zip(images, names)):
+        x, y = (i % columns) * width, (i // columns) * (height + caption)
+        grid.paste(image.convert("RGB"), (x, y))
+        draw.text((x + 1, y + height), name[: max(1, width // 6)], fill="black")
+    return grid
+
+
+def write_model_card(
+    output_dir: Path, args: argparse.Namespace, condensed: Any, result: dict[str, Any]
+) -> None:
+    from huggingface_hub import ModelCard, ModelCardData
+
+    selection = condensed.info.get("selection") or {}
+    budget = condensed.info.get("budget") or {}
+    data = ModelCardData(
+        library_name="diffusers",
+        license="apache-2.0",
+        tags=["d2c", "sit", "repa", "flow-matching", "class-conditional", "image-generation"],
+        datasets=[args.dataset]
+        if args.dataset.count("/") == 1 and not os.path.exists(args.dataset)
+        else None,
+    )
+    text = f"""---
+{data.to_yaml()}
+---
+
+# SiT trained on a D2C condensed dataset
+
+A `{args.model}` SiT (overrides: `{args.model_config_overrides or "none"}`) trained with
+`examples/train_sit.py` of d2c-hf (REPA recipe) on the condensed dataset **`{args.dataset}`**
+(strategy `{selection.get("strategy")}`, {budget.get("images_per_class")} images per class,
+{len(condensed)} images, {condensed.num_classes} classes).
+
+* steps: {result["global_step"]}, global batch {args.train_batch_size} x {args.gradient_accumulation_steps}
+  accumulation, lr {args.learning_rate}, EMA {args.ema_decay}, mixed precision `{args.mixed_precision}`
+* visual alignment (REPA): {result["use_visual"]} (proj_coeff {args.proj_coeff}); class text (DC-Embedding): {result["use_text"]}
+* final loss (mean of the last {args.logging_steps} steps): {result["final_loss"]:.4f}
+* weights: EMA; sampler: `FlowMatchEulerMaruyamaScheduler` (REPA's SDE)
+
+```python
+import d2c_hf
+from d2c_hf import SiTPipeline
+
+pipe = SiTPipeline.from_pretrained("{args.hub_model_id or args.output_dir}")
+images = pipe({list(condensed.class_names[:2])!r}, num_inference_steps=250).images
+```
+"""
+    ModelCard(text).save(output_dir / "README.md")
+
+
+# --------------------------------------------------------------------------------------
+# main
+# --------------------------------------------------------------------------------------
+
+
+def main(args: argparse.Namespace, eval_callback=None) -> dict[str, Any]:
+    """Train; returns ``{"output_dir", "global_step", "final_loss", "loss_history", "pipeline_dir",
+    "samples", "steps_per_second", "use_visual", "use_text", "checkpoints"}``.
+
+    ``eval_callback(step, pipeline)`` runs on the main process every ``--validation_steps`` steps and
+    after the last one, with a ``SiTPipeline`` on the EMA weights in eval mode; it cannot change the
+    training RNG or data order.
+    """
+    from accelerate import Accelerator
+    from accelerate.logging import get_logger
+    from accelerate.utils import ProjectConfiguration, set_seed
+    from diffusers.training_utils import EMAModel
+    from safetensors.torch import load_file
+
+    from d2c_hf.condensed import CondensedDataset
+    from d2c_hf.models.transformer_sit import SIT_PRESETS, SiTTransformer2DModel, default_encoder_depth
+    from d2c_hf.pipelines import FlowMatchEulerMaruyamaScheduler, SiTPipeline
+    from d2c_hf.training import BatchSource, compute_loss, seeded_generator
+
+    if args.model not in SIT_PRESETS:
+        default_encoder_depth(args.model)  # raises ValueError listing the presets, before anything loads
+    output_dir = Path(args.output_dir)
+    mixed_precision = args.mixed_precision
+    if mixed_precision is None and "ACCELERATE_MIXED_PRECISION" not in os.environ:
+        mixed_precision = "fp16" if torch.cuda.is_available() else "no"
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=ProjectConfiguration(
+            project_dir=str(output_dir), logging_dir=str(output_dir / args.logging_dir)
+        ),
+    )
+    log = get_logger("train_sit")
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    if args.allow_tf32 and torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    # ---- data (all cheap checks before the model is built) ------------------------------
+    condensed = CondensedDataset.load(args.dataset, revision=args.revision)
+    source = BatchSource(
+        condensed,
+        args.train_batch_size,
+        seed=args.seed,
+        process_index=accelerator.process_index,
+        num_processes=accelerator.num_processes,
+        use_visual=args.use_visual,
+        use_text=args.use_text,
+        device=accelerator.device,
+        max_in_memory_bytes=int(args.data_max_in_memory_gb * 1024**3),
+    )
+    config = model_config(args, source)
+    vae = load_sampling_vae(args, condensed) if accelerator.is_main_process else None
+    if vae is not None:
+        vae.to(accelerator.device)
+    id2label = dict(enumerate(condensed.class_names))
+    if args.validation_classes:
+        validation_labels = [int(c) if c.isdigit() else c for c in args.validation_classes]
+    else:
+        validation_labels = [i % condensed.num_classes for i in range(args.num_validation_images)]
+
+    # ---- model, EMA, optimiser ----------------------------------------------------------
+    set_seed(args.seed)  # the same initial weights on every process
+    model = SiTTransformer2DModel(**config)
+    source.check_model(model)
+    if source.use_text:
+        model.set_class_text_table(*source.class_text_table())
+    set_seed(args.seed, device_specific=True)  # the global RNG now only drives the model's label dropout
+    model.to(accelerator.device).train()
+    if args.gradient_checkpointing:
+        model.enable_gradient_checkpointing()
+    ema = EMAModel(
+        model.parameters(),
+        decay=args.ema_decay,
+        min_decay=args.ema_decay,  # constant decay, as REPA (no warmup)
+        foreach=True,
+        model_cls=SiTTransformer2DModel,
+        model_config=model.config,
+    )
+    optimizer = torch.optim.AdamW(
+        model.parameters(),
+        lr=args.learning_rate,
+        betas=(args.adam_beta1, args.adam_beta2),
+        weight_decay=args.adam_weight_decay,
+        eps=args.adam_epsilon,
+    )
+    param_names = [name for name, _ in model.named_parameters()]
+
+    def save_model_hook(models, weights, checkpoint_dir):
+        for saved in models:
+            unwrapped = accelerator.unwrap_model(saved)
+            if accelerator.is_main_process:
+                unwrapped.save_pretrained(Path(checkpoint_dir) / "transformer", max_shard_size="10000GB")
+                ema.store(unwrapped.parameters())
+                ema.copy_to(unwrapped.parameters())
+                unwrapped.save_pretrained(Path(checkpoint_dir) / "transformer_ema", max_shard_size="10000GB")
+                ema.restore(unwrapped.parameters())
+                state = {k: v for k, v in ema.state_dict().items() if k != "shadow_params"}
+                (Path(checkpoint_dir) / "transformer_ema" / EMA_STATE_NAME).write_text(json.dumps(state))
+                (Path(checkpoint_dir) / DATA_STATE_NAME).write_text(json.dumps(source.state_dict()))
+            if weights:
+                weights.pop()
+
+    def load_model_hook(models, checkpoint_dir):
+        while models:
+            unwrapped = accelerator.unwrap_model(models.pop())
+            unwrapped.load_state_dict(load_file(str(Path(checkpoint_dir) / "transformer" / WEIGHTS_NAME)))
+            ema_weights = load_file(str(Path(checkpoint_dir) / "transformer_ema" / WEIGHTS_NAME))
+            state = json.loads((Path(checkpoint_dir) / "transformer_ema" / EMA_STATE_NAME).read_text())
+            state["shadow_params"] = [ema_weights[n].to(accelerator.device) for n in param_names]
+            ema.load_state_dict(state)
+
+    accelerator.register_save_state_pre_hook(save_model_hook)
+    accelerator.register_load_state_pre_hook(load_model_hook)
+    model, optimizer = accelerator.prepare(model, optimizer)
+
+    global_step = 0
+    if args.resume_from_checkpoint:
+        path = find_checkpoint(output_dir, args.resume_from_checkpoint)
+        if path is None:
+            log.info(f"no checkpoint in {output_dir}; starting a new run", main_process_only=True)
+        else:
+            check_checkpoint_config(path, dict(accelerator.unwrap_model(model).config))
+            accelerator.load_state(str(path))
+            source.load_state_dict(json.loads((path / DATA_STATE_NAME).read_text()))
+            global_step = int(CHECKPOINT_RE.match(path.name).group(1))
+            log.info(f"resumed from {path} at step {global_step}", main_process_only=True)
+
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "args.json").write_text(json.dumps(vars(args), indent=2))
+        if args.report_to != "none":
+            accelerator.init_trackers(
+                args.tracker_project_name, config={k: str(v) for k, v in vars(args).items()}
+            )
+
+    def make_pipeline():
+        return SiTPipeline(
+            transformer=accelerator.unwrap_model(model),
+            scheduler=FlowMatchEulerMaruyamaScheduler(),
+            vae=vae,
+            id2label=id2label,
+        )
+
+    samples: list[str] = []
+
+    def validate(step: int) -> None:
+        """Grid (and eval_callback) from the EMA weights in eval mode; training state untouched."""
+        if accelerator.is_main_process and (args.num_validation_images or eval_callback is not None):
+            unwrapped = accelerator.unwrap_model(model)
+            ema.store(unwrapped.parameters())
+            ema.copy_to(unwrapped.parameters())
+            unwrapped.eval()
+            devices = [accelerator.device] if accelerator.device.type == "cuda" else []
+            try:
+                with torch.random.fork_rng(devices=devices):
+                    pipeline = make_pipeline()
+                    pipeline.set_progress_bar_config(disable=True)
+                    if validation_labels and args.num_validation_images:
+                        generator = torch.Generator(accelerator.device).manual_seed(args.seed)
+                        images = pipeline(
+                            validation_labels,
+                            num_inference_steps=args.num_inference_steps,
+                            guidance_scale=args.validation_guidance_scale,
+                            generator=generator,
+                        ).images
+                        names = [id2label[i] for i in pipeline.get_label_ids(validation_labels)]
+                        path = output_dir / "samples" / f"step-{step:06d}.png"
+                        path.parent.mkdir(parents=True, exist_ok=True)
+                        labeled_grid(images, names).save(path)
+                        samples.append(str(path))
+                    if eval_callback is not None:
+                        eval_callback(step, pipeline)
+            finally:
+                ema.restore(unwrapped.parameters())
+                unwrapped.train()
+        accelerator.wait_for_everyone()
+
+    checkpoints: list[str] = []
+
+    def save_checkpoint(step: int) -> None:
+        final = output_dir / f"checkpoint-{step}"
+        staging = output_dir / f".checkpoint-{step}.tmp"
+        if accelerator.is_main_process and staging.exists():
+            shutil.rmtree(staging)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(staging))  # every process: its own RNG file
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(staging, final)
+            prune_checkpoints(output_dir, args.checkpoints_total_limit)
+            log.info(f"saved {final}")
+        checkpoints.append(str(final))
+        accelerator.wait_for_everyone()
+
+    # ---- train ------------------------------------------------------------------------------
+    log.info(
+        f"training {args.model} ({sum(p.numel() for p in model.parameters()):,} parameters) on {len(condensed)} "
+        f"samples, {source!r}; steps {global_step} -> {args.max_train_steps}",
+        main_process_only=True,
+    )
+    loss_history: list[list[float]] = []
+    window: list[float] = []
+    last_window: list[float] = []
+    step_seconds = 0.0
+    timed_steps = 0
+    while global_step < args.max_train_steps:
+        tick = time.perf_counter()
+        for micro in range(args.gradient_accumulation_steps):
+            batch = source.next_batch()
+            generator = seeded_generator(
+                args.seed,
+                0x57E9,
+                accelerator.process_index,
+                global_step * args.gradient_accumulation_steps + micro,
+                device=accelerator.device,
+            )
+            with accelerator.accumulate(model):
+                losses = compute_loss(
+                    model, batch, generator=generator, weighting=args.weighting, proj_coeff=args.proj_coeff
+                )
+                loss = losses["loss"]
+                all_losses = accelerator.gather(loss.detach().float().reshape(1))
+                if not bool(torch.isfinite(all_losses).all()):
+                    rows = accelerator.gather(batch["indices"].to(accelerator.device)).reshape(
+                        accelerator.num_processes, -1
+                    )
+                    bad = [
+                        rows[p].tolist()
+                        for p in range(accelerator.num_processes)
+                        if not math.isfinite(all_losses[p].item())
+                    ]
+                    last = checkpoints[-1] if checkpoints else "none (no checkpoint was written)"
+                    raise FloatingPointError(
+                        f"non-finite loss {all_losses.tolist()} at step {global_step + 1} (micro-batch {micro}); "
+                        f"sample rows of the offending batch: {bad}; stopped without saving; last good checkpoint: {last}"
+                    )
+                window.append(all_losses.mean().item())
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+        ema.step(accelerator.unwrap_model(model).parameters())
+        global_step += 1
+        if global_step > 1:  # the first step warms up kernels and caches
+            step_seconds += time.perf_counter() - tick
+            timed_steps += 1
+
+        if global_step % args.logging_steps == 0 or global_step == args.max_train_steps:
+            mean = float(np.mean(window))
+            loss_history.append([global_step, mean])
+            last_window, window = window, []
+            accelerator.log({"loss": mean}, step=global_step)
+            log.info(f"step {global_step}: loss {mean:.4f}", main_process_only=True)
+        if global_step % args.checkpointing_steps == 0:
+            save_checkpoint(global_step)
+        if global_step % args.validation_steps == 0 and global_step != args.max_train_steps:
+            validate(global_step)
+
+    # ---- final pipeline -----------------------------------------------------------------------
+    validate(global_step)
+    final_loss = float(np.mean(last_window)) if last_window else float("nan")
+    result = {
+        "output_dir": str(output_dir),
+        "global_step": global_step,
+        "final_loss": final_loss,
+        "loss_history": loss_history,
+        "pipeline_dir": str(output_dir),
+        "samples": samples,
+        "steps_per_second": timed_steps / step_seconds if step_seconds > 0 else float("nan"),
+        "use_visual": source.use_visual,
+        "use_text": source.use_text,
+        "checkpoints": checkpoints,
+    }
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model)
+        ema.copy_to(unwrapped.parameters())
+        unwrapped.eval()
+        staging = output_dir / f".pipeline-{uuid.uuid4().hex[:8]}.tmp"
+        make_pipeline().save_pretrained(staging)
+        write_model_card(staging, args, condensed, result)
+        for entry in sorted(staging.iterdir(), key=lambda p: p.name == "model_index.json"):
+            target = output_dir / entry.name
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(entry, target)  # model_index.json last: the folder is a pipeline only when complete
+        staging.rmdir()
+        if args.push_to_hub:
+            from huggingface_hub import HfApi
+
+            api = HfApi(token=args.hub_token)
+            repo_id = args.hub_model_id or output_dir.name
+            api.create_repo(repo_id, exist_ok=True)
+            api.upload_folder(
+                repo_id=repo_id,
+                folder_path=str(output_dir),
+                commit_message=f"SiT trained on {args.dataset} (d2c-hf train_sit.py, step {global_step})",
+                ignore_patterns=["checkpoint-*", ".checkpoint-*", ".pipeline-*", f"{args.logging_dir}/*"],
+            )
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return result
+
+
+if __name__ == "__main__":
+    outcome = main(parse_args())
+    print(
+        json.dumps({k: outcome[k] for k in ("output_dir", "global_step", "final_loss", "samples")}, indent=2)
+    )
