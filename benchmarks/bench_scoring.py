@@ -9,6 +9,9 @@ benchmark measures, side by side in one process, in (image, timestep) pairs per 
   (keys, noise, noising, the same ``B*T`` forward, MSE);
 * **apply**: ``scorer.apply(dataset)`` on PNG-encoded digits (adds ``datasets.map``, PNG decoding and
   the ADM crop, and writing the column),
+* **end_to_end**: ``d2c score``'s engine (:func:`d2c_hf.distributed.run_score`) on ``--e2e-rows`` encoded
+  images (``--image-format png|jpeg``): decoding and cropping in ``--num-workers`` DataLoader workers, the
+  scorer, atomic shard files and the final merge into ``scores/``,
 
 and prints each as a ratio of the raw forward throughput (1.0 = no overhead). Timings alternate
 between the three (median of ``--repeats``) so that a machine whose load drifts affects them alike.
@@ -21,13 +24,16 @@ ratio: the least compute per byte of overhead.
     python benchmarks/bench_scoring.py                      # both presets, B=8, T=10, CPU
     python benchmarks/bench_scoring.py --preset dit-s --batch-size 16 --repeats 5
     python benchmarks/bench_scoring.py --device cuda --dtype bf16 --batch-size 64
+    python benchmarks/bench_scoring.py --preset dit-s --batch-size 16 --e2e-rows 512 --num-workers 1
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -112,6 +118,61 @@ def apply(scorer, dataset) -> Callable[[], Any]:
     return run
 
 
+def encoded_dataset(dataset, image_format: str):
+    """The dataset with its images re-encoded as ``png`` or ``jpeg`` bytes (quality 90)."""
+    import io
+
+    from datasets import Image
+
+    if image_format == "png":
+        return dataset
+
+    def encode(batch):
+        out = []
+        for image in batch["image"]:
+            buffer = io.BytesIO()
+            image.convert("RGB").save(buffer, format="JPEG", quality=90)
+            out.append({"bytes": buffer.getvalue(), "path": None})
+        return {"image": out}
+
+    return dataset.map(
+        encode, batched=True, features=dataset.features.copy(), keep_in_memory=True
+    ).cast_column("image", Image())
+
+
+def end_to_end(scorer, dataset, *, batch_size: int, num_workers: int, workdir: str) -> Callable[[], Any]:
+    """``d2c score``'s engine on ``dataset`` into a fresh output folder each call (no resume)."""
+    import argparse
+    import shutil
+    import uuid
+
+    from accelerate import PartialState
+
+    from d2c_hf.distributed import run_score, source_from_dataset
+
+    state = PartialState(cpu=scorer.device.type == "cpu")
+    source = source_from_dataset(dataset, {"dataset": "bench-digits"})
+    rows = len(dataset)
+
+    def run() -> None:
+        out = f"{workdir}/run-{uuid.uuid4().hex[:8]}"
+        args = argparse.Namespace(
+            output_dir=out,
+            shard_size=max(batch_size, rows // 4 // batch_size * batch_size),
+            batch_size=batch_size,
+            num_timesteps=scorer.num_timesteps,
+            num_workers=num_workers,
+            skip_corrupt=False,
+            store_posterior=False,
+            max_forward_batch=scorer.max_forward_batch,
+            compile=False,
+        )
+        run_score(args, state, source, scorer=scorer)
+        shutil.rmtree(out)
+
+    return run
+
+
 def benchmark(
     preset: str,
     *,
@@ -122,6 +183,9 @@ def benchmark(
     device: str | None = None,
     dtype: str | None = None,
     max_forward_batch: int | None = None,
+    e2e_rows: int | None = None,
+    num_workers: int = 1,
+    image_format: str = "png",
 ) -> dict[str, Any]:
     """Throughputs in (image, timestep) pairs per second and their ratios to the raw forward."""
     import datasets
@@ -142,17 +206,27 @@ def benchmark(
     dataset = digits_dataset(apply_rows, scorer.resolution)
     pixels, _ = preprocess_images(dataset.select(range(batch_size))["image"], scorer.resolution)
     labels = np.asarray(dataset.select(range(batch_size))["label"])
+    e2e_rows = e2e_rows or 16 * batch_size
+    e2e_data = encoded_dataset(digits_dataset(e2e_rows, scorer.resolution), image_format)
+    workdir = tempfile.mkdtemp(prefix="bench-e2e-")
     runs = {
         "raw_forward": (raw_forward(scorer, batch_size), batch_size * num_timesteps),
         "score_pixels": (score_pixels(scorer, pixels, labels), batch_size * num_timesteps),
         "apply": (apply(scorer, dataset), apply_rows * num_timesteps),
+        "end_to_end": (
+            end_to_end(scorer, e2e_data, batch_size=batch_size, num_workers=num_workers, workdir=workdir),
+            e2e_rows * num_timesteps,
+        ),
     }
-    for function, _ in runs.values():  # warm-up (allocator, oneDNN kernels, lazy imports)
-        function()
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, (function, _) in runs.items():
-            times[name].append(timed(function))
+    try:
+        for function, _ in runs.values():  # warm-up (allocator, oneDNN kernels, lazy imports)
+            function()
+        times: dict[str, list[float]] = {name: [] for name in runs}
+        for _ in range(repeats):
+            for name, (function, _) in runs.items():
+                times[name].append(timed(function))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     rates = {name: runs[name][1] / statistics.median(times[name]) for name in runs}
     params = sum(p.numel() for p in scorer.model.parameters())
     return {
@@ -168,6 +242,11 @@ def benchmark(
         "pairs_per_s": rates,
         "ratio_score_pixels": rates["score_pixels"] / rates["raw_forward"],
         "ratio_apply": rates["apply"] / rates["raw_forward"],
+        "e2e_rows": e2e_rows,
+        "num_workers": num_workers,
+        "image_format": image_format,
+        "e2e_images_per_s": rates["end_to_end"] / num_timesteps,
+        "ratio_end_to_end": rates["end_to_end"] / rates["raw_forward"],
     }
 
 
@@ -182,6 +261,9 @@ def report(result: dict[str, Any]) -> str:
             f"  score_pixels  {rates['score_pixels']:9.1f} pairs/s   ratio {result['ratio_score_pixels']:.3f}",
             f"  apply         {rates['apply']:9.1f} pairs/s   ratio {result['ratio_apply']:.3f}"
             f"   ({result['apply_rows']} PNG rows through datasets.map)",
+            f"  end_to_end    {rates['end_to_end']:9.1f} pairs/s   ratio {result['ratio_end_to_end']:.3f}"
+            f"   ({result['e2e_images_per_s']:.1f} images/s; {result['e2e_rows']} {result['image_format']} rows, "
+            f"{result['num_workers']} decode workers, shards + merge)",
         ]
     )
 
@@ -197,6 +279,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dtype", default=None, help="fp32 | bf16 | fp16 (default: bf16 on CUDA, else fp32)")
     parser.add_argument("--max-forward-batch", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--e2e-rows", type=int, default=None, help="rows for end_to_end (default 16B)")
+    parser.add_argument("--num-workers", type=int, default=1, help="DataLoader decode workers for end_to_end")
+    parser.add_argument(
+        "--image-format", choices=["png", "jpeg"], default="png", help="end_to_end input encoding"
+    )
     parser.add_argument("--json", default=None, help="also write the results to this file")
     return parser.parse_args(argv)
 
@@ -217,6 +304,9 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device,
             dtype=args.dtype,
             max_forward_batch=args.max_forward_batch,
+            e2e_rows=args.e2e_rows,
+            num_workers=args.num_workers,
+            image_format=args.image_format,
         )
         print(report(result), flush=True)
         results.append(result)

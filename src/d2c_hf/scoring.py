@@ -743,12 +743,21 @@ class DifficultyScorer:
 
         Pixel space: the image in ``[-1, 1]``; latent space: ``(latent_dist.mean - shift) * scaling_factor``.
         """
+        mean, _ = self.encode_posterior(pixels)
+        if self.vae is None:
+            return mean
+        return scale_latents(mean, self.scaling_factor, self.shift_factor)
+
+    def encode_posterior(self, pixels: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, H, W, 3)`` uint8 (numpy, or a tensor already on the device) -> the raw VAE posterior
+        ``(mean, std)``, each ``(B, C, h, w)`` float32 on the scorer's device (pixel space: the image in
+        ``[-1, 1]`` and zeros). The VAE runs under the scorer's autocast dtype."""
         x = pixels_to_tensor(pixels).to(self.device)
         if self.vae is None:
-            return x
+            return x, torch.zeros_like(x)
         with torch.inference_mode(), self._autocast():
-            mean, _ = encode_posterior(self.vae, x)
-        return scale_latents(mean.float(), self.scaling_factor, self.shift_factor)
+            mean, std = encode_posterior(self.vae, x)
+        return mean.float(), std.float()
 
     def score_pixels(
         self,
@@ -762,7 +771,9 @@ class DifficultyScorer:
         forward calls (one by default); each image is encoded once.
 
         Args:
-            pixels: ``(B, resolution, resolution, 3)`` uint8 (e.g. from ``d2c_hf.data.preprocess_images``).
+            pixels: ``(B, resolution, resolution, 3)`` uint8 (e.g. from ``d2c_hf.data.preprocess_images``), a
+                numpy array or a tensor (which may already be on the scorer's device: pinned host memory
+                copied with ``non_blocking=True`` by a data loader).
             labels: ``(B,)`` integer class ids in ``[0, num_classes)``.
             keys: ``(B,)`` uint64 sample keys; ``None`` = :func:`pixel_keys` of ``pixels``.
 
@@ -770,26 +781,54 @@ class DifficultyScorer:
             ``(difficulty (B,), per_timestep (B, T))``, float32 numpy arrays; ``difficulty`` is the
             row mean of ``per_timestep``.
         """
-        pixels = np.asarray(pixels)
+        if not isinstance(pixels, torch.Tensor):
+            pixels = np.asarray(pixels)
         r = self.resolution
-        if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[1:] != (r, r, 3):
+        is_uint8 = pixels.dtype == (torch.uint8 if isinstance(pixels, torch.Tensor) else np.uint8)
+        if not is_uint8 or pixels.ndim != 4 or tuple(pixels.shape[1:]) != (r, r, 3):
             raise ValueError(
                 f"pixels must be a (B, {r}, {r}, 3) uint8 array (preprocess_images at the scorer's resolution), "
-                f"got {pixels.dtype} {pixels.shape}"
+                f"got {pixels.dtype} {tuple(pixels.shape)}"
             )
+        if keys is None:
+            keys = pixel_keys(pixels.cpu().numpy() if isinstance(pixels, torch.Tensor) else pixels)
+        if len(pixels) == 0:
+            return np.zeros(0, np.float32), np.zeros((0, self.num_timesteps), np.float32)
+        return self.score_inputs(self.encode(pixels), labels, keys)  # each image encoded once
+
+    def score_inputs(
+        self,
+        x0: torch.Tensor,
+        labels: Sequence[int] | np.ndarray | torch.Tensor,
+        keys: Sequence[int] | np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Score a batch of clean model inputs (what :meth:`encode` returns), e.g. latents whose
+        posterior the caller keeps for later use.
+
+        Args:
+            x0: ``(B, C, h, w)`` float32 on the scorer's device.
+            labels: ``(B,)`` integer class ids.
+            keys: ``(B,)`` uint64 sample keys (the common random numbers' seeds).
+
+        Returns:
+            ``(difficulty (B,), per_timestep (B, T))`` as for :meth:`score_pixels`.
+        """
         labels = check_labels(np.asarray(labels), self.num_classes, self.label_column)
-        if len(labels) != len(pixels):
-            raise ValueError(f"got {len(pixels)} images but {len(labels)} labels")
-        keys = pixel_keys(pixels) if keys is None else np.asarray(keys, dtype=np.uint64)
-        if len(keys) != len(pixels):
-            raise ValueError(f"got {len(pixels)} images but {len(keys)} keys")
-        batch, steps = len(pixels), self.num_timesteps
+        if len(labels) != len(x0):
+            raise ValueError(f"got {len(x0)} images but {len(labels)} labels")
+        keys = np.asarray(keys, dtype=np.uint64)
+        if len(keys) != len(x0):
+            raise ValueError(f"got {len(x0)} images but {len(keys)} keys")
+        expected = (self.channels, self.latent_size, self.latent_size)
+        if x0.ndim != 4 or tuple(x0.shape[1:]) != expected:
+            raise ValueError(f"x0 must have shape (B, {expected}), got {tuple(x0.shape)}")
+        batch, steps = len(x0), self.num_timesteps
         if batch == 0:
             return np.zeros(0, np.float32), np.zeros((0, steps), np.float32)
 
         if self.model.training:  # a caller may have switched it back: label dropout must stay off
             self.model.eval()
-        x0 = self.encode(pixels)  # (B, C, h, w), once per image
+        x0 = x0.to(self.device)
         noise = sample_noise(keys, self.seed, steps, x0.shape[1:]).to(self.device)  # (B, T, C, h, w)
         noise = noise.flatten(0, 1)  # (B*T, ...), sample-major
         sample = torch.arange(batch, device=self.device).repeat_interleave(steps)  # (B*T,)
