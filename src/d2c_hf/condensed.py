@@ -805,6 +805,76 @@ def _check_kwargs(function, kwargs: Mapping[str, Any], what: str) -> None:
         raise TypeError(f"condense() got unexpected keyword argument(s) {unknown} (forwarded to {what})")
 
 
+def build_info(
+    *,
+    source: Mapping[str, Any],
+    class_names: Sequence[str],
+    ratio: float | None,
+    selection: Mapping[str, Any],
+    interval: int | str,
+    feature_column: str | None,
+    labels: np.ndarray,
+    scoring: Mapping[str, Any] | None,
+    latents: Mapping[str, Any] | None,
+    visual: Mapping[str, Any] | None,
+    text: Mapping[str, Any] | None,
+    attach: Sequence[str],
+    resolution: int,
+    patch_size: int,
+    num_visual_tokens: int | None,
+    seed: int,
+    notes: Sequence[str] | None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The ``info`` record of a condensed dataset (``d2c_info.json``), shared by :func:`condense`
+    and the sharded ``d2c condense`` so both describe a result in exactly the same keys.
+
+    ``selection`` is :meth:`SelectionResult.to_dict`; ``labels`` are the selected rows' labels (for
+    the realised per-class counts); ``extra`` keys (e.g. ``distributed``) are appended."""
+    from . import __version__
+
+    selection_info = dict(selection)
+    selection_info.update(
+        {
+            "interval": selection["params"].get("interval", interval)
+            if selection["strategy"] == "interval"
+            else None,
+            "interval_requested": interval,
+            "seed": seed,
+            "feature_column": feature_column,
+        }
+    )
+    counts = np.bincount(np.asarray(labels, np.int64), minlength=len(class_names))
+    return {
+        "format_version": FORMAT_VERSION,
+        "method": "D2C",
+        "paper": "arXiv:2507.05914",
+        "d2c_hf_version": __version__,
+        "library_versions": library_versions(),
+        "source": dict(source),
+        "num_classes": len(class_names),
+        "class_names": list(class_names),
+        "budget": {
+            "ratio": ratio,
+            "images_per_class": selection["images_per_class"],
+            "total": selection["total"],
+        },
+        "counts": counts.tolist(),
+        "selection": selection_info,
+        "scoring": scoring,
+        "latents": latents,
+        "visual": visual,
+        "text": text,
+        "attach": list(attach),
+        "resolution": resolution,
+        "patch_size": patch_size,
+        "num_visual_tokens": num_visual_tokens,
+        "seed": seed,
+        "notes": list(notes or []),
+        **extra,
+    }
+
+
 def condense(
     dataset,
     ratio: float | None = None,
@@ -877,7 +947,6 @@ def condense(
     """
     from datasets import ClassLabel, Dataset, Value
 
-    from . import __version__
     from .data import prepare_dataset
     from .hub import resolve_device
 
@@ -1081,23 +1150,8 @@ def condense(
             {"source_index": np.arange(num_rows, dtype=np.int64), "label": labels, "difficulty": scores},
             features=_scores_features(class_label),
         )
-    selection_info = dict(result.to_dict())
-    selection_info.update(
-        {
-            "interval": result.params.get("interval", interval) if strategy == "interval" else None,
-            "interval_requested": interval,
-            "seed": seed,
-            "feature_column": feature_column,
-        }
-    )
-    counts = np.bincount(labels[indices], minlength=num_classes)
-    info = {
-        "format_version": FORMAT_VERSION,
-        "method": "D2C",
-        "paper": "arXiv:2507.05914",
-        "d2c_hf_version": __version__,
-        "library_versions": library_versions(),
-        "source": {
+    info = build_info(
+        source={
             "name": getattr(dataset.info, "dataset_name", None)
             or getattr(dataset.info, "builder_name", None),
             "config": getattr(dataset.info, "config_name", None),
@@ -1107,22 +1161,23 @@ def condense(
             "image_column": image_column,
             "label_column": label_column,
         },
-        "num_classes": num_classes,
-        "class_names": list(class_info.names),
-        "budget": {"ratio": ratio, "images_per_class": result.images_per_class, "total": result.total},
-        "counts": counts.tolist(),
-        "selection": selection_info,
-        "scoring": scoring_info,
-        "latents": latents_info,
-        "visual": visual_info,
-        "text": text_info,
-        "attach": list(parts),
-        "resolution": resolution,
-        "patch_size": patch_size,
-        "num_visual_tokens": tokens if "visual" in parts else None,
-        "seed": seed,
-        "notes": list(notes or []),
-    }
+        class_names=list(class_info.names),
+        ratio=ratio,
+        selection=result.to_dict(),
+        interval=interval,
+        feature_column=feature_column,
+        labels=labels[indices],
+        scoring=scoring_info,
+        latents=latents_info,
+        visual=visual_info,
+        text=text_info,
+        attach=parts,
+        resolution=resolution,
+        patch_size=patch_size,
+        num_visual_tokens=tokens if "visual" in parts else None,
+        seed=seed,
+        notes=notes,
+    )
     return CondensedDataset(samples, classes, info, scores=score_table)
 
 

@@ -1051,9 +1051,8 @@ def assemble(args: argparse.Namespace) -> Any:
     ``output_dir/condensed`` atomically; returns it. Same tables and info keys as :func:`d2c_hf.condense`."""
     from datasets import Array2D, Array3D, ClassLabel, Dataset, Features, Image, Value
 
-    from . import __version__
     from .attach import TextAttacher, class_prompts, parse_attach
-    from .condensed import FORMAT_VERSION, CondensedDataset, _scores_features, library_versions
+    from .condensed import CondensedDataset, _scores_features, build_info
 
     output_dir = Path(args.output_dir)
     run = _read_run(output_dir)["phases"]
@@ -1110,28 +1109,9 @@ def assemble(args: argparse.Namespace) -> Any:
         },
         features=_scores_features(class_label),
     )
-    result = selection["result"]
-    interval = selection["options"]["interval"]
-    selection_info = dict(result)
-    selection_info.update(
-        {
-            "interval": result["params"].get("interval", interval)
-            if result["strategy"] == "interval"
-            else None,
-            "interval_requested": interval,
-            "seed": selection["options"]["seed"],
-            "feature_column": None,
-        }
-    )
-    counts = np.bincount(np.asarray(columns["label"], np.int64), minlength=len(names))
     source = score_cfg["source"]
-    info = {
-        "format_version": FORMAT_VERSION,
-        "method": "D2C",
-        "paper": "arXiv:2507.05914",
-        "d2c_hf_version": __version__,
-        "library_versions": library_versions(),
-        "source": {
+    info = build_info(
+        source={
             "name": source["dataset"],
             "config": None,
             "split": source["split"],
@@ -1140,31 +1120,28 @@ def assemble(args: argparse.Namespace) -> Any:
             "image_column": score_cfg["columns"]["image"],
             "label_column": score_cfg["columns"]["label"],
         },
-        "num_classes": len(names),
-        "class_names": list(names),
-        "budget": {
-            "ratio": args.ratio,
-            "images_per_class": result["images_per_class"],
-            "total": result["total"],
-        },
-        "counts": counts.tolist(),
-        "selection": selection_info,
-        "scoring": score_cfg["scorer"],
-        "latents": attach_cfg.get("latents"),
-        "visual": attach_cfg.get("visual"),
-        "text": text_info,
-        "attach": list(parts),
-        "resolution": args.resolution,
-        "patch_size": args.patch_size,
-        "num_visual_tokens": attach_cfg["visual"]["num_tokens"] if "visual" in parts else None,
-        "seed": args.seed,
-        "notes": list(args.note or []),
-        "distributed": {
+        class_names=names,
+        ratio=args.ratio,
+        selection=selection["result"],
+        interval=selection["options"]["interval"],
+        feature_column=None,
+        labels=np.asarray(columns["label"], np.int64),
+        scoring=score_cfg["scorer"],
+        latents=attach_cfg.get("latents"),
+        visual=attach_cfg.get("visual"),
+        text=text_info,
+        attach=parts,
+        resolution=args.resolution,
+        patch_size=args.patch_size,
+        num_visual_tokens=attach_cfg["visual"]["num_tokens"] if "visual" in parts else None,
+        seed=selection["options"]["seed"],
+        notes=args.note,
+        distributed={
             "score_shards": len(_shard_plan(source["num_rows"], score_cfg["shard_size"])),
             "attach_shards": num_shards,
             "latents_from": attach_cfg.get("latents_from"),
         },
-    }
+    )
     condensed = CondensedDataset(samples, classes, info, scores=score_table)
     condensed.save_to_disk(output_dir / CONDENSED_DIR, overwrite=True, card=not args.no_card)
     return condensed
