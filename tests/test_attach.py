@@ -259,3 +259,19 @@ def test_parse_attach():
     assert parse_attach(None) == ()
     with pytest.raises(ValueError, match=r"unknown attach part\(s\) \['depth'\]"):
         parse_attach(("latents", "depth"))
+
+
+def test_apply_refuses_forked_workers_after_torch_ran(digits_small):
+    """map(num_proc > 1) with the default fork start method would hang in torch's thread pool."""
+    import multiprocess
+
+    encoder = LatentEncoder(vae=None, resolution=8)
+    threads, method = torch.get_num_threads(), multiprocess.get_start_method(allow_none=True)
+    try:
+        torch.set_num_threads(2)
+        multiprocess.set_start_method("fork", force=True)
+        with pytest.raises(RuntimeError, match=r"LatentEncoder.apply\(num_proc=2\).*spawn"):
+            encoder.apply(digits_small, num_proc=2)
+    finally:
+        torch.set_num_threads(threads)
+        multiprocess.set_start_method(method, force=True)

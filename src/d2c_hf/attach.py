@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import pixels_to_tensor, preprocess_images
-from .hub import model_provenance, resolve_device
+from .hub import check_fork_safe, model_provenance, resolve_device
 from .vae import downsample_factor, encode_posterior, latent_channels, latent_scale, load_vae
 
 logger = logging.getLogger(__name__)
@@ -196,6 +196,7 @@ class _ImageTransform:
                 raise TypeError(f"apply() sets {key!r} itself; do not pass it")
 
         map_kwargs.setdefault("batch_size", self.batch_size)
+        check_fork_safe(map_kwargs.get("num_proc"), self.device, f"{type(self).__name__}.apply")
         is_map_style = isinstance(dataset, Dataset)
         original_format = dataset.format if is_map_style else None
         raw = dataset.cast_column(self.image_column, Image(decode=False)) if image_feature.decode else dataset

@@ -149,3 +149,27 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     if dtype not in aliases:
         raise ValueError(f"dtype must be one of {sorted(aliases)} or a torch.dtype, got {dtype!r}")
     return aliases[dtype]
+
+
+def check_fork_safe(num_proc: int | None, device: torch.device, caller: str) -> None:
+    """Refuse ``datasets.map(num_proc > 1)`` when its workers would be forked from a process that
+    has already run torch: a forked child deadlocks in torch's OpenMP pool once the parent ran
+    multi-threaded ops, and cannot re-initialise CUDA. Checked before any work starts.
+
+    Args:
+        num_proc: the ``num_proc`` passed to ``map``.
+        device: the device the transform's model is on.
+        caller: named in the error, e.g. ``"DifficultyScorer.apply"``.
+    """
+    if not num_proc or num_proc <= 1:
+        return
+    import multiprocess  # the multiprocessing flavour datasets uses (not torch.multiprocessing)
+
+    method = multiprocess.get_start_method(allow_none=True) or multiprocess.get_all_start_methods()[0]
+    if method == "fork" and (torch.get_num_threads() > 1 or device.type == "cuda"):
+        raise RuntimeError(
+            f"{caller}(num_proc={num_proc}) would fork worker processes, which hang in torch's thread pool "
+            f"(or cannot use CUDA) after the parent ran torch: call multiprocess.set_start_method('spawn') "
+            "under `if __name__ == '__main__':` first (the datasets multi-GPU recipe), or "
+            "torch.set_num_threads(1) on CPU"
+        )

@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import check_labels, pixels_to_tensor, preprocess_images
-from .hub import model_provenance, resolve_device, resolve_dtype
+from .hub import check_fork_safe, model_provenance, resolve_device, resolve_dtype
 from .vae import downsample_factor, encode_posterior, latent_channels, latent_scale, load_vae, scale_latents
 
 logger = logging.getLogger(__name__)
@@ -974,7 +974,7 @@ class DifficultyScorer:
             out = raw.map(self, batched=True, with_indices=True, features=out_features, **map_kwargs)
             return out.cast_column(self.image_column, image_feature) if image_feature.decode else out
 
-        self._check_start_method(map_kwargs.get("num_proc"))
+        check_fork_safe(map_kwargs.get("num_proc"), self.device, "DifficultyScorer.apply")
         original_format = dataset.format
         raw = raw.with_format(None)
         map_kwargs.setdefault("desc", "Scoring difficulty")
@@ -1004,22 +1004,6 @@ class DifficultyScorer:
                 **original_format["format_kwargs"],
             )
         return out
-
-    def _check_start_method(self, num_proc: int | None) -> None:
-        """``map(num_proc > 1)`` forks worker processes by default; a forked child deadlocks in torch's
-        OpenMP pool once the parent has run multi-threaded ops, and cannot re-initialise CUDA."""
-        if not num_proc or num_proc <= 1:
-            return
-        import multiprocess  # the multiprocessing flavour datasets uses (not torch.multiprocessing)
-
-        method = multiprocess.get_start_method(allow_none=True) or multiprocess.get_all_start_methods()[0]
-        if method == "fork" and (torch.get_num_threads() > 1 or self.device.type == "cuda"):
-            raise RuntimeError(
-                f"apply(num_proc={num_proc}) would fork worker processes, which hang in torch's thread pool "
-                f"(or cannot use CUDA) after the parent ran torch: call multiprocess.set_start_method('spawn') "
-                "under `if __name__ == '__main__':` first (the datasets multi-GPU recipe), or "
-                "torch.set_num_threads(1) on CPU"
-            )
 
     def map_fingerprint(self, dataset: Any) -> str:
         """The ``new_fingerprint`` of ``apply``: hash of the input's fingerprint and :attr:`fingerprint`."""
