@@ -1,0 +1,907 @@
+"""``d2c demo``: D2C end to end on scikit-learn's bundled digits, offline, in minutes on a CPU.
+
+What it runs (every step is the library's public code path, at toy scale):
+
+1. **Data**: :func:`d2c_hf.data.load_digits_dataset` at 16 px (train split: 1,437 images to condense
+   and train on; test split: 360 images, the reference for the metrics).
+2. **Scorer**: :func:`d2c_hf.scoring.train_scorer` trains a small class-conditional DiT from scratch in
+   pixel space (the paper's "scorer trained from scratch" setting).
+3. **Select + Attach**: :func:`d2c_hf.condensed.condense` scores every training image, keeps ~10 % by
+   D2C interval sampling and attaches pixel-space "latents", visual tokens of a DINOv2 and a T5
+   embedding per class prompt. The Hub is offline, so the DINOv2 and the T5 are **tiny, randomly
+   initialised stand-ins** that the demo builds and saves itself (recorded in the card's notes).
+4. **Baseline**: a random subset of the same size, without Attach (the paper's "Random" baseline).
+5. **Train**: ``examples/train_sit.py`` trains the same small SiT with the same steps on each set; an
+   evaluation callback scores the EMA model every ``validation_steps``.
+6. **Evaluate**: sample grids (PNG), and Fréchet distance, KID, precision/recall and class accuracy in
+   the independent :class:`~d2c_hf.evaluation.DigitsFeatureExtractor` space against the test split.
+7. **Report**: ``metrics.md``/``metrics.json``, a metric-vs-step plot and a ``README.md`` saying what is
+   where. The folder is built beside the target and renamed into place when complete.
+
+The helpers (:func:`load_train_script`, :func:`build_stand_in_encoders`, :class:`DigitsQuality`,
+:func:`train_sit_run`, ...) are shared with ``benchmarks/quality_digits.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+TRAIN_SCRIPT_ENV = "D2C_TRAIN_SCRIPT"
+STAND_IN_NOTE = (
+    "The text encoder (T5) and the vision encoder (DINOv2) are tiny, randomly initialised stand-ins built by "
+    "`d2c demo` because the Hub is offline: their embeddings carry no pretrained semantics. Use "
+    "google/flan-t5-xl and facebook/dinov2-base for real data."
+)
+# words the stand-in T5 tokenizer knows as whole pieces (everything else falls back to characters)
+_STAND_IN_VOCAB = "a photo of the digit zero one two three four five six seven eight nine".split()
+METRIC_KEYS = ("fd", "kid_mean", "precision", "recall", "class_accuracy")
+METRIC_LABELS = {
+    "fd": "FD ↓",
+    "kid_mean": "KID ↓",
+    "precision": "precision ↑",
+    "recall": "recall ↑",
+    "class_accuracy": "class acc. ↑",
+}
+
+
+# --------------------------------------------------------------------------------------
+# settings
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SiTSettings:
+    """What ``examples/train_sit.py`` is told (one source of truth for the demo and the benchmark)."""
+
+    model: str = "SiT-S/4"
+    model_config_overrides: Mapping[str, Any] = field(
+        default_factory=lambda: {"depth": 4, "hidden_size": 96, "num_attention_heads": 4}
+    )
+    encoder_depth: int = 2
+    projector_dim: int = 256
+    proj_coeff: float = 0.5
+    train_batch_size: int = 64
+    learning_rate: float = 1e-3
+    max_train_steps: int = 1500
+    ema_decay: float = 0.995
+    validation_steps: int = 500
+    num_inference_steps: int = 20
+
+    def args(
+        self,
+        dataset: str | os.PathLike,
+        output_dir: str | os.PathLike,
+        *,
+        use_text: bool,
+        use_visual: bool,
+        seed: int,
+    ) -> list[str]:
+        """Command-line arguments of ``train_sit.py`` for one run."""
+        return [
+            "--dataset", str(dataset),
+            "--output_dir", str(output_dir),
+            "--model", self.model,
+            "--model_config_overrides", json.dumps(dict(self.model_config_overrides)),
+            "--encoder_depth", str(self.encoder_depth),
+            "--projector_dim", str(self.projector_dim),
+            "--use_text" if use_text else "--no-use_text",
+            "--use_visual" if use_visual else "--no-use_visual",
+            "--proj_coeff", str(self.proj_coeff),
+            "--train_batch_size", str(self.train_batch_size),
+            "--learning_rate", str(self.learning_rate),
+            "--max_train_steps", str(self.max_train_steps),
+            "--ema_decay", str(self.ema_decay),
+            "--validation_steps", str(self.validation_steps),
+            "--num_inference_steps", str(self.num_inference_steps),
+            "--checkpointing_steps", str(10 * self.max_train_steps),  # no mid-run checkpoints
+            "--seed", str(seed),
+            "--report_to", "none",
+        ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """One demo mode. ``FULL`` is ``d2c demo``; ``QUICK`` is ``d2c demo --quick`` (the test suite)."""
+
+    resolution: int = 16
+    ratio: float = 0.1
+    scorer_steps: int = 400
+    scorer_batch_size: int = 64
+    num_timesteps: int = 10
+    sit: SiTSettings = field(default_factory=SiTSettings)
+    samples_per_class: int = 36  # 360 generated images: the size of the test split
+    grid_per_class: int = 10
+    guidance_scale: float = 1.0
+
+
+FULL = DemoSettings()
+QUICK = DemoSettings(
+    scorer_steps=20,
+    num_timesteps=2,
+    sit=SiTSettings(
+        model_config_overrides={"depth": 2, "hidden_size": 32, "num_attention_heads": 2},
+        encoder_depth=1,
+        projector_dim=32,
+        train_batch_size=16,
+        max_train_steps=6,
+        validation_steps=3,
+        num_inference_steps=4,
+    ),
+    samples_per_class=7,  # 70 samples: more than the 64 feature dimensions
+    grid_per_class=4,
+)
+
+
+# --------------------------------------------------------------------------------------
+# shared helpers (also used by benchmarks/quality_digits.py)
+# --------------------------------------------------------------------------------------
+
+
+def repo_root() -> Path:
+    """The source checkout holding this package (``<root>/src/d2c_hf/demo.py``)."""
+    return Path(__file__).resolve().parents[2]
+
+
+_TRAIN_MODULES: dict[Path, ModuleType] = {}
+
+
+def load_train_script(path: str | os.PathLike | None = None) -> ModuleType:
+    """Import ``examples/train_sit.py`` by path (it is an example script, not part of the package).
+
+    Looked up in this order: ``path``, the ``D2C_TRAIN_SCRIPT`` environment variable, then
+    ``<checkout>/examples/train_sit.py`` next to ``src/``. Raises ``FileNotFoundError`` with what to do
+    when it is missing (e.g. a non-editable install has no ``examples/``).
+    """
+    candidate = Path(path or os.environ.get(TRAIN_SCRIPT_ENV) or repo_root() / "examples" / "train_sit.py")
+    candidate = candidate.expanduser().resolve()
+    if not candidate.is_file():
+        raise FileNotFoundError(
+            f"the training script {candidate} does not exist. The demo runs examples/train_sit.py from a source "
+            f"checkout: install with `pip install -e .` from the repository, or point {TRAIN_SCRIPT_ENV} (or "
+            "--train-script) at a copy of examples/train_sit.py"
+        )
+    if candidate not in _TRAIN_MODULES:
+        spec = importlib.util.spec_from_file_location(
+            f"d2c_examples_train_sit_{len(_TRAIN_MODULES)}", candidate
+        )
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot import {candidate} as a Python module")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        for name in ("parse_args", "main"):
+            if not callable(getattr(module, name, None)):
+                raise ImportError(f"{candidate} has no {name}() function; is it examples/train_sit.py?")
+        _TRAIN_MODULES[candidate] = module
+    return _TRAIN_MODULES[candidate]
+
+
+def build_stand_in_encoders(
+    folder: str | os.PathLike, seed: int = 0, image_size: int = 56
+) -> tuple[Path, Path]:
+    """Build and ``save_pretrained`` a tiny random T5 encoder (+ tokenizer) and a tiny random DINOv2
+    (+ image processor with DINOv2's real normalisation) under ``folder``.
+
+    They stand in for google/flan-t5-xl and facebook/dinov2-base when the Hub is offline: same classes and
+    code paths, no pretrained semantics. ``image_size`` is DINOv2's native input side (56 px = 4x4
+    patches: the SiT token grid of 16 px images with patch 4). Weights are drawn from ``seed`` inside a forked RNG (the global
+    RNG state is left untouched), so the same seed gives the same files.
+
+    Returns:
+        ``(t5_folder, dinov2_folder)``.
+    """
+    from transformers import (
+        BitImageProcessor,
+        Dinov2Config,
+        Dinov2Model,
+        T5Config,
+        T5EncoderModel,
+        T5Tokenizer,
+    )
+
+    folder = Path(folder)
+    t5_dir, dino_dir = folder / "t5-stand-in", folder / "dinov2-stand-in"
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    vocab += [(f"\u2581{w}", -1.0 - i * 0.01) for i, w in enumerate(_STAND_IN_VOCAB)]
+    vocab += [(c, -10.0) for c in "abcdefghijklmnopqrstuvwxyz0123456789\u2581"]
+    t5_config = T5Config(
+        vocab_size=len(vocab),
+        d_model=32,
+        d_kv=8,
+        d_ff=64,
+        num_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        relative_attention_max_distance=16,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
+    dino_config = Dinov2Config(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        patch_size=14,
+        image_size=image_size,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        t5 = T5EncoderModel(t5_config).eval()
+        dino = Dinov2Model(dino_config).eval()
+    t5.save_pretrained(t5_dir)
+    T5Tokenizer(vocab=vocab, extra_ids=0).save_pretrained(t5_dir)
+    dino.save_pretrained(dino_dir)
+    BitImageProcessor(
+        size={"shortest_edge": image_size},
+        crop_size={"height": image_size, "width": image_size},
+        resample=3,
+        image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225],
+        do_center_crop=True,
+    ).save_pretrained(dino_dir)
+    return t5_dir, dino_dir
+
+
+def to_uint8(images: Any) -> np.ndarray:
+    """``SiTPipeline(output_type="np")`` images (``(B, H, W, C)`` in ``[0, 1]``) -> ``(B, H, W, 3)`` uint8."""
+    arr = np.asarray(images, dtype=np.float32)
+    arr = np.clip(np.rint(arr * 255.0), 0, 255).astype(np.uint8)
+    return np.repeat(arr, 3, axis=-1) if arr.shape[-1] == 1 else arr
+
+
+def sample_images(
+    pipeline: Any,
+    labels: Sequence[int],
+    *,
+    seed: int,
+    num_inference_steps: int,
+    guidance_scale: float = 1.0,
+    batch_size: int = 512,
+) -> np.ndarray:
+    """Generate one image per label with a ``SiTPipeline``; ``(N, H, W, 3)`` uint8, deterministic in ``seed``."""
+    generator = torch.Generator("cpu").manual_seed(int(seed))
+    out = []
+    for start in range(0, len(labels), batch_size):
+        batch = [int(y) for y in labels[start : start + batch_size]]
+        images = pipeline(
+            class_labels=batch,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            generator=generator,
+            output_type="np",
+        ).images
+        out.append(to_uint8(images))
+    return np.concatenate(out)
+
+
+GRID_TILE = 48  # pixels per grid cell (nearest-neighbour upscaling of the 16 px digits)
+GRID_BORDER = 2  # grey frame around each cell, so neighbouring digits do not merge
+
+
+def image_grid(images: np.ndarray, rows: int, cols: int, tile: int = GRID_TILE, border: int = GRID_BORDER):
+    """Tile ``rows * cols`` uint8 images (row-major, one class per row) into a PIL image of
+    ``(cols * (tile + 2 * border), rows * (tile + 2 * border))`` pixels."""
+    from diffusers.utils import make_image_grid
+    from PIL import Image, ImageOps
+
+    if len(images) != rows * cols:
+        raise ValueError(f"image_grid needs rows * cols = {rows * cols} images, got {len(images)}")
+    tiles = [
+        ImageOps.expand(
+            Image.fromarray(img).resize((tile, tile), Image.NEAREST), border=border, fill=(96, 96, 96)
+        )
+        for img in images
+    ]
+    return make_image_grid(tiles, rows=rows, cols=cols)
+
+
+class DigitsQuality:
+    """Scores a ``SiTPipeline`` on the digits: Fréchet distance, KID, precision/recall (k=3) in the
+    :class:`~d2c_hf.evaluation.DigitsFeatureExtractor` feature space (an MLP fitted on the real
+    training digits, independent of every model D2C trains or attaches) against the test split, and
+    the class accuracy of that classifier on the generated images.
+
+    ``samples_per_class`` images are generated per class, with a fixed seed, so every model is scored
+    on the same noise.
+    """
+
+    def __init__(
+        self,
+        train: Any,
+        test: Any,
+        *,
+        samples_per_class: int,
+        num_inference_steps: int,
+        guidance_scale: float = 1.0,
+        seed: int = 0,
+    ) -> None:
+        from .evaluation import DigitsFeatureExtractor
+
+        self.extractor = DigitsFeatureExtractor.from_dataset(train)
+        self.real_features = self.extractor(test["image"])
+        self.num_classes = len(train.features["label"].names)
+        self.labels = np.repeat(np.arange(self.num_classes), samples_per_class)
+        self.num_inference_steps = num_inference_steps
+        self.guidance_scale = guidance_scale
+        self.seed = seed
+
+    def sample(self, pipeline: Any, labels: Sequence[int] | None = None) -> np.ndarray:
+        labels = self.labels if labels is None else labels
+        return sample_images(
+            pipeline,
+            labels,
+            seed=self.seed,
+            num_inference_steps=self.num_inference_steps,
+            guidance_scale=self.guidance_scale,
+        )
+
+    def score_images(self, images: np.ndarray, labels: Sequence[int] | None = None) -> dict[str, float]:
+        from .evaluation import evaluate_samples
+
+        labels = self.labels if labels is None else np.asarray(labels)
+        return evaluate_samples(
+            images,
+            None,
+            self.extractor,
+            real_features=self.real_features,
+            classifier=self.extractor,
+            requested_labels=labels,
+            seed=self.seed,
+        )
+
+    def __call__(self, pipeline: Any) -> dict[str, float]:
+        return self.score_images(self.sample(pipeline))
+
+    def real_reference(self, dataset: Any, seed: int = 0) -> dict[str, float]:
+        """The metrics of as many *real* images (drawn per class from ``dataset``, e.g. the training
+        split) as are generated: what a perfect generator would score at this sample size."""
+        from .evaluation import to_uint8_images
+
+        labels = np.asarray(dataset["label"])
+        rng = np.random.default_rng(seed)
+        per_class = np.bincount(self.labels, minlength=self.num_classes)
+        rows = np.concatenate(
+            [rng.choice(np.flatnonzero(labels == c), size=n, replace=False) for c, n in enumerate(per_class)]
+        )
+        return self.score_images(to_uint8_images(dataset.select(rows.tolist())["image"]), labels[rows])
+
+
+def train_sit_run(
+    dataset_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    settings: SiTSettings,
+    *,
+    use_text: bool,
+    use_visual: bool,
+    seed: int,
+    quality: DigitsQuality | None = None,
+    train_script: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Train a SiT with ``examples/train_sit.py`` on a condensed set; score it at every validation step.
+
+    Returns ``train_sit.main``'s result plus ``"curve"``: ``[{"step": s, **metrics}, ...]`` (empty
+    without ``quality``) and ``"train_seconds"``.
+    """
+    module = load_train_script(train_script)
+    args = module.parse_args(
+        settings.args(dataset_dir, output_dir, use_text=use_text, use_visual=use_visual, seed=seed)
+    )
+    curve: list[dict[str, float]] = []
+
+    def on_eval(step: int, pipeline: Any) -> None:
+        start = time.perf_counter()
+        metrics = quality(pipeline)
+        curve.append({"step": int(step), **metrics})
+        logger.info(
+            "step %d: %s (%.1fs)",
+            step,
+            ", ".join(f"{k}={metrics[k]:.4g}" for k in METRIC_KEYS),
+            time.perf_counter() - start,
+        )
+
+    start = time.perf_counter()
+    result = dict(module.main(args, eval_callback=on_eval if quality is not None else None))
+    result["train_seconds"] = time.perf_counter() - start
+    # a final evaluation at the last step is part of the contract; keep one entry per step
+    by_step = {entry["step"]: entry for entry in curve}
+    result["curve"] = [by_step[s] for s in sorted(by_step)]
+    return result
+
+
+def load_pipeline(pipeline_dir: str | os.PathLike):
+    """``SiTPipeline.from_pretrained`` on CPU, in eval mode."""
+    from .pipelines.pipeline_sit import SiTPipeline
+
+    pipeline = SiTPipeline.from_pretrained(str(pipeline_dir))
+    pipeline.set_progress_bar_config(disable=True)
+    pipeline.transformer.eval()
+    return pipeline
+
+
+def fmt_metric(value: float | None, key: str, spread: float | None = None) -> str:
+    """A metric as table text (``—`` for missing/non-finite values), optionally ``mean ± std``."""
+    if value is None or not math.isfinite(value):
+        return "—"
+    digits = {"fd": 3, "kid_mean": 4}.get(key, 3)
+    text = f"{value:.{digits}f}"
+    if spread is not None and math.isfinite(spread):
+        text += f" ± {spread:.{digits}f}"
+    return text
+
+
+def plot_curves(
+    curves: Mapping[str, Sequence[Mapping[str, float]]],
+    path: str | os.PathLike,
+    *,
+    title: str,
+    keys: Sequence[str] = ("fd", "class_accuracy"),
+    spreads: Mapping[str, Sequence[Mapping[str, float]]] | None = None,
+    styles: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Path:
+    """Metric vs training step, one line per run (optional ± bands from ``spreads``), saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fig, axes = plt.subplots(1, len(keys), figsize=(5.2 * len(keys), 4.2 + 0.25 * len(curves)), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for name, curve in curves.items():
+            if not curve:
+                continue
+            steps = np.array([c["step"] for c in curve])
+            values = np.array([c[key] for c in curve], dtype=float)
+            (line,) = ax.plot(
+                steps, values, marker="o", ms=3, label=name, **dict((styles or {}).get(name, {}))
+            )
+            if spreads is not None and spreads.get(name):
+                band = np.array([c[key] for c in spreads[name]], dtype=float)
+                ax.fill_between(steps, values - band, values + band, color=line.get_color(), alpha=0.15)
+        ax.set_xlabel("training step")
+        ax.set_ylabel(METRIC_LABELS.get(key, key))
+        if key == "fd":
+            ax.set_yscale("log")  # FD falls by orders of magnitude early in training
+        ax.grid(alpha=0.3, which="both")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(
+        handles, labels, loc="lower center", ncol=min(3, max(1, len(labels))), fontsize=8, frameon=False
+    )
+    fig.suptitle(title, fontsize=10)
+    rows_of_legend = math.ceil(len(labels) / 3)
+    fig.tight_layout(rect=(0, 0.06 * rows_of_legend, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def check_output_dir(path: Path, overwrite: bool) -> None:
+    """Refuse an existing non-empty folder (or a file) unless ``overwrite``; never replace a file."""
+    if path.exists():
+        if not path.is_dir():
+            raise FileExistsError(f"--output-dir {path} exists and is not a folder; choose another path")
+        if any(path.iterdir()) and not overwrite:
+            raise FileExistsError(
+                f"--output-dir {path} exists and is not empty; pass --overwrite to replace it or choose another path"
+            )
+
+
+def publish_dir(staging: Path, target: Path) -> None:
+    """Move a finished ``staging`` folder to ``target``, replacing ``target`` only once staging is complete."""
+    old = None
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(target, old)
+    try:
+        os.replace(staging, target)
+    except BaseException:
+        if old is not None:
+            os.replace(old, target)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------
+# the demo
+# --------------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="d2c demo",
+        description="Run D2C end to end on the bundled digits: scorer -> condense (Select + Attach) -> "
+        "train a SiT on the condensed set and on a random subset of the same size -> sample grids -> metrics.",
+    )
+    parser.add_argument("--output-dir", default="demo_output", help="folder to create (default: demo_output)")
+    parser.add_argument("--quick", action="store_true", help="tiny settings for smoke tests (< 1 minute)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the scorer, selection, training and sampling"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --output-dir")
+    parser.add_argument(
+        "--train-script",
+        default=None,
+        help=f"path of examples/train_sit.py (default: ${TRAIN_SCRIPT_ENV} or the checkout's copy)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``d2c demo [--output-dir DIR] [--quick] [--seed N] [--overwrite] [--train-script PATH]``."""
+    args = _parser().parse_args(argv)
+    if args.seed < 0:
+        raise SystemExit("d2c demo: --seed must be a non-negative integer")
+    output = Path(args.output_dir).expanduser().resolve()
+    try:
+        check_output_dir(output, args.overwrite)
+        load_train_script(args.train_script)  # fail before any work if the script is missing
+    except (FileExistsError, FileNotFoundError, ImportError) as err:
+        print(f"d2c demo: {err}", file=sys.stderr)
+        return 2
+    settings = QUICK if args.quick else FULL
+    result = run_demo(output, settings, seed=args.seed, train_script=args.train_script, quick=args.quick)
+    print()
+    print(result["table"])
+    print(f"\nDemo finished in {result['timings']['total']:.0f} s. Open {output / 'README.md'}")
+    return 0
+
+
+def run_demo(
+    output: Path,
+    settings: DemoSettings = FULL,
+    *,
+    seed: int = 0,
+    train_script: str | os.PathLike | None = None,
+    quick: bool = False,
+) -> dict[str, Any]:
+    """Run the demo into a staging folder beside ``output`` and move it into place when complete.
+
+    Returns the metrics record (also written to ``metrics.json``) with ``"table"`` (Markdown).
+    """
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = output.parent / f".{output.name}.tmp-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        record = _run_demo(staging, settings, seed=seed, train_script=train_script, quick=quick)
+        publish_dir(staging, output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return record
+
+
+def _run_demo(
+    out: Path,
+    settings: DemoSettings,
+    *,
+    seed: int,
+    train_script: str | os.PathLike | None,
+    quick: bool,
+) -> dict[str, Any]:
+    from .condensed import condense
+    from .data import load_digits_dataset
+    from .scoring import train_scorer
+
+    timings: dict[str, float] = {}
+    t_total = time.perf_counter()
+
+    def stage(name: str, started: float) -> None:
+        timings[name] = time.perf_counter() - started
+        logger.info("demo: %s done in %.1f s", name, timings[name])
+
+    # 1. data ---------------------------------------------------------------------------------------
+    t = time.perf_counter()
+    digits = load_digits_dataset(image_size=settings.resolution)
+    train, test = digits["train"], digits["test"]
+    logger.info(
+        "demo: digits at %d px: %d train / %d test images", settings.resolution, len(train), len(test)
+    )
+    quality = DigitsQuality(
+        train,
+        test,
+        samples_per_class=settings.samples_per_class,
+        num_inference_steps=settings.sit.num_inference_steps,
+        guidance_scale=settings.guidance_scale,
+        seed=seed,
+    )
+    models = out / "models"
+    models.mkdir()
+    quality.extractor.save(models / "digits_extractor.safetensors")
+    patch_size = _patch_size(settings.sit)
+    # DINOv2's native grid = the SiT token grid, so its patch tokens need no resizing
+    t5_dir, dino_dir = build_stand_in_encoders(
+        models, seed=seed, image_size=(settings.resolution // patch_size) * 14
+    )
+    stage("data and evaluator", t)
+
+    # 2. scorer -------------------------------------------------------------------------------------
+    t = time.perf_counter()
+    scorer_dir = train_scorer(
+        train,
+        models / "scorer",
+        resolution=settings.resolution,
+        num_steps=settings.scorer_steps,
+        batch_size=settings.scorer_batch_size,
+        seed=seed,
+    )
+    stage("scorer", t)
+
+    # 3. Select + Attach ---------------------------------------------------------------------------------
+    t = time.perf_counter()
+    condensed = condense(
+        train,
+        ratio=settings.ratio,
+        scorer=scorer_dir,
+        vae=None,
+        text_encoder=t5_dir,
+        vision_encoder=dino_dir,
+        strategy="interval",
+        resolution=settings.resolution,
+        patch_size=patch_size,
+        num_timesteps=settings.num_timesteps,
+        prompt_template="a photo of the digit {}",
+        seed=seed,
+        notes=[STAND_IN_NOTE, "Made by `d2c demo` (pixel space, 16 px digits, scorer trained from scratch)."],
+    )
+    condensed.save_to_disk(out / "condensed")
+    ipc = int(condensed.info["budget"]["images_per_class"])
+    stage("condense", t)
+
+    # 4. the random baseline of the same size ---------------------------------------------------------------
+    t = time.perf_counter()
+    random_subset = condense(
+        train,
+        images_per_class=ipc,
+        scorer=None,
+        vae=None,
+        strategy="random",
+        attach=("latents",),
+        resolution=settings.resolution,
+        patch_size=patch_size,
+        seed=seed,
+        notes=["Random baseline of `d2c demo`: same size as the D2C set, no Select, no Attach."],
+    )
+    random_subset.save_to_disk(out / "random_subset", card=False)
+    stage("random subset", t)
+
+    # 5. training --------------------------------------------------------------------------------------
+    runs: dict[str, dict[str, Any]] = {}
+    for name, folder, attach in (("D2C", "condensed", True), ("Random", "random_subset", False)):
+        t = time.perf_counter()
+        logger.info("demo: training the SiT on the %s set (%d steps)", name, settings.sit.max_train_steps)
+        runs[name] = train_sit_run(
+            out / folder,
+            out / "runs" / name.lower(),
+            settings.sit,
+            use_text=attach,
+            use_visual=attach,
+            seed=seed,
+            quality=quality,
+            train_script=train_script,
+        )
+        stage(f"train {name}", t)
+
+    # 6. grids + final metrics (from the saved pipelines: what a user loads) --------------------------------
+    t = time.perf_counter()
+    grids = out / "grids"
+    grids.mkdir()
+    rows, cols = quality.num_classes, settings.grid_per_class
+    grid_labels = np.repeat(np.arange(rows), cols)
+    real = _real_grid_images(test, cols)
+    image_grid(real, rows, cols).save(grids / "real.png")
+    metrics: dict[str, dict[str, float]] = {}
+    for name, run in runs.items():
+        pipeline = load_pipeline(run["pipeline_dir"])  # what a user loads: checks the saved pipeline
+        images = sample_images(
+            pipeline,
+            grid_labels,
+            seed=seed + 1,
+            num_inference_steps=settings.sit.num_inference_steps,
+            guidance_scale=settings.guidance_scale,
+        )
+        image_grid(images, rows, cols).save(grids / f"{name.lower()}.png")
+        metrics[name] = dict(run["curve"][-1])  # the EMA model after the last step
+    real_metrics = quality.real_reference(train, seed=seed)
+    plot_curves(
+        {name: run["curve"] for name, run in runs.items()},
+        out / "curves.png",
+        title=f"digits, {len(condensed)} training images, metrics on {len(quality.labels)} samples vs the test split",
+    )
+    stage("evaluate", t)
+    timings["total"] = time.perf_counter() - t_total
+
+    # 7. report ----------------------------------------------------------------------------------------
+    table = _metrics_table(metrics, real_metrics)
+    record = {
+        "mode": "quick" if quick else "full",
+        "seed": seed,
+        "settings": _jsonable(asdict(settings)),
+        "condensed_size": len(condensed),
+        "images_per_class": ipc,
+        "interval": condensed.info["selection"].get("interval"),
+        "num_train": len(train),
+        "num_test": len(test),
+        "num_generated": len(quality.labels),
+        "metrics": metrics,
+        "real_reference": real_metrics,
+        "curves": {name: run["curve"] for name, run in runs.items()},
+        "final_loss": {name: run.get("final_loss") for name, run in runs.items()},
+        "pipelines": {
+            name: Path(os.path.relpath(run["pipeline_dir"], out)).as_posix() for name, run in runs.items()
+        },
+        "timings": timings,
+        "torch_threads": torch.get_num_threads(),
+    }
+    (out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
+    (out / "metrics.md").write_text(table + "\n")
+    (out / "README.md").write_text(_readme(record, table, condensed, settings, out))
+    return {**record, "table": table}
+
+
+def _patch_size(sit: SiTSettings) -> int:
+    from .models.transformer_sit import SIT_PRESETS
+
+    return int(sit.model_config_overrides.get("patch_size", SIT_PRESETS[sit.model]["patch_size"]))
+
+
+def _real_images(dataset: Any) -> np.ndarray:
+    from .evaluation import to_uint8_images
+
+    return to_uint8_images(dataset["image"])
+
+
+def _real_grid_images(test: Any, per_class: int) -> np.ndarray:
+    labels = np.asarray(test["label"])
+    rows = np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in range(int(labels.max()) + 1)])
+    return _real_images(test.select(rows.tolist()))
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+def _metrics_table(metrics: Mapping[str, Mapping[str, float]], real: Mapping[str, float]) -> str:
+    header = "| training set | " + " | ".join(METRIC_LABELS[k] for k in METRIC_KEYS) + " |"
+    lines = [header, "|---" * (len(METRIC_KEYS) + 1) + "|"]
+    for name, values in metrics.items():
+        lines.append(f"| {name} | " + " | ".join(fmt_metric(values.get(k), k) for k in METRIC_KEYS) + " |")
+    lines.append(
+        "| *real training digits (reference)* | "
+        + " | ".join(fmt_metric(real.get(k), k) for k in METRIC_KEYS)
+        + " |"
+    )
+    return "\n".join(lines)
+
+
+def _readme(record: Mapping[str, Any], table: str, condensed: Any, settings: DemoSettings, out: Path) -> str:
+    from .card import FIGURES
+
+    sit = settings.sit
+    figures = [
+        f"condensed/figures/{name}"
+        for name in FIGURES.values()
+        if (out / "condensed/figures" / name).is_file()
+    ]
+    timing_rows = "\n".join(f"| {k} | {v:.1f} |" for k, v in record["timings"].items())
+    mode = (
+        "`d2c demo --quick` (smoke-test settings: the pictures are noise)"
+        if record["mode"] == "quick"
+        else "`d2c demo`"
+    )
+    lines = [
+        "# D2C demo on the bundled digits",
+        "",
+        f"Made by {mode} with seed {record['seed']}, offline, on {record['torch_threads']} CPU thread(s) "
+        f"in {record['timings']['total']:.0f} s.",
+        "",
+        "## What happened",
+        "",
+        f"1. scikit-learn's digits at {settings.resolution} px: {record['num_train']} training images "
+        f"(condensed and trained on), {record['num_test']} test images (the metrics' reference).",
+        f"2. A class-conditional DiT scorer was trained from scratch in pixel space ({settings.scorer_steps} steps): "
+        "`models/scorer/`.",
+        f"3. **Select**: every training image was scored (difficulty = mean denoising loss over "
+        f"{settings.num_timesteps} timesteps) and D2C interval sampling kept {record['images_per_class']} images "
+        f"per class (stride {record['interval']}), {record['condensed_size']} in all (~{settings.ratio:.0%}). "
+        "**Attach**: pixel-space latents, visual tokens of a DINOv2 and a T5 embedding of each class prompt. "
+        f"{STAND_IN_NOTE}",
+        f"4. **Random** baseline: {record['condensed_size']} images drawn at random ({record['images_per_class']} "
+        "per class), no Select and no Attach (the paper's *Random*).",
+        f"5. The same SiT ({sit.model} with overrides `{json.dumps(dict(sit.model_config_overrides))}`) was "
+        f"trained on each set with `examples/train_sit.py` for {sit.max_train_steps} steps (batch "
+        f"{sit.train_batch_size}, lr {sit.learning_rate}, EMA {sit.ema_decay}; the D2C run adds the "
+        f"DC-Embedding and the REPA projection loss, lambda {sit.proj_coeff}).",
+        f"6. Each EMA model generated {record['num_generated']} images ({settings.samples_per_class} per class, "
+        f"{sit.num_inference_steps} steps of REPA's SDE Euler-Maruyama sampler, guidance {settings.guidance_scale}); "
+        "they were scored "
+        "against the test split in the feature space of an MLP digit classifier fitted on the real training "
+        "digits (`models/digits_extractor.safetensors`), which shares nothing with the models above.",
+        "",
+        "## Metrics",
+        "",
+        table,
+        "",
+        "FD (Fréchet distance) and KID (kernel distance, unbiased), both in the digit classifier's 64-d "
+        "feature space, lower is better; precision/recall: k-NN manifolds (k = 3); class acc.: how often the classifier "
+        "recognises the requested digit. The last row scores as many real training digits as were generated "
+        "against the same test split: what a perfect generator would score at this sample size. `metrics.json` holds every number, the "
+        "metric-vs-step curves and the timings.",
+        "",
+        "![metrics vs training step](curves.png)",
+        "",
+        "## Samples (one row per digit, 0-9)",
+        "",
+        "| real test digits | D2C | Random |",
+        "|---|---|---|",
+        "| ![real](grids/real.png) | ![D2C](grids/d2c.png) | ![Random](grids/random.png) |",
+        "",
+        "## The condensed dataset",
+        "",
+        "`condensed/` is a `CondensedDataset` folder; its card is [`condensed/README.md`](condensed/README.md). "
+        'Load it with `CondensedDataset.load("condensed")` or describe it with `d2c info condensed`.',
+        "",
+        *[f"![{Path(f).stem}]({f})" for f in figures],
+        "",
+        "## What is where",
+        "",
+        "| path | contents |",
+        "|---|---|",
+        "| `README.md` | this page |",
+        "| `metrics.md`, `metrics.json` | the metrics table; all numbers, curves, settings and timings |",
+        "| `curves.png` | FD and class accuracy vs training step for both runs |",
+        "| `grids/real.png`, `grids/d2c.png`, `grids/random.png` | sample grids, one row per class |",
+        "| `condensed/` | the D2C condensed set (Select + Attach) with its card and figures |",
+        "| `random_subset/` | the random baseline set (latents only) |",
+        "| `runs/d2c/`, `runs/random/` | training outputs of `examples/train_sit.py`; the final `SiTPipeline`s "
+        f"(EMA weights) are `{record['pipelines']['D2C']}/` and `{record['pipelines']['Random']}/` |",
+        "| `models/scorer/` | the difficulty scorer (`DifficultyScorer.from_pretrained`) |",
+        "| `models/t5-stand-in/`, `models/dinov2-stand-in/` | the random stand-in encoders |",
+        "| `models/digits_extractor.safetensors` | the evaluation feature extractor / classifier |",
+        "",
+        "## Timings (seconds)",
+        "",
+        "| stage | s |",
+        "|---|---|",
+        timing_rows,
+        "",
+        "Sample from a trained model:",
+        "",
+        "```python",
+        "from d2c_hf import SiTPipeline",
+        "",
+        f'pipe = SiTPipeline.from_pretrained("{record["pipelines"]["D2C"]}")  # inside this folder',
+        'images = pipe(class_labels=["seven", 3], num_inference_steps=20).images',
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
