@@ -19,6 +19,7 @@ EXPECTED_FILES = (
     "metrics.md",
     "metrics.json",
     "curves.png",
+    "selection.png",
     "grids/real.png",
     "grids/d2c.png",
     "grids/random.png",
@@ -35,8 +36,18 @@ EXPECTED_FILES = (
 
 @pytest.fixture(scope="module")
 def demo_output(tmp_path_factory) -> Path:
+    import random
+
+    import rich.style  # noqa: F401 - draws from `random` once at import time; import it before the snapshot
+    import torch
+
     out = tmp_path_factory.mktemp("demo") / "out"
+    before = random.getstate(), torch.get_rng_state(), np.random.get_state()[1].copy()  # noqa: NPY002
     assert cli_main(["demo", "--quick", "--output-dir", str(out), "--seed", "0"]) == 0
+    # library code never reseeds the caller's global RNGs (the training script it runs does, in-process)
+    assert random.getstate() == before[0]
+    assert torch.equal(torch.get_rng_state(), before[1])
+    assert np.array_equal(np.random.get_state()[1], before[2])  # noqa: NPY002
     return out
 
 
@@ -50,7 +61,9 @@ def test_demo_writes_every_promised_file(demo_output):
 def test_demo_readme_embeds_existing_files(demo_output):
     text = (demo_output / "README.md").read_text()
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    assert {"grids/real.png", "grids/d2c.png", "grids/random.png", "curves.png"} <= set(links)
+    assert {"grids/real.png", "grids/d2c.png", "grids/random.png", "curves.png", "selection.png"} <= set(
+        links
+    )
     assert any(link.startswith("condensed/figures/") for link in links)
     for link in links:
         assert (demo_output / link).is_file(), link

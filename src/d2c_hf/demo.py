@@ -25,6 +25,7 @@ The helpers (:func:`load_train_script`, :func:`build_stand_in_encoders`, :class:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import logging
@@ -386,6 +387,75 @@ class DigitsQuality:
         return self.score_images(to_uint8_images(dataset.select(rows.tolist())["image"]), labels[rows])
 
 
+@contextlib.contextmanager
+def preserved_global_rng():
+    """Restore Python's, NumPy's and torch's global RNG states on exit: ``examples/train_sit.py`` is a
+    script and seeds them (``accelerate.utils.set_seed``); called in-process it must not change them
+    for the caller."""
+    import random
+
+    states = random.getstate(), np.random.get_state()  # noqa: NPY002 - saving the legacy global state is the point
+    with torch.random.fork_rng(
+        devices=list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    ):
+        try:
+            yield
+        finally:
+            random.setstate(states[0])
+            np.random.set_state(states[1])  # noqa: NPY002
+
+
+def selection_montage(
+    dataset: Any,
+    scores: np.ndarray,
+    labels: np.ndarray,
+    images_per_class: int,
+    path: str | os.PathLike,
+    *,
+    seed: int,
+    per_class: int = 6,
+) -> Path:
+    """Min / D2C interval / Max side by side: for every class (one row each), ``per_class`` of the
+    images each strategy keeps at the same budget, easiest to hardest. Min keeps only the easiest
+    (plain, redundant), Max only the hardest (odd, often mislabelled-looking), interval spans the
+    whole difficulty range. Saved as a PNG; returns its path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .selection import select
+
+    num_classes = int(labels.max()) + 1
+    columns = []
+    for strategy in ("min", "interval", "max"):
+        kept = select(scores, labels, images_per_class=images_per_class, strategy=strategy, seed=seed).indices
+        rows = []
+        for c in range(num_classes):
+            members = kept[labels[kept] == c]
+            members = members[np.argsort(scores[members], kind="stable")]  # easiest -> hardest
+            take = np.linspace(0, len(members) - 1, num=min(per_class, len(members))).round().astype(int)
+            picked = members[take]
+            rows.append(np.concatenate([picked, np.full(per_class - len(picked), -1)]))
+        columns.append((strategy, np.concatenate(rows)))
+    blank = np.zeros_like(_real_images(dataset.select([0]))[0])
+    fig, axes = plt.subplots(1, 3, figsize=(3 * per_class * 0.55 + 1, num_classes * 0.55 + 0.8))
+    for ax, (strategy, order) in zip(axes, columns):
+        valid = order[order >= 0]
+        images = dict(zip(valid.tolist(), _real_images(dataset.select(valid.tolist()))))
+        tiles = np.stack([images[i] if i >= 0 else blank for i in order.tolist()])
+        ax.imshow(np.asarray(image_grid(tiles, num_classes, per_class, tile=32)))
+        ax.set_title({"min": "Min (easiest)", "interval": "D2C interval", "max": "Max (hardest)"}[strategy])
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0].set_ylabel("one row per class, easiest -> hardest left to right")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100, format="png", metadata={"Software": None})
+    plt.close(fig)
+    return path
+
+
 def train_sit_run(
     dataset_dir: str | os.PathLike,
     output_dir: str | os.PathLike,
@@ -420,7 +490,10 @@ def train_sit_run(
         )
 
     start = time.perf_counter()
-    result = dict(module.main(args, eval_callback=on_eval if quality is not None else None))
+    with (
+        preserved_global_rng()
+    ):  # the script seeds the global RNGs (accelerate's set_seed); the caller's stay as they were
+        result = dict(module.main(args, eval_callback=on_eval if quality is not None else None))
     result["train_seconds"] = time.perf_counter() - start
     # a final evaluation at the last step is part of the contract; keep one entry per step
     by_step = {entry["step"]: entry for entry in curve}
@@ -667,6 +740,18 @@ def _run_demo(
     )
     condensed.save_to_disk(out / "condensed")
     ipc = int(condensed.info["budget"]["images_per_class"])
+    source_index = np.asarray(condensed.scores["source_index"], np.int64)  # every training row, once
+    difficulty, labels = np.empty(len(train), np.float32), np.empty(len(train), np.int64)
+    difficulty[source_index] = condensed.scores["difficulty"]
+    labels[source_index] = condensed.scores["label"]
+    selection_montage(
+        train,
+        difficulty,
+        labels,
+        ipc,
+        out / "selection.png",
+        seed=seed,
+    )
     stage("condense", t)
 
     # 4. the random baseline of the same size ---------------------------------------------------------------
@@ -861,6 +946,14 @@ def _readme(record: Mapping[str, Any], table: str, condensed: Any, settings: Dem
         "|---|---|---|",
         "| ![real](grids/real.png) | ![D2C](grids/d2c.png) | ![Random](grids/random.png) |",
         "",
+        "## What Select keeps",
+        "",
+        f"At the same budget ({record['images_per_class']} per class), the easiest images (Min), D2C's interval "
+        "picks and the hardest images (Max), from the scores of `models/scorer/`; rows are classes, easiest to "
+        "hardest left to right:",
+        "",
+        "![Min / interval / Max](selection.png)",
+        "",
         "## The condensed dataset",
         "",
         "`condensed/` is a `CondensedDataset` folder; its card is [`condensed/README.md`](condensed/README.md). "
@@ -875,6 +968,7 @@ def _readme(record: Mapping[str, Any], table: str, condensed: Any, settings: Dem
         "| `README.md` | this page |",
         "| `metrics.md`, `metrics.json` | the metrics table; all numbers, curves, settings and timings |",
         "| `curves.png` | FD and class accuracy vs training step for both runs |",
+        "| `selection.png` | what Min, D2C interval and Max keep at the same budget, per class |",
         "| `grids/real.png`, `grids/d2c.png`, `grids/random.png` | sample grids, one row per class |",
         "| `condensed/` | the D2C condensed set (Select + Attach) with its card and figures |",
         "| `random_subset/` | the random baseline set (latents only) |",
