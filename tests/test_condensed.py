@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import shutil
+import tempfile
 from pathlib import Path
 from unittest import mock
 
@@ -142,12 +144,6 @@ def test_condense_random_baseline_needs_no_scorer(digits_small, tmp_path):
     assert (tmp_path / "random" / "figures" / "montage.png").is_file()
     assert not (tmp_path / "random" / "figures" / "difficulty.png").exists()
     assert back.scores is None and len(back) == 20
-
-
-def test_condense_rejects_streaming_datasets(digits_small):
-    streaming = digits_small.to_iterable_dataset()
-    with pytest.raises(NotImplementedError, match="d2c condense"):
-        condense(streaming, images_per_class=2)
 
 
 @pytest.mark.skipif(not HAS_SCORER, reason="d2c_hf.scoring not available yet")
@@ -392,3 +388,104 @@ def test_repr_and_names():
     assert len(synthetic) == 6 and synthetic.num_classes == 3
     assert synthetic.class_names == ["class 0", "class 1", "class 2"]
     assert "num_rows=6" in repr(synthetic) and "images_per_class=2" in repr(synthetic)
+
+
+# ------------------------------------------------------------------ streaming datasets
+
+STREAM_ROWS = 50
+
+
+def _stream_options(hub) -> dict:
+    return dict(
+        images_per_class=2,
+        interval=2,
+        scorer=hub.dit,
+        vae=hub.vae,
+        attach=("latents",),
+        resolution=32,
+        batch_size=10,
+    )
+
+
+@pytest.fixture(scope="module")
+def map_style(local_hub, digits_small):
+    """condense() on the map-style rows that the streaming tests stream."""
+    return condense(digits_small.select(range(STREAM_ROWS)), **_stream_options(local_hub))
+
+
+def _assert_same_selection(got: CondensedDataset, expected: CondensedDataset) -> None:
+    g, e = got.samples.with_format("numpy"), expected.samples.with_format("numpy")
+    for column in ("source_index", "label", "difficulty"):
+        np.testing.assert_array_equal(g[column], e[column], err_msg=column)
+    np.testing.assert_array_equal(
+        got.scores.with_format("numpy")["difficulty"], expected.scores.with_format("numpy")["difficulty"]
+    )
+    assert got.info["budget"] == expected.info["budget"] and got.info["counts"] == expected.info["counts"]
+
+
+def _manifest(work_dir, phase: str) -> dict:
+    return json.loads((Path(work_dir) / phase / "manifest.json").read_text())
+
+
+def test_condense_streams_an_iterable_dataset(local_hub, digits_small, map_style, tmp_path, monkeypatch):
+    temp_root = tmp_path / "tmp"
+    temp_root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp_root))  # where the run's temporary folder goes
+    stream = digits_small.select(range(STREAM_ROWS)).to_iterable_dataset()
+    got = condense(stream, num_rows=STREAM_ROWS, **_stream_options(local_hub))
+    assert list(temp_root.iterdir()) == []  # the shards' folder is gone ...
+    _assert_same_selection(got, map_style)
+    # ... and the result does not need it: arrays and images are in memory
+    arrays = got.training_arrays(["latents", "labels"])
+    expected = map_style.training_arrays(["latents"])["latents"]
+    torch.testing.assert_close(arrays["latents"].float(), expected.float(), atol=2e-3, rtol=0)
+    assert got.samples[0]["image"].size == (32, 32)
+    assert got.info["source"]["num_rows"] == STREAM_ROWS and got.info["attach"] == ["latents"]
+
+
+def test_condense_resumes_a_streaming_run_in_work_dir(local_hub, digits_small, map_style, tmp_path, caplog):
+    digits_small.select(range(STREAM_ROWS)).to_parquet(str(tmp_path / "digits.parquet"))
+    stream = load_dataset("parquet", data_files=str(tmp_path / "digits.parquet"), streaming=True)
+    work_dir = tmp_path / "run"
+    options = dict(num_rows=STREAM_ROWS, work_dir=work_dir, **_stream_options(local_hub))
+    with caplog.at_level(logging.INFO, logger="d2c_hf.condensed"):
+        first = condense(stream, **options)  # an IterableDatasetDict: its train split
+    assert "IterableDatasetDict" in caplog.text and "condensing 'train'" in caplog.text
+    assert first.info["source"]["split"] == "train"
+    _assert_same_selection(first, map_style)
+    assert _manifest(work_dir, "score")["computed_shards"] == 1
+    again = condense(stream, **options)
+    for phase in ("score", "attach"):
+        manifest = _manifest(work_dir, phase)
+        assert (manifest["computed_shards"], manifest["skipped_shards"]) == (0, 1), phase
+    _assert_same_selection(again, map_style)
+    with pytest.raises(ValueError, match=r"differing keys: .*seed"):
+        condense(stream, **{**options, "seed": 1})
+
+
+def test_condense_checks_a_streaming_dataset_before_loading_models(digits_small):
+    stream = digits_small.to_iterable_dataset()
+    missing = "no/such-model"  # would fail to load: every error below must come first
+    kwargs = dict(scorer=missing, vae=missing, text_encoder=missing, vision_encoder=missing)
+    sized = dict(kwargs, num_rows=200)
+    with pytest.raises(ValueError, match=r"unknown attach part\(s\) \['depth'\]"):
+        condense(stream, images_per_class=2, attach=("depth",), **sized)
+    with pytest.raises(ValueError, match="size of the streaming dataset .* unknown.*num_rows=N"):
+        condense(stream, images_per_class=2, **kwargs)
+    with pytest.raises(TypeError, match="scorer is a loaded Linear.*Hub id or a local"):
+        condense(stream, images_per_class=2, **{**sized, "scorer": torch.nn.Linear(1, 1)})
+    with pytest.raises(ValueError, match="pass scorer="):
+        condense(stream, images_per_class=2, **{**sized, "scorer": None})
+    with pytest.raises(TypeError, match=r"only \['key_column', 'max_forward_batch'\].*\['num_timestep'\]"):
+        condense(stream, images_per_class=2, num_timestep=4, **sized)
+    with pytest.raises(TypeError, match=r"selection_kwargs \['feature_column'\]"):
+        condense(stream, images_per_class=2, selection_kwargs={"feature_column": "x"}, **sized)
+    with pytest.raises(ValueError, match="label_column='y' is not a column"):
+        condense(stream, images_per_class=2, label_column="y", **sized)
+    with pytest.raises(ValueError, match="class_names has 3 names but the dataset has 10"):
+        condense(stream, images_per_class=2, class_names=["a", "b", "c"], **sized)
+    bare = digits_small.cast_column("label", Value("int64")).to_iterable_dataset()
+    with pytest.raises(ValueError, match="pass class_names"):
+        condense(bare, images_per_class=2, **sized)
+    with pytest.raises(ValueError, match="work_dir is for streaming datasets only"):
+        condense(digits_small, images_per_class=2, work_dir="run", **kwargs)

@@ -38,6 +38,8 @@ import tempfile
 import uuid
 import warnings
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -772,16 +774,11 @@ def _write_parquet_shards(dataset, folder: Path, max_shard_size: str | int) -> l
 
 
 def _pick_split(dataset):
-    """A ``DatasetDict`` -> its ``train`` split (or its only split); streaming -> NotImplementedError."""
-    from datasets import DatasetDict, IterableDataset, IterableDatasetDict
+    """A ``DatasetDict`` / ``IterableDatasetDict`` -> its ``train`` split (or its only split)."""
+    from datasets import DatasetDict, IterableDatasetDict
 
-    if isinstance(dataset, (IterableDataset, IterableDatasetDict)):
-        raise NotImplementedError(
-            "condense() needs random access to the rows it selects and does not take streaming datasets yet. "
-            "Load the dataset without streaming=True, or use the `d2c condense` command (sharded, resumable), "
-            "which will score streaming datasets."
-        )
-    if isinstance(dataset, DatasetDict):
+    if isinstance(dataset, (DatasetDict, IterableDatasetDict)):
+        kind = type(dataset).__name__
         splits = list(dataset)
         if "train" in dataset:
             name = "train"
@@ -789,9 +786,9 @@ def _pick_split(dataset):
             name = splits[0]
         else:
             raise ValueError(
-                f"got a DatasetDict with splits {splits} and no 'train': pass one split, e.g. dataset[{splits[0]!r}]"
+                f"got a {kind} with splits {splits} and no 'train': pass one split, e.g. dataset[{splits[0]!r}]"
             )
-        logger.info("condense: got a DatasetDict with splits %s; condensing %r", splits, name)
+        logger.info("condense: got a %s with splits %s; condensing %r", kind, splits, name)
         return dataset[name], name
     return dataset, (str(dataset.split) if getattr(dataset, "split", None) is not None else None)
 
@@ -901,6 +898,8 @@ def condense(
     dtype: str | torch.dtype | None = None,
     selection_kwargs: Mapping[str, Any] | None = None,
     notes: Sequence[str] | None = None,
+    num_rows: int | None = None,
+    work_dir: str | os.PathLike | None = None,
     **scorer_kwargs: Any,
 ) -> CondensedDataset:
     """D2C end to end: score, select, attach — with the paper's defaults.
@@ -920,8 +919,16 @@ def condense(
     object. Everything cheap is checked before any model is loaded: columns, labels, budget,
     ``attach`` parts, class names and prompt uniqueness, strategy name, keyword arguments.
 
+    **Streaming.** An ``IterableDataset`` (or an ``IterableDatasetDict``: its ``train`` split) is
+    condensed by the sharded engine of ``d2c condense`` (:mod:`d2c_hf.distributed`) in this process:
+    the stream is read once to score every row and once more up to the last selected row, never
+    materialised. Its model arguments must then be Hub ids or local folders (not loaded objects),
+    ``scorer`` is required (a ``difficulty`` column is not reused), ``selection_kwargs`` are not
+    supported, and its size must be known: from the split metadata or ``num_rows``.
+
     Args:
-        dataset: a ``datasets.Dataset`` or a ``DatasetDict`` (its ``train`` split is condensed).
+        dataset: a ``datasets.Dataset`` or a ``DatasetDict`` (its ``train`` split is condensed), or
+            their streaming counterparts ``IterableDataset`` / ``IterableDatasetDict``.
         ratio, images_per_class: the budget (exactly one).
         scorer: diffusion model for the difficulty score, or a ``DifficultyScorer``; ``None``
             requires an existing ``difficulty`` column.
@@ -940,20 +947,37 @@ def condense(
             models' dtype (``None``: float32; Attach only sees the condensed subset).
         notes: free-text lines recorded in ``info["notes"]`` and shown on the card (e.g. that
             stand-in models were used).
-        **scorer_kwargs: forwarded to ``DifficultyScorer.from_pretrained``.
+        num_rows: streaming only: the number of rows, when the split metadata lacks it (a stream
+            shorter than this is an error; rows after it are not read). A ``Dataset`` knows its length.
+        work_dir: streaming only: the folder of the run's shards (``d2c condense``'s output layout);
+            a rerun with the same arguments resumes there, computing only unfinished shards. Default:
+            a temporary folder, removed afterwards (the result is held in memory).
+        **scorer_kwargs: forwarded to ``DifficultyScorer.from_pretrained`` (streaming: only
+            ``key_column`` and ``max_forward_batch``).
 
     Returns:
         the :class:`CondensedDataset`.
     """
-    from datasets import ClassLabel, Dataset, Value
+    from datasets import ClassLabel, Dataset, IterableDataset, Value
 
     from .data import prepare_dataset
     from .hub import resolve_device
 
     # ---- cheap checks: nothing is loaded before all of these pass -----------------------
     dataset, split = _pick_split(dataset)
-    if not isinstance(dataset, Dataset):
-        raise TypeError(f"condense() takes a datasets.Dataset or DatasetDict, got {type(dataset).__name__}")
+    streaming = isinstance(dataset, IterableDataset)
+    if not (streaming or isinstance(dataset, Dataset)):
+        raise TypeError(
+            "condense() takes a datasets.Dataset, DatasetDict, IterableDataset or IterableDatasetDict, "
+            f"got {type(dataset).__name__}"
+        )
+    if not streaming:
+        if work_dir is not None:
+            raise ValueError(
+                "work_dir is for streaming datasets only (a Dataset's scores are cached by datasets itself)"
+            )
+        if num_rows is not None and num_rows != len(dataset):
+            raise ValueError(f"num_rows={num_rows!r} but the dataset has {len(dataset)} rows")
     parts = parse_attach(attach)
     for name, value in (("resolution", resolution), ("patch_size", patch_size), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -980,6 +1004,40 @@ def condense(
         feature_column=feature_column if features is None else "features",
         **selection_kwargs,
     )
+    if streaming:
+        if features is not None or feature_column is not None or selection_kwargs:
+            given = sorted({*selection_kwargs, *(["features"] if features is not None else [])})
+            given += ["feature_column"] if feature_column is not None else []
+            raise TypeError(f"selection_kwargs {given} are not supported for a streaming dataset")
+        return _condense_streaming(
+            dataset,
+            split,
+            parts=parts,
+            ratio=ratio,
+            images_per_class=images_per_class,
+            scorer=scorer,
+            vae=vae,
+            text_encoder=text_encoder,
+            vision_encoder=vision_encoder,
+            strategy=strategy,
+            interval=interval,
+            resolution=resolution,
+            patch_size=patch_size,
+            num_visual_tokens=num_visual_tokens,
+            image_column=image_column,
+            label_column=label_column,
+            class_names=class_names,
+            prompt_template=prompt_template,
+            seed=seed,
+            num_timesteps=num_timesteps,
+            batch_size=batch_size,
+            device=device,
+            dtype=dtype,
+            notes=notes,
+            num_rows=num_rows,
+            work_dir=work_dir,
+            scorer_kwargs=scorer_kwargs,
+        )
 
     dataset, class_info = prepare_dataset(dataset, image_column=image_column, label_column=label_column)
     num_rows, num_classes = len(dataset), class_info.num_classes
@@ -1179,6 +1237,190 @@ def condense(
         notes=notes,
     )
     return CondensedDataset(samples, classes, info, scores=score_table)
+
+
+#: scorer options the sharded engine takes (its --key_column / --max_forward_batch)
+_STREAMING_SCORER_KWARGS = ("key_column", "max_forward_batch")
+#: rows per shard of a streaming condense() run (rounded down to a multiple of batch_size)
+_STREAMING_SHARD_ROWS = 2048
+
+
+@dataclass
+class _OneProcess:
+    """The part of ``accelerate.PartialState`` the sharded engine uses, for one process on ``device``
+    (condense() takes a device, and needs no process group)."""
+
+    device: torch.device
+    process_index: int = 0
+    num_processes: int = 1
+    is_main_process: bool = True
+
+    def wait_for_everyone(self) -> None:
+        pass
+
+
+def _model_reference(name: str, value: Any) -> str:
+    if isinstance(value, (str, os.PathLike)):
+        return os.fspath(value)
+    raise TypeError(
+        f"{name} is a loaded {type(value).__name__}; condense() on a streaming dataset runs the sharded engine, "
+        f"which loads its models itself: pass {name} as a Hub id or a local save_pretrained folder"
+    )
+
+
+def _streaming_size(data, split: str | None, num_rows: int | None) -> int:
+    if num_rows is not None:
+        if isinstance(num_rows, bool) or not isinstance(num_rows, int) or num_rows < 1:
+            raise ValueError(f"num_rows must be a positive integer, got {num_rows!r}")
+        return num_rows
+    splits = getattr(data.info, "splits", None) or {}
+    if split in splits and splits[split].num_examples:
+        return int(splits[split].num_examples)
+    raise ValueError(
+        f"the size of the streaming dataset (split {split!r}) is unknown: its metadata records no number of "
+        "examples. Pass num_rows=N (the number of rows to condense)."
+    )
+
+
+def _condense_streaming(
+    data,
+    split: str | None,
+    *,
+    parts: list[str],
+    ratio: float | None,
+    images_per_class: int | None,
+    scorer: Any,
+    vae: Any,
+    text_encoder: Any,
+    vision_encoder: Any,
+    strategy: str,
+    interval: int | str,
+    resolution: int,
+    patch_size: int,
+    num_visual_tokens: int | None,
+    image_column: str,
+    label_column: str,
+    class_names: Sequence[str] | Mapping[int, str] | None,
+    prompt_template: str,
+    seed: int,
+    num_timesteps: int,
+    batch_size: int,
+    device: str | torch.device | None,
+    dtype: str | torch.dtype | None,
+    notes: Sequence[str] | None,
+    num_rows: int | None,
+    work_dir: str | os.PathLike | None,
+    scorer_kwargs: Mapping[str, Any],
+) -> CondensedDataset:
+    """condense() of an ``IterableDataset``: the sharded engine of ``d2c condense``, in this process."""
+    from datasets import ClassLabel
+
+    from . import distributed as engine
+    from .hub import resolve_device
+    from .vae import downsample_factor
+
+    # ---- cheap checks (no model, no row read) -------------------------------------------
+    unsupported = sorted(set(scorer_kwargs) - set(_STREAMING_SCORER_KWARGS))
+    if unsupported:
+        raise TypeError(
+            f"condense() on a streaming dataset takes only {list(_STREAMING_SCORER_KWARGS)} as scorer options, "
+            f"got {unsupported}"
+        )
+    if scorer is None:
+        raise ValueError(
+            "a streaming dataset is scored as it is read: pass scorer=<Hub id or folder> (a 'difficulty' "
+            "column is not reused when streaming)"
+        )
+    scorer_ref = _model_reference("scorer", scorer)
+    vae_ref = "pixel" if vae is None else _model_reference("vae", vae)
+    text_ref = _model_reference("text_encoder", text_encoder) if "text" in parts else None
+    vision_ref = _model_reference("vision_encoder", vision_encoder) if "visual" in parts else None
+    size = _streaming_size(data, split, num_rows)
+    features = getattr(data, "features", None) or {}
+    bare_labels = label_column in features and not isinstance(features[label_column], ClassLabel)
+    if class_names is None and bare_labels:
+        raise ValueError(
+            f"column {label_column!r} is not a ClassLabel, so the classes of a streaming dataset are unknown "
+            "before it is read: pass class_names=[...] (one per class id) or cast the column to a ClassLabel"
+        )
+    names = check_class_names(class_names) if class_names is not None else None
+    info = data.info
+    name = getattr(info, "dataset_name", None) or getattr(info, "builder_name", None) or "IterableDataset"
+    identity = {"dataset": name, "config": getattr(info, "config_name", None), "split": split}
+    source = engine.source_from_dataset(
+        data,
+        identity,
+        num_rows=size,
+        streaming=True,
+        image_column=image_column,
+        label_column=label_column,
+        key_column=scorer_kwargs.get("key_column"),
+        num_classes=len(names) if names is not None and bare_labels else None,
+    )
+    if names is not None:
+        if len(names) != len(source.class_names):
+            raise ValueError(
+                f"class_names has {len(names)} names but the dataset has {len(source.class_names)} classes"
+            )
+        source.class_names = tuple(names)
+    if "text" in parts:
+        class_prompts(list(source.class_names), prompt_template)  # missing/duplicate names, before models
+
+    budget = ["--ratio", repr(ratio)] if ratio is not None else ["--images_per_class", str(images_per_class)]
+    shard_size = batch_size * max(1, _STREAMING_SHARD_ROWS // batch_size)
+    with (
+        tempfile.TemporaryDirectory(prefix="d2c-condense-") if work_dir is None else nullcontext(work_dir)
+    ) as folder:
+        args = engine.condense_parser().parse_args(
+            ["--dataset", name, "--output_dir", os.fspath(folder), *budget]
+        )
+        vars(args).update(
+            split=split or "train",
+            image_column=image_column,
+            label_column=label_column,
+            num_rows=size,
+            resolution=resolution,
+            batch_size=batch_size,
+            shard_size=shard_size,
+            num_workers=0,  # decode in this process: no forked workers inside the caller's program
+            seed=seed,
+            scorer=scorer_ref,
+            vae=vae_ref,
+            num_timesteps=num_timesteps,
+            key_column=scorer_kwargs.get("key_column"),
+            max_forward_batch=scorer_kwargs.get("max_forward_batch"),
+            dtype=dtype,
+            ratio=ratio,
+            images_per_class=images_per_class,
+            strategy=strategy,
+            interval=interval,
+            attach=list(parts),
+            text_encoder=text_ref,
+            vision_encoder=vision_ref,
+            patch_size=patch_size,
+            num_visual_tokens=num_visual_tokens,
+            prompt_template=prompt_template,
+            attach_dtype=resolve_attach_dtype(dtype),
+            no_card=True,  # the card is written by save_to_disk / push_to_hub
+            note=list(notes or []),
+        )
+        args.store_posterior = bool(args.reuse_latents and "latents" in parts and vae_ref != "pixel")
+        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+        state = _OneProcess(resolve_device(device))
+        scorer_obj, vae_model = engine.load_scorer_and_vae(args, state.device)
+        factor = downsample_factor(vae_model)
+        if resolution % factor or (resolution // factor) % patch_size:
+            raise ValueError(
+                f"resolution={resolution} must be divisible by the VAE factor {factor} times "
+                f"patch_size={patch_size} (the diffusion transformer's token grid)"
+            )
+        del vae_model
+        engine.run_score(args, state, source, scorer=scorer_obj)
+        del scorer_obj
+        engine.run_select(args)
+        engine.run_attach(args, state, source)
+        # built in memory (Dataset.from_dict): it outlives the temporary folder
+        return engine.assemble(args)
 
 
 def _scores_features(class_label):

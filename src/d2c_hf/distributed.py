@@ -1299,15 +1299,20 @@ def attach_main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def condense_main(argv: list[str] | None = None) -> int:
-    """``d2c condense``: score + select + attach in one resumable run; writes ``output_dir/condensed``."""
+def condense_parser() -> argparse.ArgumentParser:
+    """The options of ``d2c condense`` (also what :func:`d2c_hf.condense` builds for a streaming dataset)."""
     parser = _parser("d2c condense", condense_main.__doc__)
     _add_data_args(parser)
     _add_run_args(parser)
     _add_score_args(parser)
     _add_select_args(parser)
     _add_attach_args(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def condense_main(argv: list[str] | None = None) -> int:
+    """``d2c condense``: score + select + attach in one resumable run; writes ``output_dir/condensed``."""
+    args = condense_parser().parse_args(argv)
     from .attach import parse_attach
 
     parts = parse_attach(args.attach)
@@ -1336,6 +1341,7 @@ __all__ = [
     "attach_main",
     "check_run_config",
     "condense_main",
+    "condense_parser",
     "config_diff",
     "load_scores",
     "merge_scores",
