@@ -440,7 +440,15 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.work_dir:
             shutil.rmtree(work, ignore_errors=True)
-    runtime = time.perf_counter() - started
+    return render(
+        output_dir, settings, record, command=command.strip(), runtime=time.perf_counter() - started
+    )
+
+
+def render(
+    output_dir: Path, settings: Settings, record: dict[str, Any], *, command: str, runtime: float
+) -> int:
+    """Write the per-budget plots and ``quality_digits.md`` from a run record, and print the report."""
     for budget in settings.budgets:
         plot_budget(
             output_dir,
@@ -452,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         output_dir,
         settings,
         record["results"],
-        command=command.strip(),
+        command=command,
         runtime=runtime,
         real_reference=record["real_reference"],
         interval_strides=record["interval_strides"],
@@ -469,24 +477,7 @@ def render_from_json(path: Path, output_dir: Path) -> int:
     for name in ("budgets", "seeds", "strategies"):
         fields[name] = tuple(fields[name])
     settings = Settings(**fields)
-    for budget in settings.budgets:
-        plot_budget(
-            output_dir,
-            budget,
-            saved["results"]["budgets"][budget_label(budget)],
-            saved["results"].get("full"),
-        )
-    report = write_report(
-        output_dir,
-        settings,
-        saved["results"],
-        command=saved["command"],
-        runtime=saved["runtime_seconds"],
-        real_reference=saved["real_reference"],
-        interval_strides=saved["interval_strides"],
-    )
-    print(report.read_text())
-    return 0
+    return render(output_dir, settings, saved, command=saved["command"], runtime=saved["runtime_seconds"])
 
 
 def run(settings: Settings, work: Path, *, train_script: str | None = None) -> dict[str, Any]:
