@@ -314,7 +314,6 @@ def write_model_card(
     budget = condensed.info.get("budget") or {}
     data = ModelCardData(
         library_name="diffusers",
-        license="apache-2.0",
         tags=["d2c", "sit", "repa", "flow-matching", "class-conditional", "image-generation"],
         datasets=[args.dataset]
         if args.dataset.count("/") == 1 and not os.path.exists(args.dataset)
@@ -336,6 +335,9 @@ A `{args.model}` SiT (overrides: `{args.model_config_overrides or "none"}`) trai
 * visual alignment (REPA): {result["use_visual"]} (proj_coeff {args.proj_coeff}); class text (DC-Embedding): {result["use_text"]}
 * final loss (mean of the last {args.logging_steps} steps): {result["final_loss"]:.4f}
 * weights: EMA; sampler: `FlowMatchEulerMaruyamaScheduler` (REPA's SDE)
+* licence: the weights are trained on the condensed images, so their terms follow the dataset's (see its
+  card: the source dataset's licence, and a non-commercial note when it was scored with DiT); the d2c-hf
+  code is Apache-2.0
 
 ```python
 import d2c_hf

@@ -212,3 +212,39 @@ def test_non_finite_loss_stops_with_step_and_rows_and_keeps_the_last_checkpoint(
         train_sit.main(args)
     assert sorted(p.name for p in (tmp_path / "o").glob("*checkpoint-*")) == ["checkpoint-1"]
     assert not (tmp_path / "o" / "model_index.json").exists()
+
+
+def test_push_to_hub_uploads_the_pipeline_with_a_model_card(digits_condensed, tmp_path, monkeypatch):
+    """--push_to_hub: one create_repo + upload_folder of the final folder, without checkpoints; the card
+    names the condensed dataset. (HfApi is replaced: the Hub is not reachable from the test machine.)"""
+    import huggingface_hub
+
+    calls = []
+
+    class FakeApi:
+        def __init__(self, token=None):
+            calls.append(("init", token))
+
+        def create_repo(self, repo_id, exist_ok=False):
+            calls.append(("create_repo", repo_id, exist_ok))
+
+        def upload_folder(self, *, repo_id, folder_path, commit_message, ignore_patterns):
+            folder = Path(folder_path)
+            calls.append(("upload", repo_id, sorted(p.name for p in folder.iterdir()), ignore_patterns))
+            calls.append(("card", (folder / "README.md").read_text()))
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    out = tmp_path / "run"
+    args = tiny_args(
+        digits_condensed, out, "--max_train_steps", "2", "--checkpointing_steps", "1",
+        "--push_to_hub", "--hub_model_id", "me/sit-digits", "--hub_token", "secret",
+    )  # fmt: skip
+    train_sit.main(args)
+    assert calls[0] == ("init", "secret")
+    assert calls[1] == ("create_repo", "me/sit-digits", True)
+    _, repo_id, names, ignore = calls[2]
+    assert repo_id == "me/sit-digits"
+    assert {"model_index.json", "transformer", "scheduler", "README.md"} <= set(names)
+    assert "checkpoint-*" in ignore and any(name.startswith("checkpoint-") for name in names)
+    card = calls[3][1]
+    assert str(digits_condensed) in card and 'SiTPipeline.from_pretrained("me/sit-digits")' in card
