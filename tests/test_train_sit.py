@@ -154,16 +154,14 @@ def test_resume_is_exact(digits_condensed, tmp_path):
         )  # fmt: skip
 
 
-def test_two_process_launch_writes_one_checkpoint_set(digits_condensed, tmp_path):
-    out = tmp_path / "ddp"
+def _launch_two_processes(dataset: Path, out: Path, *extra: str) -> None:
     command = [
         str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
         "--num_machines", "1", "--main_process_port", "0", "--mixed_precision", "no", "--dynamo_backend", "no",
         str(SCRIPT),
-        "--dataset", str(digits_condensed), "--output_dir", str(out), "--model", "SiT-S/2",
+        "--dataset", str(dataset), "--output_dir", str(out), "--model", "SiT-S/2",
         "--model_config_overrides", TINY, "--projector_dim", "32", "--train_batch_size", "8",
-        "--max_train_steps", "4", "--checkpointing_steps", "2", "--checkpoints_total_limit", "1",
-        "--logging_steps", "2", "--num_validation_images", "2", "--num_inference_steps", "2",
+        "--checkpointing_steps", "2", "--checkpoints_total_limit", "1", "--logging_steps", "2", *extra,
     ]  # fmt: skip
     # torchrun with 2 processes; ACCELERATE_USE_CPU makes accelerate use DDP over gloo on the CPU
     # (plain `accelerate launch --cpu --num_processes 2` starts one process unless mpirun is set up)
@@ -171,11 +169,40 @@ def test_two_process_launch_writes_one_checkpoint_set(digits_condensed, tmp_path
            "CUDA_VISIBLE_DEVICES": ""}  # fmt: skip
     proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-4"]
-    names = {p.name for p in (out / "checkpoint-4").iterdir()}
+
+
+def test_two_process_launch_writes_one_checkpoint_set_and_resumes_exactly(digits_condensed, tmp_path):
+    full = tmp_path / "ddp"
+    _launch_two_processes(
+        digits_condensed,
+        full,
+        "--max_train_steps",
+        "4",
+        "--num_validation_images",
+        "2",
+        "--num_inference_steps",
+        "2",
+    )
+    assert sorted(p.name for p in full.glob("checkpoint-*")) == ["checkpoint-4"]
+    names = {p.name for p in (full / "checkpoint-4").iterdir()}
     assert {"random_states_0.pkl", "random_states_1.pkl", "data_state.json", "optimizer.bin"} <= names
-    assert not list(out.glob(".checkpoint-*")) and (out / "model_index.json").is_file()
-    assert (out / "samples" / "step-000004.png").is_file()
+    assert not list(full.glob(".checkpoint-*")) and (full / "model_index.json").is_file()
+    assert (full / "samples" / "step-000004.png").is_file()
+
+    # 2 steps, then resume to 4 under 2 processes: the same weights, EMA and optimizer state
+    split = tmp_path / "ddp_split"
+    _launch_two_processes(digits_condensed, split, "--max_train_steps", "2", "--num_validation_images", "0")
+    _launch_two_processes(
+        digits_condensed, split, "--max_train_steps", "4", "--num_validation_images", "0",
+        "--resume_from_checkpoint", "latest",
+    )  # fmt: skip
+    for sub in ("transformer", "transformer_ema"):
+        a = load_file(full / "checkpoint-4" / sub / train_sit.WEIGHTS_NAME)
+        b = load_file(split / "checkpoint-4" / sub / train_sit.WEIGHTS_NAME)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), sub
+    opt_a = torch.load(full / "checkpoint-4" / "optimizer.bin", weights_only=True)["state"]
+    opt_b = torch.load(split / "checkpoint-4" / "optimizer.bin", weights_only=True)["state"]
+    assert all(torch.equal(opt_a[k][n], opt_b[k][n]) for k in opt_a for n in ("exp_avg", "exp_avg_sq"))
 
 
 def test_bad_inputs_fail_clearly(digits_condensed, tmp_path):
