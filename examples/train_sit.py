@@ -331,7 +331,7 @@ A `{args.model}` SiT (overrides: `{args.model_config_overrides or "none"}`) trai
 {len(condensed)} images, {condensed.num_classes} classes).
 
 * steps: {result["global_step"]}, global batch {args.train_batch_size} x {args.gradient_accumulation_steps}
-  accumulation, lr {args.learning_rate}, EMA {args.ema_decay}, mixed precision `{args.mixed_precision}`
+  accumulation, lr {args.learning_rate}, EMA {args.ema_decay}, mixed precision `{result["mixed_precision"]}`
 * visual alignment (REPA): {result["use_visual"]} (proj_coeff {args.proj_coeff}); class text (DC-Embedding): {result["use_text"]}
 * final loss (mean of the last {args.logging_steps} steps): {result["final_loss"]:.4f}
 * weights: EMA; sampler: `FlowMatchEulerMaruyamaScheduler` (REPA's SDE)
@@ -632,6 +632,7 @@ def main(args: argparse.Namespace, eval_callback=None) -> dict[str, Any]:
         "use_visual": source.use_visual,
         "use_text": source.use_text,
         "checkpoints": checkpoints,
+        "mixed_precision": str(accelerator.mixed_precision),
     }
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
