@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import pixels_to_tensor, preprocess_images
-from .hub import check_fork_safe, model_provenance, resolve_device
+from .hub import check_fork_safe, model_provenance, resolve_device, resolve_dtype
 from .vae import downsample_factor, encode_posterior, latent_channels, latent_scale, load_vae
 
 logger = logging.getLogger(__name__)
@@ -51,25 +51,10 @@ ATTACH_PARTS: dict[str, str] = {
     "text": "the 'classes' table: T5 embeddings of one prompt per class (TextAttacher)",
 }
 
-_DTYPES = {
-    "fp32": torch.float32,
-    "float32": torch.float32,
-    "fp16": torch.float16,
-    "float16": torch.float16,
-    "bf16": torch.bfloat16,
-    "bfloat16": torch.bfloat16,
-}
-
 
 def resolve_attach_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
     """``None`` -> float32 (see the module docstring); otherwise a torch dtype or an alias like ``"bf16"``."""
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in _DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(_DTYPES)} or a torch.dtype, got {dtype!r}")
-    return _DTYPES[dtype]
+    return torch.float32 if dtype is None else resolve_dtype(dtype, torch.device("cpu"))
 
 
 def _dtype_name(dtype: torch.dtype) -> str:

@@ -48,6 +48,7 @@ from typing import Any
 
 import torch
 
+from .hub import DTYPE_ALIASES
 from .models.transformer_sit import SIT_PRESETS, SiTTransformer2DModel, _preset, default_encoder_depth
 
 logger = logging.getLogger(__name__)
@@ -493,7 +494,7 @@ def load_sit_checkpoint(
 # command line
 # ----------------------------------------------------------------------------------------------------
 
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+_DTYPE_CHOICES = ("fp32", "fp16", "bf16")
 
 
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -507,7 +508,7 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
         "--weights", choices=("ema", "model"), default="ema", help="which weights of a training checkpoint"
     )
     parser.add_argument("--sample-size", type=int, default=None, help="latent size (default: from pos_embed)")
-    parser.add_argument("--dtype", choices=list(_DTYPES), default="fp32", help="weights dtype to save")
+    parser.add_argument("--dtype", choices=_DTYPE_CHOICES, default="fp32", help="weights dtype to save")
     parser.add_argument(
         "--pipeline",
         action="store_true",
@@ -582,7 +583,7 @@ def convert_repa_main(argv: list[str] | None = None) -> int:
         options.preset,
         weights=options.weights,
         keep_projectors=not options.drop_projectors,
-        dtype=_DTYPES[options.dtype],
+        dtype=DTYPE_ALIASES[options.dtype],
         **overrides,
     )
     _save(model, options)
@@ -605,7 +606,7 @@ def convert_sit_main(argv: list[str] | None = None) -> int:
         options.preset,
         weights=options.weights,
         keep_sigma_half=options.keep_sigma_half,
-        dtype=_DTYPES[options.dtype],
+        dtype=DTYPE_ALIASES[options.dtype],
         **_overrides(options),
     )
     _save(model, options)

@@ -20,6 +20,16 @@ logger = logging.getLogger(__name__)
 
 WEIGHT_SUFFIXES = (".safetensors",)
 
+# dtype names accepted wherever an argument takes a dtype as a string
+DTYPE_ALIASES: dict[str, torch.dtype] = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+}
+
 
 def is_local(name_or_path: str | os.PathLike) -> bool:
     return Path(name_or_path).is_dir()
@@ -138,17 +148,9 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return torch.bfloat16
         return torch.float32
-    aliases = {
-        "fp32": torch.float32,
-        "float32": torch.float32,
-        "fp16": torch.float16,
-        "float16": torch.float16,
-        "bf16": torch.bfloat16,
-        "bfloat16": torch.bfloat16,
-    }
-    if dtype not in aliases:
-        raise ValueError(f"dtype must be one of {sorted(aliases)} or a torch.dtype, got {dtype!r}")
-    return aliases[dtype]
+    if dtype not in DTYPE_ALIASES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPE_ALIASES)} or a torch.dtype, got {dtype!r}")
+    return DTYPE_ALIASES[dtype]
 
 
 def check_fork_safe(num_proc: int | None, device: torch.device, caller: str) -> None:
