@@ -186,6 +186,17 @@ def check_run_config(output_dir: Path, phase: str, config: Mapping[str, Any], *,
         _write_json_atomic(run_file, run)
 
 
+def open_phase(output_dir: Path, phase: str, config: Mapping[str, Any], state: Any) -> Path:
+    """Record (main process) and check (every process) ``phase``'s run config, then return its shard folder."""
+    if state.is_main_process:
+        check_run_config(output_dir, phase, config, write=True)
+    state.wait_for_everyone()
+    check_run_config(output_dir, phase, config, write=False)
+    folder = output_dir / phase
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def _read_run(output_dir: Path) -> dict[str, Any]:
     run_file = output_dir / RUN_FILE
     if not run_file.is_file():
@@ -688,12 +699,7 @@ def run_score(
     if not source.streaming:
         scorer._check_label_range(source.data, len(source.class_names))
     config = _score_config(args, source, scorer)
-    folder = output_dir / SCORE_DIR
-    if state.is_main_process:
-        check_run_config(output_dir, SCORE_DIR, config, write=True)
-    state.wait_for_everyone()
-    check_run_config(output_dir, SCORE_DIR, config, write=False)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = open_phase(output_dir, SCORE_DIR, config, state)
 
     ranges = _shard_plan(source.num_rows, args.shard_size)
     num_shards = len(ranges)
@@ -964,12 +970,7 @@ def run_attach(args: argparse.Namespace, state: Any, source: Source | None = Non
             device=device,
         )
         config["visual"] = visual.config
-    folder = output_dir / ATTACH_DIR
-    if state.is_main_process:
-        check_run_config(output_dir, ATTACH_DIR, config, write=True)
-    state.wait_for_everyone()
-    check_run_config(output_dir, ATTACH_DIR, config, write=False)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = open_phase(output_dir, ATTACH_DIR, config, state)
 
     ranges = _shard_plan(len(selected), args.shard_size)
     num_shards = len(ranges)
