@@ -415,6 +415,11 @@ def _usage_section(condensed: CondensedDataset, repo: str) -> list[str]:
         'latents = samples.with_format("numpy", columns=["latents"], dtype="float16")[:]["latents"]',
         "```",
         "",
+        "For a *local copy* of this folder use `CondensedDataset.load(folder)`, or name its files: "
+        '`load_dataset("parquet", data_files={"train": "folder/data/train-*.parquet"}, split="train")`. '
+        "`load_dataset(folder)` caches a local folder under its name, not its files, so it can return "
+        "another same-named folder's rows (datasets 5.2).",
+        "",
         "Train a SiT with the REPA recipe on it:",
         "",
         "```bash",

@@ -69,6 +69,8 @@ FIGURES_DIR = "figures"
 HUB_DIRS = {"default": "data", "classes": "classes", "scores": "scores"}
 #: table -> folder in the save_to_disk layout
 DISK_DIRS = {"samples": "samples", "classes": "classes", "scores": "scores"}
+#: key of d2c_info.json that records each saved table (row count, fingerprint); see tables_record()
+TABLES_KEY = "tables"
 SPLIT = "train"
 #: what training_arrays can return: name -> (table, column)
 TRAINING_ARRAYS = {
@@ -479,7 +481,7 @@ class CondensedDataset:
         if card:
             self._write_card(folder, repo_id=None)
         # the info file goes last: a folder without it is never mistaken for a finished dataset
-        _write_json(folder / INFO_FILENAME, self.info)
+        _write_json(folder / INFO_FILENAME, self._info_with_tables())
 
     def _write_card(self, folder: Path, repo_id: str | None) -> None:
         from .card import make_figures, render_card
@@ -534,7 +536,7 @@ class CondensedDataset:
             table = getattr(self, name)
             if table is not None:
                 _write_parquet_shards(table, folder / HUB_DIRS[name], max_shard_size)
-        _write_json(folder / INFO_FILENAME, self.info)
+        _write_json(folder / INFO_FILENAME, self._info_with_tables())
         if card:
             self._write_card(folder, repo_id=repo_id)
         else:
@@ -589,6 +591,72 @@ class CondensedDataset:
                 delete_patterns=[f"{d}/*" for d in (*HUB_DIRS.values(), FIGURES_DIR)],
             )
 
+    # -- integrity ---------------------------------------------------------------------
+    def tables_record(self) -> dict[str, dict[str, Any]]:
+        """What a save records about each table, to check a folder on load: ``{table: {"num_rows",
+        "columns", "fingerprint"}}``.
+
+        The fingerprint is a SHA-256 over the table's column names and features and the values of its
+        scalar columns (``label``, ``source_index``, ``difficulty``, ``name``, ``prompt``...): it
+        identifies *which* rows a table holds (a selection, its labels and scores) and costs one read
+        of those small columns, not of the images or arrays.
+        """
+        record = {}
+        for name in DISK_DIRS:
+            table = getattr(self, name)
+            if table is not None:
+                record[name] = {
+                    "num_rows": len(table),
+                    "columns": list(table.column_names),
+                    "fingerprint": table_fingerprint(table),
+                }
+        return record
+
+    def _info_with_tables(self) -> dict[str, Any]:
+        return {**self.info, TABLES_KEY: self.tables_record()}
+
+    def _verify(self, where: str, record: Mapping[str, Any] | None) -> None:
+        """Check what was read against the record written at save time (see :meth:`tables_record`)."""
+        if record is None:  # written before the record existed: check what the info implies
+            if "text" in (self.info.get("attach") or []) and self.classes is None:
+                raise ValueError(
+                    f"{where} is damaged: its {INFO_FILENAME} says class text was attached, but the classes "
+                    "table is missing; restore it or re-create the dataset"
+                )
+            counts = self.info.get("counts")
+            if isinstance(counts, list) and sum(counts) != len(self.samples):
+                raise ValueError(
+                    f"{where} is damaged: samples has {len(self.samples)} rows but its {INFO_FILENAME} "
+                    f"records {sum(counts)}; restore the folder or re-create the dataset"
+                )
+            return
+        got = self.tables_record()
+        for name, expected in record.items():
+            if name not in got:
+                raise ValueError(
+                    f"{where} is damaged: the {name!r} table ({expected['num_rows']} rows) recorded in its "
+                    f"{INFO_FILENAME} is missing; restore it from a copy or re-create the dataset"
+                )
+            if got[name]["num_rows"] != expected["num_rows"]:
+                raise ValueError(
+                    f"{where}: the {name!r} table has {got[name]['num_rows']} rows but its {INFO_FILENAME} "
+                    f"records {expected['num_rows']}; the data files were changed or partly copied after the "
+                    "save: copy the folder again whole, or re-create the dataset"
+                )
+            if got[name]["fingerprint"] != expected["fingerprint"]:
+                raise ValueError(
+                    f"{where}: the {name!r} table read is not the one saved with this {INFO_FILENAME} (content "
+                    "fingerprint differs): the data files were modified, or a stale cache answered for them. "
+                    "Copy the folder again whole or re-create it; read local folders with "
+                    "CondensedDataset.load(folder), which reads the folder's own files"
+                )
+        extra = sorted(set(got) - set(record))
+        if extra:
+            raise ValueError(
+                f"{where} holds table(s) {extra} that its {INFO_FILENAME} does not record; the folder mixes "
+                "two saves: re-create it"
+            )
+
     # -- loading -----------------------------------------------------------------------
     @classmethod
     def load(
@@ -601,12 +669,18 @@ class CondensedDataset:
     ) -> CondensedDataset:
         """Load a condensed dataset from a ``save_to_disk`` folder, a Hub-layout folder or a Hub repo id.
 
+        A local Hub-layout folder is read from its own parquet files (``datasets``' cache key for
+        ``load_dataset(folder)`` follows the folder's name, not its files, so it can answer with another
+        folder's rows; see ``docs/condensed-datasets.md``). Whatever the layout, the tables read are
+        checked against the record written at save time (tables present, row counts, a fingerprint of
+        the rows): a damaged, partly copied or stale folder is refused, naming what differs.
+
         Extra ``load_kwargs`` (``cache_dir``, ...) go to ``datasets.load_dataset`` for the Hub layouts.
 
         Raises:
             FileNotFoundError: a path that does not exist.
-            ValueError: a folder that is not a condensed dataset, or one written in another
-                format version (both versions are named).
+            ValueError: a folder that is not a condensed dataset, one written in another format version
+                (both versions are named), or one whose tables do not match its ``d2c_info.json``.
         """
         path = Path(path_or_repo_id).expanduser()
         if path.exists():
@@ -623,67 +697,117 @@ class CondensedDataset:
                 )
             info = _read_json(info_file)
             _check_format_version(info, str(path))
+            record = info.pop(TABLES_KEY, None)
             if (path / DISK_DIRS["samples"] / "state.json").is_file():
-                return cls._load_disk_layout(path, info)
-            if (path / HUB_DIRS["default"]).is_dir():
-                return cls._load_hub_layout(str(path), info, revision=None, token=None, **load_kwargs)
-            raise ValueError(
-                f"{path} has a {INFO_FILENAME} but neither samples/ nor data/: the save is incomplete"
-            )
-        name = str(path_or_repo_id)
-        if os.path.isabs(name) or name.startswith((".", "~")) or name.count("/") != 1:
-            raise FileNotFoundError(
-                f"no condensed dataset at {name!r} (not a folder, and not a Hub id 'user/name')"
-            )
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import EntryNotFoundError
+                tables = _read_disk_tables(path)
+            elif (path / HUB_DIRS["default"]).is_dir():
+                tables = _read_local_hub_tables(path, **load_kwargs)
+            else:
+                raise ValueError(
+                    f"{path} has a {INFO_FILENAME} but neither {DISK_DIRS['samples']}/ nor "
+                    f"{HUB_DIRS['default']}/: the save is incomplete; re-create the dataset"
+                )
+            where = str(path)
+        else:
+            name = str(path_or_repo_id)
+            if os.path.isabs(name) or name.startswith((".", "~")) or name.count("/") != 1:
+                raise FileNotFoundError(
+                    f"no condensed dataset at {name!r} (not a folder, and not a Hub id 'user/name')"
+                )
+            info = _read_json(_hub_info_file(name, revision=revision, token=token))
+            _check_format_version(info, f"Hub dataset {name!r}")
+            record = info.pop(TABLES_KEY, None)
+            tables = _read_hub_tables(name, revision=revision, token=token, **load_kwargs)
+            where = f"Hub dataset {name!r}"
+        condensed = cls(tables["samples"], tables["classes"], info, scores=tables["scores"])
+        condensed._verify(where, record)
+        return condensed
 
+
+def table_fingerprint(table) -> str:
+    """SHA-256 of a table's column names, features and scalar columns' values (see
+    :meth:`CondensedDataset.tables_record`)."""
+    import hashlib
+
+    from datasets import ClassLabel, Value
+
+    digest = hashlib.sha256()
+    digest.update(json.dumps(table.features.to_dict(), sort_keys=True).encode())
+    for column, feature in table.features.items():
+        if not isinstance(feature, (Value, ClassLabel)):
+            continue
+        values = column_numpy(table, column)
+        if values.dtype == object:
+            data = "\x00".join("\x01" if v is None else str(v) for v in values.tolist()).encode()
+        else:
+            data = np.ascontiguousarray(values).tobytes()
+        digest.update(f"{column}:{values.dtype}:{len(values)}:".encode())
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def _read_disk_tables(path: Path) -> dict[str, Any]:
+    from datasets import load_from_disk
+
+    tables = {}
+    for name, directory in DISK_DIRS.items():
+        folder = path / directory
+        if not (folder / "state.json").is_file():
+            tables[name] = None
+            continue
         try:
-            info_file = hf_hub_download(
-                name, INFO_FILENAME, repo_type="dataset", revision=revision, token=token
-            )
-        except (OSError, EntryNotFoundError) as err:
-            raise FileNotFoundError(
-                f"{name!r} is not a local folder, and its {INFO_FILENAME} could not be fetched as a Hub dataset "
-                f"({type(err).__name__}: {err})"
+            tables[name] = load_from_disk(str(folder))
+        except Exception as err:  # pyarrow / datasets errors do not name the file
+            raise ValueError(
+                f"{folder} cannot be read ({type(err).__name__}: {err}); the condensed dataset is damaged: "
+                "restore the folder from a copy or re-create the dataset"
             ) from err
-        info = _read_json(Path(info_file))
-        _check_format_version(info, f"Hub dataset {name!r}")
-        return cls._load_hub_layout(name, info, revision=revision, token=token, **load_kwargs)
+    return tables
 
-    @classmethod
-    def _load_disk_layout(cls, path: Path, info: dict[str, Any]) -> CondensedDataset:
-        from datasets import load_from_disk
 
-        tables = {
-            name: load_from_disk(str(path / directory))
-            if (path / directory / "state.json").is_file()
-            else None
-            for name, directory in DISK_DIRS.items()
-        }
-        return cls(tables["samples"], tables["classes"], info, scores=tables["scores"])
+def _read_local_hub_tables(path: Path, **load_kwargs) -> dict[str, Any]:
+    """A local Hub-layout folder's tables, read from its own parquet files (cache keyed by the files)."""
+    from datasets import load_dataset
 
-    @classmethod
-    def _load_hub_layout(
-        cls, source: str, info: dict[str, Any], revision, token, **load_kwargs
-    ) -> CondensedDataset:
-        from datasets import get_dataset_config_names, load_dataset
+    tables = {}
+    for (name, _), directory in zip(DISK_DIRS.items(), HUB_DIRS.values()):
+        files = sorted(str(f) for f in (path / directory).glob(f"{SPLIT}-*.parquet"))
+        if not files:
+            tables[name] = None
+            continue
+        try:
+            tables[name] = load_dataset("parquet", data_files={SPLIT: files}, split=SPLIT, **load_kwargs)
+        except Exception as err:  # pyarrow errors do not name the file
+            raise ValueError(
+                f"{path / directory} cannot be read ({type(err).__name__}: {err}); the condensed dataset is "
+                "damaged: restore the folder from a copy or re-create the dataset"
+            ) from err
+    return tables
 
-        kwargs = dict(load_kwargs)
-        if revision is not None:
-            kwargs["revision"] = revision
-        if token is not None:
-            kwargs["token"] = token
-        configs = set(
-            get_dataset_config_names(
-                source, **{k: v for k, v in kwargs.items() if k in ("revision", "token")}
-            )
-        )
-        tables = {
-            name: load_dataset(source, name, split=SPLIT, **kwargs) if name in configs else None
-            for name in HUB_DIRS
-        }
-        return cls(tables["default"], tables["classes"], info, scores=tables["scores"])
+
+def _hub_info_file(repo_id: str, *, revision: str | None, token: str | None) -> Path:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        return Path(hf_hub_download(repo_id, INFO_FILENAME, repo_type="dataset", revision=revision, token=token))
+    except (OSError, EntryNotFoundError) as err:
+        raise FileNotFoundError(
+            f"{repo_id!r} is not a local folder, and its {INFO_FILENAME} could not be fetched as a Hub dataset "
+            f"({type(err).__name__}: {err})"
+        ) from err
+
+
+def _read_hub_tables(repo_id: str, *, revision: str | None, token: str | None, **load_kwargs) -> dict[str, Any]:
+    """A Hub repo's tables through ``load_dataset`` (cached per commit, so never stale)."""
+    from datasets import get_dataset_config_names, load_dataset
+
+    access = {k: v for k, v in (("revision", revision), ("token", token)) if v is not None}
+    configs = set(get_dataset_config_names(repo_id, **access))
+    return {
+        name: load_dataset(repo_id, config, split=SPLIT, **access, **load_kwargs) if config in configs else None
+        for name, config in zip(DISK_DIRS, HUB_DIRS)
+    }
 
 
 def _min_median_max(counts: np.ndarray) -> str:
