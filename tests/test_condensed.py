@@ -489,3 +489,14 @@ def test_condense_checks_a_streaming_dataset_before_loading_models(digits_small)
         condense(bare, images_per_class=2, **sized)
     with pytest.raises(ValueError, match="work_dir is for streaming datasets only"):
         condense(digits_small, images_per_class=2, work_dir="run", **kwargs)
+
+
+def test_ratio_counts_only_the_classes_that_have_rows(digits):
+    """2 of the 10 digit classes present: ratio=0.5 keeps half the rows (realised fraction recorded)."""
+    two = digits["train"].filter(lambda label: label in (3, 7), input_columns="label")
+    condensed = condense(with_difficulty(two), ratio=0.5, scorer=None, vae=None, attach=(), resolution=32)
+    assert abs(len(condensed) / len(two) - 0.5) < 0.01
+    assert condensed.info["budget"]["realised_ratio"] == len(condensed) / len(two)
+    from d2c_hf.card import render_card
+
+    assert f"{len(condensed) / len(two):.2%} of the rows" in render_card(condensed)

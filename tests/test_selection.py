@@ -426,6 +426,15 @@ def test_images_per_class_from_ratio():
     assert result.images_per_class == 5 and result.total == 20 and result.params["ratio"] == 0.2
 
 
+def test_ratio_is_a_fraction_of_the_rows_whatever_the_empty_classes():
+    """2 of 10 label-space classes hold rows: ratio=0.5 keeps half the rows, not a tenth."""
+    labels = np.repeat([3, 7], 50)
+    result = select(np.arange(100.0), labels, ratio=0.5, num_classes=10, interval=1)
+    assert result.images_per_class == 25 and result.total == 50
+    assert result.realised_ratio == 0.5 and result.to_dict()["realised_ratio"] == 0.5
+    assert "(50.00%)" in result.summary()
+
+
 def test_result_to_dict_is_json_and_summary_is_logged(caplog):
     labels = np.repeat(np.arange(3), [20, 5, 1])
     with caplog.at_level(logging.INFO, logger="d2c_hf.selection"):

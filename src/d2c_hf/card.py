@@ -349,7 +349,9 @@ def _budget_str(budget: Mapping[str, Any]) -> str:
     if budget.get("ratio") is not None:
         parts.append(f"ratio {budget['ratio']}")
     if budget.get("total") is not None:
-        parts.append(f"{budget['total']:,} images realised")
+        realised = budget.get("realised_ratio")
+        share = f" ({realised:.2%} of the rows)" if realised is not None else ""
+        parts.append(f"{budget['total']:,} images realised{share}")
     return ", ".join(parts) or "—"
 
 

@@ -979,6 +979,7 @@ def build_info(
             "ratio": ratio,
             "images_per_class": selection["images_per_class"],
             "total": selection["total"],
+            "realised_ratio": selection["total"] / max(1, sum(selection["class_sizes"])),
         },
         "counts": counts.tolist(),
         "selection": selection_info,

@@ -120,6 +120,12 @@ class SelectionResult:
     def num_classes(self) -> int:
         return int(self.class_sizes.size)
 
+    @property
+    def realised_ratio(self) -> float:
+        """The fraction of the input rows kept (``total / N``; 0 for an empty input)."""
+        n = int(self.class_sizes.sum())
+        return self.total / n if n else 0.0
+
     def to_dict(self, include_indices: bool = False) -> dict[str, Any]:
         """A JSON-able summary for dataset cards and provenance.
 
@@ -137,6 +143,7 @@ class SelectionResult:
             "class_sizes": self.class_sizes.tolist(),
             "strides": None if self.strides is None else self.strides.tolist(),
             "shortfall": self.shortfall.tolist(),
+            "realised_ratio": self.realised_ratio,
         }
         if include_indices:
             out["indices"] = self.indices.tolist()
@@ -155,7 +162,7 @@ class SelectionResult:
             shortfall = f"{reduced} classes {what}, " + shortfall
         return (
             f"selection {self.strategy!r} (m={m}{k}, seed={self.params.get('seed')}): kept {self.total} of "
-            f"{n} rows in {self.num_classes} classes; shortfall: {shortfall}"
+            f"{n} rows ({self.realised_ratio:.2%}) in {self.num_classes} classes; shortfall: {shortfall}"
         )
 
 
@@ -166,6 +173,9 @@ class SelectionResult:
 
 def images_per_class_from_ratio(ratio: float, num_samples: int, num_classes: int) -> int:
     """Per-class budget from a dataset fraction: ``m = max(1, round(ratio * N / C))``.
+
+    ``C`` is the number of classes that have rows (:func:`select` passes that, so that classes of the
+    label space with no rows do not dilute the budget).
 
     Rounds half up. ImageNet-1k: 1,281,167 images, 1000 classes: ratio 0.008 -> 10,
     0.04 -> 51, 0.08 -> 102 (pass ``images_per_class=50`` for the paper's 50K setting).
@@ -897,7 +907,8 @@ def _select(config: _Config, scores: Any, labels: Any, features: Any) -> Selecti
     if config.images_per_class is not None:
         m = config.images_per_class
     else:
-        m = images_per_class_from_ratio(config.ratio, n, num_classes)
+        # C counts the classes that have rows: a ratio is a fraction of the data, not of the label space
+        m = images_per_class_from_ratio(config.ratio, n, max(1, int(np.count_nonzero(sizes))))
     k, n_ref = None, None
     if strat.name == "interval":
         if config.interval == "auto":
