@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import re
+from unittest import mock
 
 import numpy as np
 import pytest
 from huggingface_hub import DatasetCard
 
-from d2c_hf.card import _within_class_percentiles, describe_model, make_figures, render_card
+from d2c_hf.card import FIGURES, _within_class_percentiles, describe_model, make_figures, render_card
+from d2c_hf.condensed import CondensedDataset
 from helpers_condensed import build_condensed, synthetic_condensed
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -101,3 +103,32 @@ def test_describe_model():
     )
     assert local == f"local folder `t5` (weights sha256 `{'ab' * 6}`) (T5EncoderModel)"
     assert describe_model(None) == "none"
+
+
+def _with_class_names(condensed, names):
+    from datasets import ClassLabel
+
+    from d2c_hf.condensed import CondensedDataset
+
+    samples = condensed.samples.cast_column("label", ClassLabel(names=names))
+    scores = condensed.scores.cast_column("label", ClassLabel(names=names))
+    return CondensedDataset(samples, None, condensed.info, scores=scores)
+
+
+def test_class_names_with_dollar_signs_draw_as_text(tmp_path):
+    """Class names are text: '$5 bill' or '$x^2$' never reach matplotlib's mathtext parser."""
+    base = synthetic_condensed(num_classes=4, per_class=2, total_per_class=20)
+    names = ["$5 bill", "$x_$", r"$\foo$", r"back\slash"]
+    condensed = _with_class_names(base, names)
+    path = condensed.save_to_disk(tmp_path / "d")
+    assert sorted(p.name for p in (path / "figures").iterdir()) == [FIGURES["counts"], FIGURES["difficulty"]]
+
+
+def test_a_figure_failure_never_loses_the_dataset(tmp_path, caplog):
+    base = synthetic_condensed(num_classes=4, per_class=2, total_per_class=20)
+    with mock.patch("d2c_hf.card._counts_figure", side_effect=RuntimeError("boom")):
+        path = base.save_to_disk(tmp_path / "d")
+    assert "figures could not be drawn (RuntimeError: boom)" in caplog.text
+    assert not (path / "figures").exists()
+    assert "![" not in (path / "README.md").read_text()
+    assert len(CondensedDataset.load(path)) == len(base)

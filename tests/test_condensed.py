@@ -499,4 +499,4 @@ def test_ratio_counts_only_the_classes_that_have_rows(digits):
     assert condensed.info["budget"]["realised_ratio"] == len(condensed) / len(two)
     from d2c_hf.card import render_card
 
-    assert f"{len(condensed) / len(two):.2%} of the rows" in render_card(condensed)
+    assert f"| realised fraction | {len(condensed) / len(two):.2%} of the scored rows |" in render_card(condensed)

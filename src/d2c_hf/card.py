@@ -287,6 +287,7 @@ def _config_section(condensed: CondensedDataset) -> list[str]:
         ("source rows / classes", f"{_fmt(source.get('num_rows'))} / {condensed.num_classes}"),
         ("source fingerprint", f"`{source.get('fingerprint')}`" if source.get("fingerprint") else "—"),
         ("budget", _budget_str(budget)),
+        ("realised fraction", _fraction_str(budget.get("realised_ratio"))),
         ("selection strategy", f"`{selection.get('strategy', '—')}`"),
         ("interval k", _fmt(selection.get("interval"))),
         ("seed", _fmt(info.get("seed", selection.get("seed")))),
@@ -342,6 +343,10 @@ def _config_section(condensed: CondensedDataset) -> list[str]:
     return lines
 
 
+def _fraction_str(realised: float | None) -> str:
+    return "—" if realised is None else f"{realised:.2%} of the scored rows"
+
+
 def _budget_str(budget: Mapping[str, Any]) -> str:
     parts = []
     if budget.get("images_per_class") is not None:
@@ -349,9 +354,7 @@ def _budget_str(budget: Mapping[str, Any]) -> str:
     if budget.get("ratio") is not None:
         parts.append(f"ratio {budget['ratio']}")
     if budget.get("total") is not None:
-        realised = budget.get("realised_ratio")
-        share = f" ({realised:.2%} of the rows)" if realised is not None else ""
-        parts.append(f"{budget['total']:,} images realised{share}")
+        parts.append(f"{budget['total']:,} images realised")
     return ", ".join(parts) or "—"
 
 
@@ -496,7 +499,8 @@ def make_figures(condensed: CondensedDataset, output_dir: str | os.PathLike) -> 
     """
     import matplotlib
 
-    with matplotlib.rc_context({"font.size": 8}):
+    # text.parse_math off: class names are text, never mathtext ("$x_$" would not draw otherwise)
+    with matplotlib.rc_context({"font.size": 8, "text.parse_math": False}):
         return _make_figures(condensed, Path(output_dir))
 
 

@@ -486,7 +486,13 @@ class CondensedDataset:
     def _write_card(self, folder: Path, repo_id: str | None) -> None:
         from .card import make_figures, render_card
 
-        figures = make_figures(self, folder / FIGURES_DIR)
+        try:
+            figures = make_figures(self, folder / FIGURES_DIR)
+        except Exception as err:  # a figure is decoration: never lose the dataset over one
+            logger.warning("the dataset card's figures could not be drawn (%s: %s); writing the card without them",
+                           type(err).__name__, err)
+            shutil.rmtree(folder / FIGURES_DIR, ignore_errors=True)
+            figures = {}
         relative = {name: f"{FIGURES_DIR}/{p.name}" for name, p in figures.items()}
         (folder / README_FILENAME).write_text(
             render_card(self, figures=relative, repo_id=repo_id), encoding="utf-8"
