@@ -580,3 +580,67 @@ def test_train_scorer_bad_input(digits_small, tmp_path):
     with pytest.raises(TypeError, match="needs a datasets.Dataset"):
         train_scorer(digits_small.to_iterable_dataset(), tmp_path / "x")
     assert not (tmp_path / "x").exists()
+
+
+# ------------------------------------------------------------------ what can be a scorer
+
+
+def _tiny_unet(num_class_embeds):
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(0)  # test-side seeding: a fixed tiny model
+    return UNet2DModel(
+        sample_size=32,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        norm_num_groups=8,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        num_class_embeds=num_class_embeds,
+    )
+
+
+def test_a_class_conditional_unet_scores_like_a_ddpm_model(few, tmp_path):
+    """UNet2DModel(num_class_embeds=...) is a class-conditional epsilon model: scored, from a folder too."""
+    unet = _tiny_unet(10).eval()
+    folder = tmp_path / "unet"
+    unet.save_pretrained(folder)
+    scorer = DifficultyScorer.from_pretrained(folder, batch_size=8, num_timesteps=3)
+    assert scorer.prediction_type == "epsilon" and scorer.num_classes == 10
+    pixels, labels = _pixels_labels(few.select(range(4)), 32)
+    got, _ = scorer.score_pixels(pixels, labels)
+    # by hand: DDPM noising with DiT's linear betas, eps target, the key's noise
+    x0 = pixels_to_tensor(pixels)
+    noise = sample_noise(pixel_keys(pixels), 0, 3, x0.shape[1:])
+    betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
+    abar = torch.cumprod(1 - betas, 0).float()
+    steps = timestep_grid(3, "epsilon")
+    expected = torch.zeros(4)
+    with torch.no_grad():
+        for i, t in enumerate(steps.tolist()):
+            a = abar[t]
+            x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise[:, i]
+            eps = unet(x_t, torch.full((4,), t), class_labels=torch.as_tensor(labels)).sample
+            expected += (eps - noise[:, i]).square().mean(dim=(1, 2, 3)) / 3
+    np.testing.assert_allclose(got, expected.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_what_cannot_be_a_scorer_is_named_with_the_fix(local_hub, tmp_path):
+    with pytest.raises(ValueError, match="is not class-conditional.*num_class_embeds"):
+        DifficultyScorer(_tiny_unet(None))
+    with pytest.raises(ValueError, match="AutoencoderKL, an autoencoder, not a diffusion denoiser: pass it as vae="):
+        DifficultyScorer.from_pretrained(local_hub.vae)
+    scheduler = DDPMScheduler(prediction_type="v_prediction")
+    folder = tmp_path / "v"
+    _tiny_unet(10).save_pretrained(folder / "transformer")
+    scheduler.save_pretrained(folder / "scheduler")
+    with pytest.raises(ValueError, match="prediction_type='v_prediction'"):
+        DifficultyScorer.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, torch.float64, "int8", "float64"])
+def test_unsupported_dtypes_are_refused_not_run_in_float32(local_hub, dtype):
+    with pytest.raises(ValueError, match="not supported|dtype must be one of"):
+        DifficultyScorer.from_pretrained(local_hub.dit, dtype=dtype)

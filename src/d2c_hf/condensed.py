@@ -461,12 +461,15 @@ class CondensedDataset:
                     f"refusing to overwrite {path}: it is not a condensed dataset (no {INFO_FILENAME}); "
                     "choose another path or remove it yourself"
                 )
-        path.parent.mkdir(parents=True, exist_ok=True)
         staging = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-        staging.mkdir()  # (not tempfile.mkdtemp: its 0700 mode would survive the rename)
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            staging.mkdir()  # (not tempfile.mkdtemp: its 0700 mode would survive the rename)
             self._write_disk_layout(staging, card=card)
             _replace_dir(staging, path)
+        except OSError as err:  # name the target, not the hidden staging folder
+            shutil.rmtree(staging, ignore_errors=True)
+            raise renamed_os_error(err, f"could not save the condensed dataset to {path}") from err
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -849,6 +852,16 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def renamed_os_error(err: OSError, message: str) -> OSError:
+    """An ``OSError`` of the same kind (``PermissionError``, ...) whose text is ``message: reason``, for
+    errors raised on a hidden staging path that should name the user's target instead."""
+    text = f"{message}: {err.strerror or err}"
+    try:
+        return type(err)(err.errno, text) if err.errno is not None else type(err)(text)
+    except TypeError:  # an OSError subclass with another constructor
+        return OSError(err.errno, text)
+
+
 def _replace_dir(new: Path, target: Path) -> None:
     """Move the finished folder ``new`` to ``target``; an existing ``target`` is swapped out
     first and restored if the final rename fails (POSIX cannot rename over a non-empty folder)."""
@@ -923,13 +936,25 @@ def _pick_split(dataset):
     return dataset, (str(dataset.split) if getattr(dataset, "split", None) is not None else None)
 
 
-def _check_kwargs(function, kwargs: Mapping[str, Any], what: str) -> None:
+def _check_kwargs(function, kwargs: Mapping[str, Any], what: str, also: Sequence[str] = ()) -> None:
+    """Refuse keyword arguments ``function`` does not take, suggesting the closest known name (from its
+    parameters and ``also``, e.g. condense()'s own)."""
+    import difflib
+
     parameters = inspect.signature(function).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         return
     unknown = sorted(set(kwargs) - set(parameters))
     if unknown:
-        raise TypeError(f"condense() got unexpected keyword argument(s) {unknown} (forwarded to {what})")
+        known = [*also, *(p for p in parameters if p not in ("self", "cls", "model", "vae"))]
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise TypeError(
+            f"condense() got unexpected keyword argument(s) {', '.join(hints)}; extra keywords are forwarded to "
+            f"{what}, which does not take them either"
+        )
 
 
 def build_info(
@@ -1095,6 +1120,15 @@ def condense(
     from .hub import resolve_device
 
     # ---- cheap checks: nothing is loaded before all of these pass -----------------------
+    from .scoring import DifficultyScorer
+
+    # first: a misspelt keyword lands in **scorer_kwargs and would otherwise surface as another error
+    _check_kwargs(
+        DifficultyScorer.from_pretrained,
+        scorer_kwargs,
+        "DifficultyScorer.from_pretrained",
+        also=[p for p in inspect.signature(condense).parameters if p != "scorer_kwargs"],
+    )
     dataset, split = _pick_split(dataset)
     streaming = isinstance(dataset, IterableDataset)
     if not (streaming or isinstance(dataset, Dataset)):
@@ -1110,6 +1144,7 @@ def condense(
         if num_rows is not None and num_rows != len(dataset):
             raise ValueError(f"num_rows={num_rows!r} but the dataset has {len(dataset)} rows")
     parts = parse_attach(attach)
+    resolve_attach_dtype(dtype)  # refuses dtypes that are not float32 / bfloat16 / float16
     for name, value in (("resolution", resolution), ("patch_size", patch_size), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")

@@ -141,8 +141,17 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """``None`` -> bfloat16 on CUDA devices that support it, else float32. Strings like ``"bf16"`` accepted."""
+    """``None`` -> bfloat16 on CUDA devices that support it, else float32. Strings like ``"bf16"`` accepted.
+
+    Only float32, bfloat16 and float16 are compute dtypes here (``torch.autocast`` has no others): any
+    other dtype is refused, never run in float32 behind a warning while provenance records it.
+    """
     if isinstance(dtype, torch.dtype):
+        if dtype not in DTYPE_ALIASES.values():
+            raise ValueError(
+                f"dtype {dtype} is not supported: pass torch.float32, torch.bfloat16 or torch.float16 "
+                "(or 'fp32' / 'bf16' / 'fp16')"
+            )
         return dtype
     if dtype is None:
         if device.type == "cuda" and torch.cuda.is_bf16_supported():

@@ -67,7 +67,10 @@ KNOWN_MODEL_CLASSES: dict[str, str] = {
     "DiTTransformer2DModel": "epsilon",
     "Transformer2DModel": "epsilon",  # the Hub config of facebook/DiT-XL-2-256 (remapped by diffusers)
     "SiTTransformer2DModel": "flow",
+    "UNet2DModel": "epsilon",  # with num_class_embeds (class-conditional), e.g. a DDPM UNet
 }
+#: config keys that give a model's number of classes (DiT/SiT, diffusers' DiT remap, UNet2DModel)
+NUM_CLASSES_KEYS = ("num_classes", "num_embeds_ada_norm", "num_class_embeds")
 #: Bump when the scores change for the same config (invalidates ``datasets`` caches).
 FINGERPRINT_VERSION = 1
 SCORER_INFO_FILE = "d2c_scorer.json"
@@ -308,8 +311,20 @@ def model_prediction(output: Any, channels: int) -> torch.Tensor:
     )
 
 
+def check_denoiser(model: Any) -> None:
+    """Refuse models that are not diffusion denoisers (a VAE passed as the scorer, say), naming the fix."""
+    name = type(model).__name__
+    if name.startswith(("Autoencoder", "VQModel", "AsymmetricAutoencoder", "ConsistencyDecoder")):
+        raise ValueError(
+            f"the scorer is a {name}, an autoencoder, not a diffusion denoiser: pass it as vae=..., and a "
+            "class-conditional diffusion model (a DiT or SiT pipeline or transformer, a UNet2DModel with "
+            "num_class_embeds, or the output of train_scorer) as the scorer"
+        )
+
+
 def detect_prediction_type(model: Any) -> str:
     """``"epsilon"`` or ``"flow"`` from the model's class name or ``config.prediction_type``."""
+    check_denoiser(model)
     name = type(model).__name__
     if name in KNOWN_MODEL_CLASSES:
         return KNOWN_MODEL_CLASSES[name]
@@ -497,6 +512,7 @@ class DifficultyScorer:
     ) -> None:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a loaded torch.nn.Module, got {type(model).__name__}")
+        check_denoiser(model)
         self.num_timesteps = _check_positive_int(num_timesteps, "num_timesteps")
         self.batch_size = _check_positive_int(batch_size, "batch_size")
         if max_forward_batch is not None:
@@ -543,11 +559,13 @@ class DifficultyScorer:
                 f"{self.channels} or {2 * self.channels} (learned sigma)"
             )
         self.learned_sigma = out_channels is not None and int(out_channels) == 2 * self.channels
-        num_classes = _config_value(model, "num_classes", "num_embeds_ada_norm")
+        num_classes = _config_value(model, *NUM_CLASSES_KEYS)
         if num_classes is None:
             raise ValueError(
-                f"{model_name} has neither config.num_classes nor config.num_embeds_ada_norm: it must be a "
-                "class-conditional model"
+                f"{model_name} is not class-conditional: its config has none of {', '.join(NUM_CLASSES_KEYS)}. "
+                "The difficulty is the denoising loss given each image's label, so the scorer must take class "
+                "labels: use a class-conditional DiT/SiT, a UNet2DModel with num_class_embeds, or train one on "
+                "your data with train_scorer"
             )
         self.num_classes = int(num_classes)
 
@@ -640,8 +658,15 @@ class DifficultyScorer:
             vae_model = _load_vae(repo) if repo_has_vae else None
         else:
             vae_model = _load_vae(vae)
+        check_denoiser(model)
         scheduler_class = str((scheduler or {}).get("_class_name", ""))
         flow_scheduler = scheduler_class.startswith("FlowMatch")
+        scheduled = (scheduler or {}).get("prediction_type")
+        if scheduled not in (None, "epsilon") and not flow_scheduler:
+            raise ValueError(
+                f"the scorer's scheduler declares prediction_type={scheduled!r}; DifficultyScorer scores epsilon "
+                "(noise) and flow (velocity) models only"
+            )
         if prediction_type is None:
             try:
                 prediction_type = detect_prediction_type(model)
