@@ -496,7 +496,9 @@ def test_ratio_counts_only_the_classes_that_have_rows(digits):
     two = digits["train"].filter(lambda label: label in (3, 7), input_columns="label")
     condensed = condense(with_difficulty(two), ratio=0.5, scorer=None, vae=None, attach=(), resolution=32)
     assert abs(len(condensed) / len(two) - 0.5) < 0.01
-    assert condensed.info["budget"]["realised_ratio"] == len(condensed) / len(two)
+    assert condensed.info["selection"]["realised_ratio"] == len(condensed) / len(two)
     from d2c_hf.card import render_card
 
-    assert f"| realised fraction | {len(condensed) / len(two):.2%} of the scored rows |" in render_card(condensed)
+    assert f"| realised fraction | {len(condensed) / len(two):.2%} of the scored rows |" in render_card(
+        condensed
+    )

@@ -11,14 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from datasets import Dataset, load_dataset
-from helpers_condensed import synthetic_condensed
 
 from d2c_hf.condensed import INFO_FILENAME, TABLES_KEY, CondensedDataset, info_main
+from helpers_condensed import synthetic_condensed
 
 
 def _selection(condensed: CondensedDataset, keep) -> CondensedDataset:
     """The same dataset with only the rows ``keep`` of its samples (another selection)."""
-    return CondensedDataset(condensed.samples.select(keep), condensed.classes, condensed.info, scores=condensed.scores)
+    return CondensedDataset(
+        condensed.samples.select(keep), condensed.classes, condensed.info, scores=condensed.scores
+    )
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +105,9 @@ def test_old_folders_without_a_record_still_check_what_the_info_implies(tmp_path
     base = synthetic_condensed(num_classes=3, per_class=2, total_per_class=10)
     classes = Dataset.from_dict({"label": [0, 1, 2], "name": ["a", "b", "c"]})
     info = {**base.info, "attach": ["text"], "counts": base.counts.tolist()}
-    path = CondensedDataset(base.samples, classes, info, scores=base.scores).save_to_disk(tmp_path / "d", card=False)
+    path = CondensedDataset(base.samples, classes, info, scores=base.scores).save_to_disk(
+        tmp_path / "d", card=False
+    )
     written = json.loads((path / INFO_FILENAME).read_text())
     del written[TABLES_KEY]
     (path / INFO_FILENAME).write_text(json.dumps(written))
@@ -161,7 +165,9 @@ def test_training_refuses_a_damaged_folder(local_hub, tmp_path):
     base = synthetic_condensed(num_classes=3, per_class=2, total_per_class=10)
     path = base.save_to_disk(tmp_path / "d", card=False)
     shutil.rmtree(path / "scores")
-    args = module.parse_args(["--dataset", str(path), "--output_dir", str(tmp_path / "out"), "--max_train_steps", "1"])
+    args = module.parse_args(
+        ["--dataset", str(path), "--output_dir", str(tmp_path / "out"), "--max_train_steps", "1"]
+    )
     with pytest.raises(ValueError, match="the 'scores' table"):
         module.main(args)
     assert not (tmp_path / "out" / "checkpoint-1").exists()

@@ -630,7 +630,9 @@ def test_a_class_conditional_unet_scores_like_a_ddpm_model(few, tmp_path):
 def test_what_cannot_be_a_scorer_is_named_with_the_fix(local_hub, tmp_path):
     with pytest.raises(ValueError, match="is not class-conditional.*num_class_embeds"):
         DifficultyScorer(_tiny_unet(None))
-    with pytest.raises(ValueError, match="AutoencoderKL, an autoencoder, not a diffusion denoiser: pass it as vae="):
+    with pytest.raises(
+        ValueError, match="AutoencoderKL, an autoencoder, not a diffusion denoiser: pass it as vae="
+    ):
         DifficultyScorer.from_pretrained(local_hub.vae)
     scheduler = DDPMScheduler(prediction_type="v_prediction")
     folder = tmp_path / "v"

@@ -287,7 +287,7 @@ def _config_section(condensed: CondensedDataset) -> list[str]:
         ("source rows / classes", f"{_fmt(source.get('num_rows'))} / {condensed.num_classes}"),
         ("source fingerprint", f"`{source.get('fingerprint')}`" if source.get("fingerprint") else "—"),
         ("budget", _budget_str(budget)),
-        ("realised fraction", _fraction_str(budget.get("realised_ratio"))),
+        ("realised fraction", _fraction_str(selection.get("realised_ratio"))),
         ("selection strategy", f"`{selection.get('strategy', '—')}`"),
         ("interval k", _fmt(selection.get("interval"))),
         ("seed", _fmt(info.get("seed", selection.get("seed")))),

@@ -492,8 +492,11 @@ class CondensedDataset:
         try:
             figures = make_figures(self, folder / FIGURES_DIR)
         except Exception as err:  # a figure is decoration: never lose the dataset over one
-            logger.warning("the dataset card's figures could not be drawn (%s: %s); writing the card without them",
-                           type(err).__name__, err)
+            logger.warning(
+                "the dataset card's figures could not be drawn (%s: %s); writing the card without them",
+                type(err).__name__,
+                err,
+            )
             shutil.rmtree(folder / FIGURES_DIR, ignore_errors=True)
             figures = {}
         relative = {name: f"{FIGURES_DIR}/{p.name}" for name, p in figures.items()}
@@ -799,7 +802,9 @@ def _hub_info_file(repo_id: str, *, revision: str | None, token: str | None) -> 
     from huggingface_hub.errors import EntryNotFoundError
 
     try:
-        return Path(hf_hub_download(repo_id, INFO_FILENAME, repo_type="dataset", revision=revision, token=token))
+        return Path(
+            hf_hub_download(repo_id, INFO_FILENAME, repo_type="dataset", revision=revision, token=token)
+        )
     except (OSError, EntryNotFoundError) as err:
         raise FileNotFoundError(
             f"{repo_id!r} is not a local folder, and its {INFO_FILENAME} could not be fetched as a Hub dataset "
@@ -807,14 +812,18 @@ def _hub_info_file(repo_id: str, *, revision: str | None, token: str | None) -> 
         ) from err
 
 
-def _read_hub_tables(repo_id: str, *, revision: str | None, token: str | None, **load_kwargs) -> dict[str, Any]:
+def _read_hub_tables(
+    repo_id: str, *, revision: str | None, token: str | None, **load_kwargs
+) -> dict[str, Any]:
     """A Hub repo's tables through ``load_dataset`` (cached per commit, so never stale)."""
     from datasets import get_dataset_config_names, load_dataset
 
     access = {k: v for k, v in (("revision", revision), ("token", token)) if v is not None}
     configs = set(get_dataset_config_names(repo_id, **access))
     return {
-        name: load_dataset(repo_id, config, split=SPLIT, **access, **load_kwargs) if config in configs else None
+        name: load_dataset(repo_id, config, split=SPLIT, **access, **load_kwargs)
+        if config in configs
+        else None
         for name, config in zip(DISK_DIRS, HUB_DIRS)
     }
 
@@ -936,25 +945,39 @@ def _pick_split(dataset):
     return dataset, (str(dataset.split) if getattr(dataset, "split", None) is not None else None)
 
 
-def _check_kwargs(function, kwargs: Mapping[str, Any], what: str, also: Sequence[str] = ()) -> None:
-    """Refuse keyword arguments ``function`` does not take, suggesting the closest known name (from its
-    parameters and ``also``, e.g. condense()'s own)."""
+def _check_scorer_kwargs(kwargs: Mapping[str, Any], streaming: bool) -> None:
+    """Refuse extra keywords of condense() that the scorer does not take (a streaming run takes only
+    :data:`_STREAMING_SCORER_KWARGS`), suggesting the closest known name: a misspelt
+    ``imagesper_class`` is named as such, not reported as a missing budget."""
     import difflib
 
-    parameters = inspect.signature(function).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+    from .scoring import DifficultyScorer
+
+    scorer_options = [
+        p
+        for p in inspect.signature(DifficultyScorer.from_pretrained).parameters
+        if p not in ("cls", "model", "vae")
+    ]
+    allowed = _STREAMING_SCORER_KWARGS if streaming else scorer_options
+    unknown = sorted(set(kwargs) - set(allowed))
+    if not unknown:
         return
-    unknown = sorted(set(kwargs) - set(parameters))
-    if unknown:
-        known = [*also, *(p for p in parameters if p not in ("self", "cls", "model", "vae"))]
-        hints = []
-        for name in unknown:
-            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-            hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    known = [p for p in inspect.signature(condense).parameters if p != "scorer_kwargs"] + scorer_options
+    hints = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        if close:
+            hints.append(f"{name!r}: did you mean {close[0]!r}?")
+    hint = f" ({'; '.join(hints)})" if hints else ""
+    if streaming:
         raise TypeError(
-            f"condense() got unexpected keyword argument(s) {', '.join(hints)}; extra keywords are forwarded to "
-            f"{what}, which does not take them either"
+            f"condense() on a streaming dataset takes only {list(_STREAMING_SCORER_KWARGS)} as scorer options, "
+            f"got {unknown}{hint}"
         )
+    raise TypeError(
+        f"condense() got unexpected keyword argument(s) {unknown}{hint}; extra keywords are forwarded to "
+        "DifficultyScorer.from_pretrained, which does not take them either"
+    )
 
 
 def build_info(
@@ -1010,7 +1033,6 @@ def build_info(
             "ratio": ratio,
             "images_per_class": selection["images_per_class"],
             "total": selection["total"],
-            "realised_ratio": selection["total"] / max(1, sum(selection["class_sizes"])),
         },
         "counts": counts.tolist(),
         "selection": selection_info,
@@ -1120,17 +1142,10 @@ def condense(
     from .hub import resolve_device
 
     # ---- cheap checks: nothing is loaded before all of these pass -----------------------
-    from .scoring import DifficultyScorer
-
-    # first: a misspelt keyword lands in **scorer_kwargs and would otherwise surface as another error
-    _check_kwargs(
-        DifficultyScorer.from_pretrained,
-        scorer_kwargs,
-        "DifficultyScorer.from_pretrained",
-        also=[p for p in inspect.signature(condense).parameters if p != "scorer_kwargs"],
-    )
     dataset, split = _pick_split(dataset)
     streaming = isinstance(dataset, IterableDataset)
+    # first: a misspelt keyword lands in **scorer_kwargs and would otherwise surface as another error
+    _check_scorer_kwargs(scorer_kwargs, streaming)
     if not (streaming or isinstance(dataset, Dataset)):
         raise TypeError(
             "condense() takes a datasets.Dataset, DatasetDict, IterableDataset or IterableDatasetDict, "
@@ -1255,7 +1270,6 @@ def condense(
 
         if isinstance(scorer, DifficultyScorer) and scorer_kwargs:
             raise TypeError(f"scorer is already a DifficultyScorer; {sorted(scorer_kwargs)} would be ignored")
-        _check_kwargs(DifficultyScorer.from_pretrained, scorer_kwargs, "DifficultyScorer.from_pretrained")
     elif scorer_kwargs:
         raise TypeError(f"unexpected keyword argument(s) {sorted(scorer_kwargs)}: no scoring is run")
 
@@ -1486,12 +1500,6 @@ def _condense_streaming(
     from .vae import downsample_factor
 
     # ---- cheap checks (no model, no row read) -------------------------------------------
-    unsupported = sorted(set(scorer_kwargs) - set(_STREAMING_SCORER_KWARGS))
-    if unsupported:
-        raise TypeError(
-            f"condense() on a streaming dataset takes only {list(_STREAMING_SCORER_KWARGS)} as scorer options, "
-            f"got {unsupported}"
-        )
     if scorer is None:
         raise ValueError(
             "a streaming dataset is scored as it is read: pass scorer=<Hub id or folder> (a 'difficulty' "
