@@ -6,7 +6,7 @@ number of steps on subsets chosen by different strategies, and score what it gen
 * **Data**: scikit-learn's digits at 16 px (:func:`d2c_hf.data.load_digits_dataset`): the train split
   (1,437 images) is condensed and trained on, the test split (360 images) is the reference.
 * **Scorer**: one class-conditional DiT trained from scratch on the train split
-  (:func:`d2c_hf.scoring.train_scorer`); its difficulty scores are computed once and reused by every
+  (:func:`d2c_hf.train_scorer`); its difficulty scores are computed once and reused by every
   strategy (``condense`` reuses an existing ``difficulty`` column).
 * **Strategies** (``d2c_hf.selection.STRATEGIES``), trained without Attach (pixel latents only):
   ``random``, ``herding``, ``kcenter`` (on grey 16 px pixels as features), ``min``, ``max``, ``medium``,
@@ -158,7 +158,7 @@ def build_set(
     folder: Path,
 ) -> tuple[Path, int]:
     """Condense the scored train split with ``variant`` at ``budget`` (``None`` = every image) and save it."""
-    from d2c_hf.condensed import condense
+    from d2c_hf.condensing import condense
     from d2c_hf.selection import STRATEGIES
 
     if budget is None:  # the whole split: random with a per-class budget above every class size
@@ -486,8 +486,10 @@ def run(settings: Settings, work: Path, *, train_script: str | None = None) -> d
         importlib.import_module(module)
     from d2c_hf.data import load_digits_dataset
     from d2c_hf.evaluation import to_uint8_images
-    from d2c_hf.scoring import PIXEL_SPACE, DifficultyScorer, train_scorer
+    from d2c_hf.scorer_training import train_scorer
+    from d2c_hf.scoring import DifficultyScorer
     from d2c_hf.selection import select
+    from d2c_hf.vae import PIXEL_SPACE
 
     digits = load_digits_dataset(image_size=RESOLUTION)
     train, test = digits["train"], digits["test"]

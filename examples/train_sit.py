@@ -267,10 +267,12 @@ def prune_checkpoints(output_dir: Path, keep: int | None) -> None:
 
 def load_sampling_vae(args: argparse.Namespace, condensed: Any):
     """The dataset's VAE (from --vae, else the info record), or None in pixel space."""
-    from d2c_hf.attach import load_vae_any
+    from d2c_hf.vae import is_pixel_space, load_vae
 
     latents = condensed.info.get("latents") or {}
-    if (args.vae is None and latents.get("space") == "pixel") or (args.vae or "").lower() == "none":
+    if (args.vae is None and latents.get("space") == "pixel") or (
+        args.vae is not None and is_pixel_space(args.vae)
+    ):
         return None
     record = latents.get("vae") or {}
     name = args.vae or record.get("name_or_path")
@@ -281,7 +283,7 @@ def load_sampling_vae(args: argparse.Namespace, condensed: Any):
     if args.vae is None and record.get("subfolder"):
         name = os.path.join(name, record["subfolder"]) if os.path.isdir(name) else name
     try:
-        return load_vae_any(name, torch.float32, torch.device("cpu"))
+        return load_vae(name, dtype=torch.float32, device=torch.device("cpu"))
     except (OSError, ValueError) as err:
         raise ValueError(
             f"could not load the dataset's VAE {name!r} ({err}); pass --vae with a local folder or Hub id"
@@ -369,10 +371,11 @@ def main(args: argparse.Namespace, eval_callback=None) -> dict[str, Any]:
     from diffusers.training_utils import EMAModel
     from safetensors.torch import load_file
 
+    from d2c_hf.batches import BatchSource
     from d2c_hf.condensed import CondensedDataset
     from d2c_hf.models.transformer_sit import SIT_PRESETS, SiTTransformer2DModel, default_encoder_depth
     from d2c_hf.pipelines import FlowMatchEulerMaruyamaScheduler, SiTPipeline
-    from d2c_hf.training import BatchSource, compute_loss, seeded_generator
+    from d2c_hf.training import compute_loss, seeded_generator
 
     if args.model not in SIT_PRESETS:
         default_encoder_depth(args.model)  # raises ValueError listing the presets, before anything loads

@@ -19,7 +19,7 @@ def with_difficulty(dataset):
 
 def build_condensed(local_hub, dataset, images_per_class: int = 3, **kwargs):
     """condense() with the tiny local models and a precomputed difficulty column (no scorer)."""
-    from d2c_hf.condensed import condense
+    from d2c_hf.condensing import condense
 
     options = dict(
         images_per_class=images_per_class,

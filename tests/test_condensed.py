@@ -13,7 +13,10 @@ import pytest
 import torch
 from datasets import Dataset, DatasetDict, Value, load_dataset
 
-from d2c_hf.condensed import FORMAT_VERSION, INFO_FILENAME, CondensedDataset, condense, info_main
+from d2c_hf.cli import info_main
+from d2c_hf.cli import main as cli_main
+from d2c_hf.condensed import FORMAT_VERSION, INFO_FILENAME, CondensedDataset
+from d2c_hf.condensing import condense
 from d2c_hf.selection import select
 from helpers_condensed import build_condensed, mean_brightness, synthetic_condensed, with_difficulty
 
@@ -379,7 +382,7 @@ def test_info_cli_prints_a_summary(condensed, tmp_path, capsys):
     assert "latents [Array3D((8, 8, 8), float16)]" in out
     assert info_main([str(path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == condensed.info
-    assert info_main([str(tmp_path / "nothing")]) == 1
+    assert cli_main(["info", str(tmp_path / "nothing")]) == 2  # a user error: one line, exit status 2
     assert "no condensed dataset" in capsys.readouterr().err
 
 
@@ -448,7 +451,7 @@ def test_condense_resumes_a_streaming_run_in_work_dir(local_hub, digits_small, m
     stream = load_dataset("parquet", data_files=str(tmp_path / "digits.parquet"), streaming=True)
     work_dir = tmp_path / "run"
     options = dict(num_rows=STREAM_ROWS, work_dir=work_dir, **_stream_options(local_hub))
-    with caplog.at_level(logging.INFO, logger="d2c_hf.condensed"):
+    with caplog.at_level(logging.INFO, logger="d2c_hf"):
         first = condense(stream, **options)  # an IterableDatasetDict: its train split
     assert "IterableDatasetDict" in caplog.text and "condensing 'train'" in caplog.text
     assert first.info["source"]["split"] == "train"

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from datasets import Dataset, load_dataset
 
-from d2c_hf.condensed import INFO_FILENAME, TABLES_KEY, CondensedDataset, info_main
+from d2c_hf.cli import main as cli_main
+from d2c_hf.condensed import INFO_FILENAME, TABLES_KEY, CondensedDataset
 from helpers_condensed import synthetic_condensed
 
 
@@ -150,7 +151,7 @@ def test_info_cli_reports_a_damaged_folder(two_selections, tmp_path, capsys):
     a, _ = two_selections
     path = a.save_to_disk(tmp_path / "d", card=False)
     shutil.rmtree(path / "scores")
-    assert info_main([str(path)]) != 0
+    assert cli_main(["info", str(path)]) == 2
     assert "the 'scores' table" in capsys.readouterr().err
 
 

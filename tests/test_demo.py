@@ -13,6 +13,7 @@ from PIL import Image
 
 from d2c_hf import demo
 from d2c_hf.cli import main as cli_main
+from d2c_hf.files import replace_dir
 
 EXPECTED_FILES = (
     "README.md",
@@ -129,25 +130,28 @@ def test_demo_refuses_a_non_empty_folder(tmp_path, capsys):
     out = tmp_path / "taken"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    assert demo.main(["--quick", "--output-dir", str(out)]) == 2
+    assert cli_main(["demo", "--quick", "--output-dir", str(out)]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
 
 def test_demo_missing_training_script_fails_before_work(tmp_path, capsys):
     out = tmp_path / "out"
-    assert demo.main(["--quick", "--output-dir", str(out), "--train-script", str(tmp_path / "nope.py")]) == 2
+    assert (
+        cli_main(["demo", "--quick", "--output-dir", str(out), "--train-script", str(tmp_path / "nope.py")])
+        == 2
+    )
     assert "train_sit.py" in capsys.readouterr().err
     assert not out.exists()
 
 
 def test_demo_failure_leaves_nothing_behind(tmp_path, monkeypatch):
-    import d2c_hf.scoring
+    import d2c_hf.scorer_training
 
     def broken(*args, **kwargs):
         raise RuntimeError("scorer exploded")
 
-    monkeypatch.setattr(d2c_hf.scoring, "train_scorer", broken)
+    monkeypatch.setattr(d2c_hf.scorer_training, "train_scorer", broken)
     out = tmp_path / "out"
     with pytest.raises(RuntimeError, match="scorer exploded"):
         demo.run_demo(out, demo.QUICK)
@@ -164,7 +168,7 @@ def test_publish_dir_replaces_only_when_complete(tmp_path):
     demo.check_output_dir(target, overwrite=True)
     with pytest.raises(FileExistsError):
         demo.check_output_dir(target, overwrite=False)
-    demo.publish_dir(staging, target)
+    replace_dir(staging, target)
     assert [p.name for p in target.iterdir()] == ["new.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo_output"]
     afile = tmp_path / "file"

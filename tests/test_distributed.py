@@ -19,16 +19,10 @@ import torch
 from datasets import load_from_disk
 from PIL import Image as PILImage
 
-from d2c_hf.distributed import (
-    MANIFEST_FILE,
-    SCORE_DIR,
-    atomic_write,
-    condense_main,
-    config_diff,
-    load_scores,
-    score_main,
-    select_main,
-)
+from d2c_hf.cli import condense_main, score_main, select_main
+from d2c_hf.distributed import MANIFEST_FILE, config_diff
+from d2c_hf.files import atomic_write
+from d2c_hf.sharded import SCORE_DIR, load_scores
 
 ROWS, BATCH, SHARD = 160, 8, 8  # 20 shards of one batch each
 NUM_SHARDS = ROWS // SHARD
@@ -100,10 +94,10 @@ def reference(local_hub, tmp_path_factory):
 
 
 def test_single_process_equals_scorer_apply(reference, local_hub, digits):
-    from d2c_hf.attach import load_vae_any
     from d2c_hf.scoring import DifficultyScorer
+    from d2c_hf.vae import load_vae
 
-    vae = load_vae_any(local_hub.vae, torch.float32, torch.device("cpu"))
+    vae = load_vae(local_hub.vae, dtype=torch.float32, device=torch.device("cpu"))
     scorer = DifficultyScorer.from_pretrained(local_hub.dit, vae=vae, resolution=32, batch_size=BATCH)
     with one_thread():
         expected = np.asarray(scorer.apply(digits["train"].select(range(ROWS)))["difficulty"], np.float32)
@@ -217,7 +211,8 @@ def test_corrupt_image_fails_by_default_and_is_skipped_on_request(local_hub, dig
 
 
 def test_condense_command_equals_condense(local_hub, digits, tmp_path):
-    from d2c_hf.condensed import CondensedDataset, condense
+    from d2c_hf.condensed import CondensedDataset
+    from d2c_hf.condensing import condense
 
     out = tmp_path / "condense"
     args = score_args(local_hub, out)

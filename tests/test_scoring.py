@@ -19,12 +19,12 @@ from diffusers.models.modeling_utils import ModelMixin
 from PIL import Image as PILImage
 
 from d2c_hf.data import pixels_to_tensor, preprocess_images
+from d2c_hf.scorer_training import train_scorer
 from d2c_hf.scoring import (
     DifficultyScorer,
     pixel_keys,
     sample_noise,
     timestep_grid,
-    train_scorer,
     value_keys,
 )
 

@@ -224,7 +224,7 @@ def test_bad_inputs_fail_clearly(digits_condensed, tmp_path):
 
 
 def test_non_finite_loss_stops_with_step_and_rows_and_keeps_the_last_checkpoint(tmp_path):
-    from d2c_hf.training import BatchSource
+    from d2c_hf.batches import BatchSource
 
     clean = pixel_dataset(tmp_path / "clean")
     from d2c_hf.condensed import CondensedDataset

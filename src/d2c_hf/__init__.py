@@ -22,8 +22,8 @@ _EXPORTS: dict[str, str] = {
     "prepare_dataset": "data",
     # Select
     "DifficultyScorer": "scoring",
-    "train_scorer": "scoring",
-    "PIXEL_SPACE": "scoring",
+    "train_scorer": "scorer_training",
+    "PIXEL_SPACE": "vae",
     "images_per_class_from_ratio": "selection",
     "select_indices": "selection",
     "select": "selection",
@@ -35,7 +35,8 @@ _EXPORTS: dict[str, str] = {
     "VisualAttacher": "attach",
     "TextAttacher": "attach",
     "CondensedDataset": "condensed",
-    "condense": "condensed",
+    "condense": "condensing",
+    "CondenseOptions": "pipeline",
     # models, pipelines, schedulers
     "SiTTransformer2DModel": "models.transformer_sit",
     "SIT_PRESETS": "models.transformer_sit",
@@ -74,7 +75,8 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .attach import LatentEncoder, TextAttacher, VisualAttacher
-    from .condensed import CondensedDataset, condense
+    from .condensed import CondensedDataset
+    from .condensing import condense
     from .convert import load_repa_checkpoint, load_sit_checkpoint
     from .data import load_digits_dataset, prepare_dataset
     from .evaluation import (
@@ -89,9 +91,11 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         precision_recall,
     )
     from .models.transformer_sit import SIT_PRESETS, SiTTransformer2DModel, default_encoder_depth
+    from .pipeline import CondenseOptions
     from .pipelines.pipeline_sit import SiTPipeline
     from .pipelines.scheduling_sde import FlowMatchEulerMaruyamaScheduler
-    from .scoring import PIXEL_SPACE, DifficultyScorer, train_scorer
+    from .scorer_training import train_scorer
+    from .scoring import DifficultyScorer
     from .selection import (
         STRATEGIES,
         SelectionResult,
@@ -100,3 +104,4 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         select,
         select_indices,
     )
+    from .vae import PIXEL_SPACE

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import pixels_to_tensor, preprocess_images
-from .hub import check_fork_safe, model_provenance, resolve_device, resolve_dtype
+from .hub import check_fork_safe, load_pretrained, model_provenance, resolve_device, resolve_dtype
 from .vae import downsample_factor, encode_posterior, latent_channels, latent_scale, load_vae
 
 logger = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def _check_batch_size(batch_size: int) -> int:
     return batch_size
 
 
-def _check_finite(array: torch.Tensor, what: str, rows: Sequence[int], hint: str) -> None:
+def check_finite(array: torch.Tensor, what: str, rows: Sequence[int], hint: str) -> None:
     """Raise naming the first row whose float16 values are inf/NaN (float16 overflows above 65504)."""
     bad = ~torch.isfinite(array.reshape(array.shape[0], -1)).all(dim=1)
     if bool(bad.any()):
@@ -239,31 +239,6 @@ def _place(module: Any, device: torch.device, dtype: torch.dtype):
     return module
 
 
-def load_vae_any(vae: Any, dtype: torch.dtype, device: torch.device):
-    """A VAE from an ``AutoencoderKL`` folder/id, or from the ``vae/`` subfolder of a pipeline repo
-    (e.g. ``facebook/DiT-XL-2-256``), or an already-loaded one."""
-    if vae is None or not isinstance(vae, (str, os.PathLike)):
-        return _place(load_vae(vae), device, dtype)
-    from .hub import has_subfolder, is_local
-
-    path = str(vae)
-    if is_local(path):
-        root_config = os.path.isfile(os.path.join(path, "config.json"))
-        subfolder = None if root_config else ("vae" if has_subfolder(path, "vae") else None)
-        if subfolder is None and not root_config:
-            raise ValueError(
-                f"vae={path!r} is a folder without config.json or vae/config.json; pass an AutoencoderKL "
-                "folder (save_pretrained) or a pipeline folder with a vae/ subfolder"
-            )
-        return _place(load_vae(path, subfolder=subfolder), device, dtype)
-    try:
-        return _place(load_vae(path), device, dtype)
-    except OSError:
-        if has_subfolder(path, "vae"):
-            return _place(load_vae(path, subfolder="vae"), device, dtype)
-        raise
-
-
 class LatentEncoder(_ImageTransform):
     """Store each image's raw VAE posterior so training never touches pixels again.
 
@@ -328,7 +303,7 @@ class LatentEncoder(_ImageTransform):
         folder with a ``vae/`` subfolder), or wrap a loaded one; ``None`` = pixel space."""
         device_ = resolve_device(device)
         dtype_ = resolve_attach_dtype(dtype)
-        model = load_vae_any(vae, dtype_, device_)
+        model = load_vae(vae, dtype=dtype_, device=device_)
         return cls(
             model,
             resolution=resolution,
@@ -378,7 +353,7 @@ class LatentEncoder(_ImageTransform):
     def _encode(self, images: Sequence[Any], rows: Sequence[int]) -> np.ndarray:
         pixels = self._preprocess(images, rows, self.resolution)
         moments = self.encode(pixels).to("cpu", torch.float16)
-        _check_finite(moments, "the VAE posterior", rows, "check the VAE or run it in float32")
+        check_finite(moments, "the VAE posterior", rows, "check the VAE or run it in float32")
         return moments.numpy()
 
     def __repr__(self) -> str:
@@ -523,7 +498,7 @@ class VisualAttacher(_ImageTransform):
         if source is not None:
             from transformers import AutoModel
 
-            encoder = AutoModel.from_pretrained(str(source), dtype=dtype_)
+            encoder = load_pretrained(AutoModel, source, role="vision_encoder", dtype=dtype_)
         elif not isinstance(encoder, torch.nn.Module):
             raise TypeError(
                 f"encoder must be a Hub id, a local folder or a loaded model, got {type(encoder).__name__}"
@@ -661,7 +636,7 @@ class VisualAttacher(_ImageTransform):
     def _encode(self, images: Sequence[Any], rows: Sequence[int]) -> np.ndarray:
         pixels = self._preprocess(images, rows, self.resolution or self.input_size)
         tokens = self.encode(pixels).to("cpu", torch.float16)
-        _check_finite(tokens, "the visual tokens", rows, "run the encoder in float32 or bfloat16")
+        check_finite(tokens, "the visual tokens", rows, "run the encoder in float32 or bfloat16")
         return tokens.numpy()
 
     def __repr__(self) -> str:
@@ -888,14 +863,14 @@ class TextAttacher:
         dtype_ = resolve_attach_dtype(dtype)
         source = text_encoder if isinstance(text_encoder, (str, os.PathLike)) else None
         if source is not None:
-            text_encoder = T5EncoderModel.from_pretrained(str(source), dtype=dtype_)
+            text_encoder = load_pretrained(T5EncoderModel, source, role="text_encoder", dtype=dtype_)
         else:
             source = getattr(getattr(text_encoder, "config", None), "_name_or_path", None) or None
         if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):
             tokenizer_source = tokenizer or source
             if not tokenizer_source:
                 raise ValueError("pass tokenizer= for a loaded text encoder without a path")
-            tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_source))
+            tokenizer = load_pretrained(AutoTokenizer, tokenizer_source, role="the text tokenizer")
         return cls(
             text_encoder,
             tokenizer,
@@ -982,7 +957,7 @@ class TextAttacher:
         display, prompts = self.prompts(names)
         embeds, masks = self.encode(prompts)
         embeds16 = embeds.to(torch.float16)
-        _check_finite(embeds16, "the text embedding", list(range(len(prompts))), "run the encoder in float32")
+        check_finite(embeds16, "the text embedding", list(range(len(prompts))), "run the encoder in float32")
         return Dataset.from_dict(
             {
                 "label": list(range(len(display))),

@@ -14,7 +14,7 @@
   - ``montage.png``: selected samples of up to 10 classes, ordered easiest -> hardest;
   - ``counts.png``: realised images per class against the requested budget.
 
-Both take a :class:`d2c_hf.condensed.CondensedDataset`; the full score distribution comes
+Both take a condensed dataset (:class:`CondensedLike`); the full score distribution comes
 from its ``scores`` table (``source_index``, ``label``, ``difficulty`` of every scored row).
 """
 
@@ -25,14 +25,33 @@ import logging
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .condensed import CondensedDataset
+from .columns import column_numpy, feature_summary
+from .hub import is_local_path
 
 logger = logging.getLogger(__name__)
+
+
+class CondensedLike(Protocol):
+    """What the card reads of a condensed dataset (:class:`d2c_hf.condensed.CondensedDataset` provides it).
+
+    The card is a view over these public attributes; it imports nothing of the product, and the product
+    draws its card when it is saved, so the two never import each other.
+    """
+
+    info: dict[str, Any]
+    samples: Any
+    classes: Any
+    scores: Any
+    counts: np.ndarray
+    num_classes: int
+    class_names: list[str]
+
+    def __len__(self) -> int: ...
+
 
 PAPER_URL = "https://arxiv.org/abs/2507.05914"
 DIT_LICENSE_URL = "https://github.com/facebookresearch/DiT/blob/main/LICENSE.txt"
@@ -72,13 +91,6 @@ def iter_models(obj: Any, role: str = "") -> Iterator[tuple[str, dict[str, Any]]
     elif isinstance(obj, (list, tuple)):
         for i, value in enumerate(obj):
             yield from iter_models(value, f"{role}[{i}]")
-
-
-def is_local_path(name: str | None) -> bool:
-    """A name that is a filesystem path rather than a Hub id (``org/name``)."""
-    if not name:
-        return True
-    return os.path.isabs(name) or name.startswith((".", "~")) or name.count("/") > 1 or Path(name).exists()
 
 
 def describe_model(record: Mapping[str, Any] | None) -> str:
@@ -132,7 +144,7 @@ def _size_category(n: int) -> str:
 # --------------------------------------------------------------------------------------
 
 
-def card_data(condensed: CondensedDataset, configs: list[dict[str, Any]] | None = None):
+def card_data(condensed: CondensedLike, configs: list[dict[str, Any]] | None = None):
     """The card's YAML header (``huggingface_hub.DatasetCardData``) with its ``configs:`` block."""
     from huggingface_hub import DatasetCardData
 
@@ -147,14 +159,14 @@ def card_data(condensed: CondensedDataset, configs: list[dict[str, Any]] | None 
     )
 
 
-def _title(condensed: CondensedDataset) -> str:
+def _title(condensed: CondensedLike) -> str:
     source = (condensed.info.get("source") or {}).get("name")
     base = f"{source} " if source else ""
     return f"{base}D2C condensed ({len(condensed):,} images)"
 
 
 def render_card(
-    condensed: CondensedDataset,
+    condensed: CondensedLike,
     *,
     figures: Mapping[str, str] | None = None,
     repo_id: str | None = None,
@@ -223,7 +235,7 @@ def render_card(
     return str(DatasetCard(f"---\n{data.to_yaml()}\n---\n\n{body}"))
 
 
-def _contents_section(condensed: CondensedDataset) -> list[str]:
+def _contents_section(condensed: CondensedLike) -> list[str]:
     descriptions = {
         "image": "the selected image, unchanged from the source dataset",
         "label": "class id",
@@ -254,26 +266,13 @@ def _contents_section(condensed: CondensedDataset) -> list[str]:
                 meaning = "difficulty of every scored image (selected or not), for re-selection and plots"
             head = (f"`{config}`", "`train`", f"{len(table):,}") if i == 0 else ("", "", "")
             lines.append(
-                f"| {' | '.join(head)} | `{column}` | `{_md_escape(_feature_str(feature))}` | {meaning} |"
+                f"| {' | '.join(head)} | `{column}` | `{_md_escape(feature_summary(feature))}` | {meaning} |"
             )
     lines.append("")
     return lines
 
 
-def _feature_str(feature: Any) -> str:
-    name = type(feature).__name__
-    if hasattr(feature, "shape") and hasattr(feature, "dtype"):
-        return f"{name}({tuple(feature.shape)}, {feature.dtype})"
-    if name == "ClassLabel":
-        return f"ClassLabel({feature.num_classes} names)"
-    if name == "Value":
-        return feature.dtype
-    if name == "List":
-        return f"List({_feature_str(feature.feature)}, length={feature.length})"
-    return name
-
-
-def _config_section(condensed: CondensedDataset) -> list[str]:
+def _config_section(condensed: CondensedLike) -> list[str]:
     info = condensed.info
     selection = info.get("selection") or {}
     budget = info.get("budget") or {}
@@ -359,7 +358,7 @@ def _budget_str(budget: Mapping[str, Any]) -> str:
 
 
 def _counts_section(
-    condensed: CondensedDataset, counts: np.ndarray, ipc: int | None, figures: Mapping[str, str]
+    condensed: CondensedLike, counts: np.ndarray, ipc: int | None, figures: Mapping[str, str]
 ) -> list[str]:
     names = condensed.class_names
     lines = ["## Realised counts", ""]
@@ -395,7 +394,7 @@ def _counts_section(
     return lines
 
 
-def _usage_section(condensed: CondensedDataset, repo: str) -> list[str]:
+def _usage_section(condensed: CondensedLike, repo: str) -> list[str]:
     latents = condensed.info.get("latents") or {}
     scale, shift = latents.get("scaling_factor", 1.0), latents.get("shift_factor", 0.0)
     lines = [
@@ -449,7 +448,7 @@ def _is_official_dit(name: str | None) -> bool:
     return "facebook/dit" in lowered or "dit-xl" in lowered
 
 
-def _licence_section(condensed: CondensedDataset) -> list[str]:
+def _licence_section(condensed: CondensedLike) -> list[str]:
     info = condensed.info
     imagenet = "imagenet" in json.dumps(info.get("source") or {}).lower()
     bullets = [
@@ -490,7 +489,7 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def make_figures(condensed: CondensedDataset, output_dir: str | os.PathLike) -> dict[str, Path]:
+def make_figures(condensed: CondensedLike, output_dir: str | os.PathLike) -> dict[str, Path]:
     """Draw the card's figures into ``output_dir``; returns figure name -> path.
 
     ``difficulty`` needs the scores of the whole scored dataset (``condensed.scores``) or at
@@ -504,7 +503,7 @@ def make_figures(condensed: CondensedDataset, output_dir: str | os.PathLike) -> 
         return _make_figures(condensed, Path(output_dir))
 
 
-def _make_figures(condensed: CondensedDataset, output_dir: Path) -> dict[str, Path]:
+def _make_figures(condensed: CondensedLike, output_dir: Path) -> dict[str, Path]:
     output_dir.mkdir(parents=True, exist_ok=True)
     out: dict[str, Path] = {}
     out["counts"] = _save(_counts_figure(condensed), output_dir / FIGURES["counts"])
@@ -518,7 +517,7 @@ def _make_figures(condensed: CondensedDataset, output_dir: Path) -> dict[str, Pa
     return out
 
 
-def _counts_figure(condensed: CondensedDataset):
+def _counts_figure(condensed: CondensedLike):
     counts = condensed.counts
     ipc = (condensed.info.get("budget") or {}).get("images_per_class")
     many = len(counts) > 50
@@ -541,9 +540,8 @@ def _counts_figure(condensed: CondensedDataset):
     return fig
 
 
-def _scores_arrays(condensed: CondensedDataset) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _scores_arrays(condensed: CondensedLike) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(all difficulty, all labels, selected difficulty, selected labels) as numpy arrays."""
-    from .condensed import column_numpy
 
     samples = condensed.samples
     sel_labels = column_numpy(samples, "label")
@@ -559,7 +557,7 @@ def _scores_arrays(condensed: CondensedDataset) -> tuple[np.ndarray, np.ndarray,
     return all_scores, all_labels, sel_scores, sel_labels
 
 
-def _difficulty_figure(condensed: CondensedDataset):
+def _difficulty_figure(condensed: CondensedLike):
     all_scores, all_labels, sel_scores, sel_labels = _scores_arrays(condensed)
     finite = all_scores[np.isfinite(all_scores)]
     edges = np.histogram_bin_edges(finite, bins=30) if finite.size else np.linspace(0, 1, 31)
@@ -624,8 +622,7 @@ def _within_class_percentiles(all_scores, all_labels, sel_scores, sel_labels) ->
     return out
 
 
-def _montage_figure(condensed: CondensedDataset):
-    from .condensed import column_numpy
+def _montage_figure(condensed: CondensedLike):
     from .data import center_crop, decode_image
 
     samples = condensed.samples

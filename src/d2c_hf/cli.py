@@ -1,23 +1,32 @@
-"""The ``d2c`` command line.
+"""The ``d2c`` command line: argparse builds the typed options, nothing more.
 
-Each sub-command lives next to the code it drives and is imported only when used, so
-``d2c --help`` stays fast. A command is a function ``main(argv: list[str] | None) -> int``.
+Every parser is defined here and the modules that do the work are imported only after parsing, so
+``d2c <command> --help`` answers at once. A command is ``<name>_main(argv) -> int``; it raises on bad
+input, and :func:`main` turns a user error (``ValueError``, ``TypeError``, ``OSError``) into one line on
+stderr and exit status 2 (``--debug`` shows the traceback instead).
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
+import json
 import logging
 import sys
+from pathlib import Path
+from typing import Any
+
+#: the errors a user can fix (bad input, a missing file, an unreachable model): one line, exit 2
+USER_ERRORS = (ValueError, TypeError, OSError)
 
 # sub-command -> ("module:function", one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("d2c_hf.demo:main", "run D2C end to end on the bundled digits (the `make demo` job)"),
-    "score": ("d2c_hf.distributed:score_main", "score a dataset's difficulty (sharded, resumable)"),
-    "select": ("d2c_hf.distributed:select_main", "select a subset from scored shards"),
-    "attach": ("d2c_hf.distributed:attach_main", "attach latents / visual tokens / class text (sharded)"),
-    "condense": ("d2c_hf.distributed:condense_main", "score + select + attach in one resumable run"),
-    "info": ("d2c_hf.condensed:info_main", "describe a condensed dataset folder"),
+    "demo": ("d2c_hf.cli:demo_main", "run D2C end to end on the bundled digits (the `make demo` job)"),
+    "score": ("d2c_hf.cli:score_main", "score a dataset's difficulty (sharded, resumable)"),
+    "select": ("d2c_hf.cli:select_main", "select a subset from scored shards"),
+    "attach": ("d2c_hf.cli:attach_main", "attach latents / visual tokens / class text (sharded)"),
+    "condense": ("d2c_hf.cli:condense_main", "score + select + attach in one resumable run"),
+    "info": ("d2c_hf.cli:info_main", "describe a condensed dataset folder"),
     "convert-repa": ("d2c_hf.convert:convert_repa_main", "convert a REPA SiT checkpoint to diffusers format"),
     "convert-sit": (
         "d2c_hf.convert:convert_sit_main",
@@ -28,14 +37,19 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def _usage() -> str:
     width = max(map(len, COMMANDS))
-    lines = ["usage: d2c <command> [options]", "", "commands:"]
+    lines = ["usage: d2c [--debug] <command> [options]", "", "commands:"]
     lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
-    lines += ["", "Run `d2c <command> --help` for the options of one command."]
+    lines += [
+        "",
+        "Run `d2c <command> --help` for the options of one command. --debug shows the traceback of an error.",
+    ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
         return 0
@@ -51,7 +65,388 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     module_name, function_name = COMMANDS[name][0].split(":")
     function = getattr(importlib.import_module(module_name), function_name)
-    return int(function(rest) or 0)
+    try:
+        return int(function(rest) or 0)
+    except KeyboardInterrupt:
+        print(f"d2c {name}: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    except USER_ERRORS as err:
+        if debug:
+            raise
+        print(f"d2c {name}: error: {_one_line(err)} (--debug shows the traceback)", file=sys.stderr)
+        return 2
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err) or type(err).__name__
+    if isinstance(err, OSError) and err.strerror and err.filename:
+        text = f"{err.strerror}: {err.filename}"
+    return " ".join(text.split())
+
+
+# --------------------------------------------------------------------------------------
+# options shared by the sharded commands
+# --------------------------------------------------------------------------------------
+
+
+def _add_data_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("data")
+    g.add_argument(
+        "--dataset", required=True, help="'digits', a save_to_disk folder, or a load_dataset name/path"
+    )
+    g.add_argument(
+        "--split",
+        default=None,
+        help="split of a DatasetDict or load_dataset dataset (default: train); a save_to_disk folder of one "
+        "Dataset is one split",
+    )
+    g.add_argument("--streaming", action="store_true", help="read the source as an IterableDataset")
+    g.add_argument("--image_column", default="image")
+    g.add_argument("--label_column", default="label")
+    g.add_argument("--max_samples", type=int, default=None, help="only the first N rows")
+    g.add_argument("--num_rows", type=int, default=None, help="size of a streaming split without metadata")
+    g.add_argument(
+        "--num_classes", type=int, default=None, help="classes of a streaming integer label column"
+    )
+    g.add_argument(
+        "--skip_corrupt", action="store_true", help="skip undecodable images (default: fail, naming the row)"
+    )
+
+
+def _add_run_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("run")
+    g.add_argument("--output_dir", required=True)
+    g.add_argument("--resolution", type=int, default=256)
+    g.add_argument("--batch_size", type=int, default=32)
+    g.add_argument("--shard_size", type=int, default=2048, help="rows per shard (a multiple of --batch_size)")
+    g.add_argument("--num_workers", type=int, default=4, help="DataLoader workers decoding images")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--cpu", action="store_true", help="run on the CPU even if a GPU is available")
+
+
+def _add_vae_arg(group: Any) -> None:
+    group.add_argument(
+        "--vae",
+        default="auto",
+        help="AutoencoderKL (Hub id or folder), 'pixel', or 'auto' (default): the scorer's own vae/, else pixel "
+        "space for a 3-channel scorer, else stabilityai/sd-vae-ft-ema",
+    )
+
+
+def _add_score_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("scoring")
+    g.add_argument("--scorer", default="facebook/DiT-XL-2-256")
+    _add_vae_arg(g)
+    g.add_argument("--num_timesteps", type=int, default=10)
+    g.add_argument(
+        "--key_column", default=None, help="column whose value replaces the pixel hash as the noise key"
+    )
+    g.add_argument(
+        "--dtype", default=None, help="scorer autocast dtype: fp32 | bf16 | fp16 (default: bf16 on CUDA)"
+    )
+    g.add_argument(
+        "--max_forward_batch", type=int, default=None, help="most (image, timestep) pairs per forward"
+    )
+    g.add_argument("--compile", action="store_true", help="torch.compile the scorer")
+
+
+def _add_select_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("selection")
+    budget = g.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--ratio", type=float, default=None)
+    budget.add_argument("--images_per_class", type=int, default=None)
+    g.add_argument("--strategy", default="interval")
+    g.add_argument("--interval", default="auto", help="the stride k, or 'auto'")
+
+
+def _add_attach_args(parser: argparse.ArgumentParser, with_vae: bool = False) -> None:
+    g = parser.add_argument_group("attach")
+    if with_vae:
+        _add_vae_arg(g)
+    g.add_argument("--attach", nargs="*", default=["latents", "visual", "text"])
+    g.add_argument("--text_encoder", default="google/flan-t5-xl")
+    g.add_argument("--vision_encoder", default="facebook/dinov2-base")
+    g.add_argument("--patch_size", type=int, default=2)
+    g.add_argument("--num_visual_tokens", type=int, default=None)
+    g.add_argument("--prompt_template", default="a photo of a {}")
+    g.add_argument("--attach_dtype", default=None, help="Attach models' dtype (default float32)")
+    g.add_argument(
+        "--no_reuse_latents",
+        dest="reuse_latents",
+        action="store_false",
+        help="encode the selected images again instead of reusing the scorer's VAE posterior",
+    )
+    g.add_argument("--no_card", action="store_true", help="skip the dataset card (README + figures)")
+    g.add_argument("--note", action="append", help="a line recorded in the condensed info (repeatable)")
+
+
+def _parser(prog: str, description: str | None) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(prog=prog, description=description)
+
+
+def _interval(value: Any) -> int | str:
+    if value in (None, "auto"):
+        return "auto"
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"--interval must be a positive integer or 'auto', got {value!r}") from None
+
+
+def _options(args: argparse.Namespace):
+    """The typed options of a sharded run, from whichever flags the command has."""
+    from .pipeline import AttachOptions, CondenseOptions, DataOptions, ScoreOptions, SelectOptions
+
+    get = lambda name, default=None: getattr(args, name, default)  # noqa: E731
+    seed = get("seed", 0)
+    score = ScoreOptions(
+        scorer=get("scorer", "facebook/DiT-XL-2-256"),
+        vae=get("vae", "auto"),
+        num_timesteps=get("num_timesteps", 10),
+        seed=seed,
+        dtype=None if get("dtype") in (None, "auto") else get("dtype"),
+        max_forward_batch=get("max_forward_batch"),
+        compile=bool(get("compile", False)),
+    )
+    select = None  # score and attach take no budget (attach reads what d2c select recorded)
+    if get("images_per_class") is not None or get("ratio") is not None:
+        select = SelectOptions(
+            images_per_class=get("images_per_class"),
+            ratio=get("ratio"),
+            strategy=get("strategy", "interval"),
+            interval=_interval(get("interval", "auto")),
+            seed=seed,
+        )
+    attach = AttachOptions(
+        parts=tuple(get("attach", ("latents", "visual", "text")) or ()),
+        vision_encoder=get("vision_encoder", "facebook/dinov2-base"),
+        text_encoder=get("text_encoder", "google/flan-t5-xl"),
+        patch_size=get("patch_size", 2),
+        num_visual_tokens=get("num_visual_tokens"),
+        prompt_template=get("prompt_template", "a photo of a {}"),
+        dtype=None if get("attach_dtype") in (None, "auto") else get("attach_dtype"),
+        reuse_latents=bool(get("reuse_latents", True)),
+    )
+    return CondenseOptions(
+        data=DataOptions(
+            image_column=get("image_column", "image"),
+            label_column=get("label_column", "label"),
+            key_column=get("key_column"),
+            skip_corrupt=bool(get("skip_corrupt", False)),
+        ),
+        score=score,
+        select=select,
+        attach=attach,
+        resolution=get("resolution", 256),
+        batch_size=get("batch_size", 32),
+        notes=tuple(get("note") or ()),
+    )
+
+
+def _runner(args: argparse.Namespace, *, store_posterior: bool = False, with_source: bool = True):
+    """Options, work folder, process state and source of a sharded command, checked in that order (the
+    cheap checks and the output folder before the dataset is opened, the dataset before any model)."""
+    from .sharded import RunOptions, ShardedRunner
+
+    options = _options(args)
+    run = RunOptions(
+        output_dir=Path(args.output_dir),
+        shard_size=getattr(args, "shard_size", 2048),
+        num_workers=getattr(args, "num_workers", 0),
+        store_posterior=store_posterior,
+        card=not getattr(args, "no_card", False),
+    )
+    source = _source(args) if with_source else None
+    return ShardedRunner(options, run, _state(args), source)
+
+
+def _source(args: argparse.Namespace):
+    from .sources import open_source
+
+    return open_source(
+        args.dataset,
+        split=args.split,
+        streaming=args.streaming,
+        image_column=args.image_column,
+        label_column=args.label_column,
+        key_column=getattr(args, "key_column", None),
+        max_samples=args.max_samples,
+        num_rows=args.num_rows,
+        num_classes=args.num_classes,
+    )
+
+
+def _state(args: argparse.Namespace):
+    from accelerate import PartialState
+
+    return PartialState(cpu=bool(getattr(args, "cpu", False)))
+
+
+# --------------------------------------------------------------------------------------
+# d2c score | select | attach | condense
+# --------------------------------------------------------------------------------------
+
+
+def score_parser() -> argparse.ArgumentParser:
+    parser = _parser(
+        "d2c score",
+        "Score every row's difficulty, sharded over the processes, resumable; merged into scores/.",
+    )
+    _add_data_args(parser)
+    _add_run_args(parser)
+    _add_score_args(parser)
+    parser.add_argument(
+        "--store_posterior", action="store_true", help="keep each image's VAE posterior for Attach"
+    )
+    return parser
+
+
+def score_main(argv: list[str] | None = None) -> int:
+    """``d2c score``: difficulty of every row, sharded over the processes, resumable; merged into ``scores/``."""
+    from .sharded import run_score
+
+    args = score_parser().parse_args(argv)
+    runner = _runner(args, store_posterior=args.store_posterior)
+    manifest = run_score(runner)
+    if runner.state.is_main_process:
+        print(json.dumps({k: v for k, v in manifest.items() if k not in ("per_rank", "corrupt_rows")}))
+    return 0
+
+
+def select_parser() -> argparse.ArgumentParser:
+    parser = _parser(
+        "d2c select", "Select a subset from the merged scores of --output_dir; writes selection.json."
+    )
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    _add_select_args(parser)
+    return parser
+
+
+def select_main(argv: list[str] | None = None) -> int:
+    """``d2c select``: select from the merged scores of ``--output_dir``; writes ``selection.json``."""
+    from .sharded import RunOptions, ShardedRunner
+
+    args = select_parser().parse_args(argv)
+    runner = ShardedRunner(_options(args), RunOptions(output_dir=Path(args.output_dir)), state=None)
+    record = runner.select()
+    print(json.dumps({"selected": len(record["source_indices"]), "counts": record["result"]["counts"]}))
+    return 0
+
+
+def attach_parser() -> argparse.ArgumentParser:
+    parser = _parser(
+        "d2c attach",
+        "Attach latents / visual tokens (sharded) and class text to the selected rows; writes condensed/.",
+    )
+    _add_data_args(parser)
+    _add_run_args(parser)
+    _add_attach_args(parser, with_vae=True)
+    return parser
+
+
+def attach_main(argv: list[str] | None = None) -> int:
+    """``d2c attach``: latents / visual tokens of the selected rows (sharded), then the condensed dataset."""
+    from .sharded import CONDENSED_DIR, run_attach
+
+    args = attach_parser().parse_args(argv)
+    runner = _runner(args)
+    condensed = run_attach(runner)
+    if condensed is not None:
+        print(json.dumps({"condensed": str(runner.output_dir / CONDENSED_DIR), "rows": len(condensed)}))
+    return 0
+
+
+def condense_parser() -> argparse.ArgumentParser:
+    parser = _parser(
+        "d2c condense", "Score + select + attach in one resumable run; writes output_dir/condensed."
+    )
+    _add_data_args(parser)
+    _add_run_args(parser)
+    _add_score_args(parser)
+    _add_select_args(parser)
+    _add_attach_args(parser)
+    return parser
+
+
+def condense_main(argv: list[str] | None = None) -> int:
+    """``d2c condense``: score + select + attach in one resumable run; writes ``output_dir/condensed``."""
+    from .sharded import CONDENSED_DIR, run_condense
+    from .vae import is_pixel_space
+
+    args = condense_parser().parse_args(argv)
+    store = bool(args.reuse_latents and "latents" in (args.attach or []) and not is_pixel_space(args.vae))
+    runner = _runner(args, store_posterior=store)
+    condensed = run_condense(runner)
+    if condensed is not None:
+        print(json.dumps({"condensed": str(runner.output_dir / CONDENSED_DIR), "rows": len(condensed)}))
+    return 0
+
+
+# --------------------------------------------------------------------------------------
+# d2c info | demo
+# --------------------------------------------------------------------------------------
+
+
+def info_parser() -> argparse.ArgumentParser:
+    parser = _parser(
+        "d2c info",
+        "Describe a condensed dataset: a folder from save_to_disk/save_hub_folder, or a Hub repo id.",
+    )
+    parser.add_argument("path", help="folder or Hub dataset id (user/name)")
+    parser.add_argument(
+        "--json", action="store_true", help="print the full provenance record (d2c_info.json)"
+    )
+    parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
+    return parser
+
+
+def info_main(argv: list[str] | None = None) -> int:
+    """``d2c info PATH``: describe a condensed dataset (folder or Hub repo id)."""
+    from .condensed import CondensedDataset
+
+    args = info_parser().parse_args(argv)
+    condensed = CondensedDataset.load(args.path, revision=args.revision)
+    print(json.dumps(condensed.info, indent=2, ensure_ascii=False) if args.json else condensed.summary())
+    return 0
+
+
+def demo_parser() -> argparse.ArgumentParser:
+    parser = _parser(
+        "d2c demo",
+        "Run D2C end to end on the bundled digits: scorer -> condense (Select + Attach) -> train a SiT on the "
+        "condensed set and on a random subset of the same size -> sample grids -> metrics.",
+    )
+    parser.add_argument("--output-dir", default="demo_output", help="folder to create (default: demo_output)")
+    parser.add_argument("--quick", action="store_true", help="tiny settings for smoke tests (< 1 minute)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the scorer, selection, training and sampling"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --output-dir")
+    parser.add_argument(
+        "--train-script",
+        default=None,
+        help="a modified copy of examples/train_sit.py to train with (default: the packaged d2c_hf.examples.train_sit)",
+    )
+    return parser
+
+
+def demo_main(argv: list[str] | None = None) -> int:
+    """``d2c demo [--output-dir DIR] [--quick] [--seed N] [--overwrite] [--train-script PATH]``."""
+    args = demo_parser().parse_args(argv)
+    if args.seed < 0:
+        raise ValueError("--seed must be a non-negative integer")
+    from . import demo
+
+    output = Path(args.output_dir).expanduser().resolve()
+    demo.check_output_dir(output, args.overwrite)
+    demo.load_train_script(args.train_script)  # fail before any work if a given script is missing
+    settings = demo.QUICK if args.quick else demo.FULL
+    result = demo.run_demo(output, settings, seed=args.seed, train_script=args.train_script, quick=args.quick)
+    print()
+    print(result["table"])
+    print(f"\nDemo finished in {result['timings']['total']:.0f} s. Open {output / 'README.md'}")
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

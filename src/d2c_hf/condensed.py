@@ -26,36 +26,20 @@ YAML ``configs:`` block makes ``load_dataset(repo)`` and ``load_dataset(repo, "c
 
 from __future__ import annotations
 
-import argparse
-import inspect
 import json
 import logging
-import math
 import os
 import shutil
-import sys
 import tempfile
-import uuid
-import warnings
 from collections.abc import Mapping, Sequence
-from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .attach import (
-    LatentEncoder,
-    TextAttacher,
-    VisualAttacher,
-    check_class_names,
-    class_prompts,
-    load_vae_any,
-    parse_attach,
-    resolve_attach_dtype,
-)
+from .columns import column_numpy, feature_summary, fixed_shape, leaf_dtype, read_fixed_shape
+from .files import json_round_trip, read_json, staged_dir, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -89,84 +73,9 @@ DEFAULT_TRAINING_ARRAYS = ("latents", "labels", "visual_embeds", "text_embeds", 
 # --------------------------------------------------------------------------------------
 
 
-def _arrow_column(dataset, column: str):
-    """The column as a ``pyarrow.ChunkedArray`` in the dataset's row order (zero-copy unless the
-    dataset has an indices mapping from ``select``/``shuffle``)."""
-    return dataset.with_format("arrow", columns=[column])[:].column(column)
-
-
-def column_numpy(dataset, column: str) -> np.ndarray:
-    """A scalar column as a numpy array, read through Arrow (no Python objects)."""
-    return _arrow_column(dataset, column).to_numpy()
-
-
-def _fixed_shape(feature: Any) -> tuple[int, ...] | None:
-    """The per-row shape of a fixed-shape feature (``Array2D/3D``, fixed-length ``List``), else None."""
-    from datasets import Array2D, Array3D, Array4D, Array5D, List, Sequence, Value
-
-    if isinstance(feature, (Array2D, Array3D, Array4D, Array5D)):
-        return tuple(feature.shape)
-    if isinstance(feature, (List, Sequence)) and getattr(feature, "length", -1) not in (-1, None):
-        inner = feature.feature
-        if isinstance(inner, Value):
-            return (feature.length,)
-        sub = _fixed_shape(inner)
-        return None if sub is None else (feature.length, *sub)
-    return None
-
-
-def _read_fixed_shape(
-    dataset, column: str, shape: tuple[int, ...], dtype: np.dtype, device: torch.device
-) -> torch.Tensor:
-    """Whole fixed-shape column -> one ``(N, *shape)`` tensor on ``device``, with a single copy.
-
-    Each Arrow chunk's nested lists are flattened to their contiguous value buffer (zero-copy
-    over the memory-mapped file) and copied once into a tensor preallocated on ``device`` (so
-    a CUDA target gets no host-side staging copy): no per-row Python objects and no
-    float16 -> float32 upcast (hf-ecosystem.md §5b).
-    """
-    import pyarrow as pa
-
-    chunks = _arrow_column(dataset, column).chunks
-    n = sum(len(chunk) for chunk in chunks)
-    out = torch.empty((n, *shape), dtype=torch.from_numpy(np.empty(0, dtype)).dtype, device=device)
-    per_row = math.prod(shape)
-    start = 0
-    for chunk in chunks:
-        if chunk.null_count:
-            raise ValueError(f"column {column!r} has missing values; it cannot be read as one array")
-        values = chunk.storage if isinstance(chunk, pa.ExtensionArray) else chunk
-        for _ in shape:
-            values = values.flatten()
-        flat = values.to_numpy(zero_copy_only=False)
-        if flat.size != len(chunk) * per_row:
-            raise ValueError(
-                f"column {column!r}: {flat.size} values for {len(chunk)} rows of shape {shape}; the column is ragged"
-            )
-        with warnings.catch_warnings():
-            # `flat` is a read-only view of the memory map; it is only read from, never written
-            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-            source = torch.from_numpy(flat)
-        out[start : start + len(chunk)].copy_(source.view(len(chunk), *shape))
-        start += len(chunk)
-    return out
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, (Path, torch.dtype, torch.device)):
-        return str(obj)
-    if isinstance(obj, (set, frozenset)):
-        return sorted(obj)
-    raise TypeError(f"info values must be JSON-serialisable, got {type(obj).__name__}: {obj!r}")
-
-
 def _normalise_info(info: Mapping[str, Any]) -> dict[str, Any]:
     """A JSON round trip, so that ``info`` after load equals ``info`` before save."""
-    return json.loads(json.dumps(dict(info), default=_jsonable))
+    return json_round_trip(dict(info))
 
 
 def _check_format_version(info: Mapping[str, Any], where: str) -> None:
@@ -341,7 +250,7 @@ class CondensedDataset:
         for name, table in (("samples", self.samples), ("classes", self.classes), ("scores", self.scores)):
             if table is None:
                 continue
-            columns = ", ".join(f"{c} [{_feature_summary(f)}]" for c, f in table.features.items())
+            columns = ", ".join(f"{c} [{feature_summary(f)}]" for c, f in table.features.items())
             lines.append(f"  {name} columns: {columns}")
         if source:
             lines.append(
@@ -420,10 +329,10 @@ class CondensedDataset:
         for name in columns:
             table_name, column = available[name]
             table = getattr(self, table_name)
-            shape = _fixed_shape(table.features[column])
+            shape = fixed_shape(table.features[column])
             if shape is not None:
-                dtype = np.dtype(_leaf_dtype(table.features[column]))
-                tensor = _read_fixed_shape(table, column, shape, dtype, target)
+                dtype = np.dtype(leaf_dtype(table.features[column]))
+                tensor = read_fixed_shape(table, column, shape, dtype, target)
             else:
                 values = column_numpy(table, column)
                 if values.dtype == object:
@@ -461,18 +370,8 @@ class CondensedDataset:
                     f"refusing to overwrite {path}: it is not a condensed dataset (no {INFO_FILENAME}); "
                     "choose another path or remove it yourself"
                 )
-        staging = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            staging.mkdir()  # (not tempfile.mkdtemp: its 0700 mode would survive the rename)
+        with staged_dir(path, "the condensed dataset") as staging:
             self._write_disk_layout(staging, card=card)
-            _replace_dir(staging, path)
-        except OSError as err:  # name the target, not the hidden staging folder
-            shutil.rmtree(staging, ignore_errors=True)
-            raise renamed_os_error(err, f"could not save the condensed dataset to {path}") from err
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         logger.info("saved %r to %s", self, path)
         return path
 
@@ -484,7 +383,7 @@ class CondensedDataset:
         if card:
             self._write_card(folder, repo_id=None)
         # the info file goes last: a folder without it is never mistaken for a finished dataset
-        _write_json(folder / INFO_FILENAME, self._info_with_tables())
+        write_json(folder / INFO_FILENAME, self._info_with_tables())
 
     def _write_card(self, folder: Path, repo_id: str | None) -> None:
         from .card import make_figures, render_card
@@ -548,7 +447,7 @@ class CondensedDataset:
             table = getattr(self, name)
             if table is not None:
                 _write_parquet_shards(table, folder / HUB_DIRS[name], max_shard_size)
-        _write_json(folder / INFO_FILENAME, self._info_with_tables())
+        write_json(folder / INFO_FILENAME, self._info_with_tables())
         if card:
             self._write_card(folder, repo_id=repo_id)
         else:
@@ -707,7 +606,7 @@ class CondensedDataset:
                     f"{path} is not a condensed dataset: it has no {INFO_FILENAME} (expected a folder written by "
                     f"CondensedDataset.save_to_disk or save_hub_folder).{hint}"
                 )
-            info = _read_json(info_file)
+            info = read_json(info_file, "the condensed dataset's info")
             _check_format_version(info, str(path))
             record = info.pop(TABLES_KEY, None)
             if (path / DISK_DIRS["samples"] / "state.json").is_file():
@@ -726,7 +625,7 @@ class CondensedDataset:
                 raise FileNotFoundError(
                     f"no condensed dataset at {name!r} (not a folder, and not a Hub id 'user/name')"
                 )
-            info = _read_json(_hub_info_file(name, revision=revision, token=token))
+            info = read_json(_hub_info_file(name, revision=revision, token=token), f"the info of {name!r}")
             _check_format_version(info, f"Hub dataset {name!r}")
             record = info.pop(TABLES_KEY, None)
             tables = _read_hub_tables(name, revision=revision, token=token, **load_kwargs)
@@ -834,59 +733,6 @@ def _min_median_max(counts: np.ndarray) -> str:
     return f"{int(counts.min())}/{float(np.median(counts)):g}/{int(counts.max())}"
 
 
-def _leaf_dtype(feature: Any) -> str:
-    dtype = getattr(feature, "dtype", None)
-    if isinstance(dtype, str) and not hasattr(feature, "feature"):
-        return dtype
-    return _leaf_dtype(feature.feature)
-
-
-def _feature_summary(feature: Any) -> str:
-    from .card import _feature_str
-
-    return _feature_str(feature)
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON ({err}); the condensed dataset is damaged") from err
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} does not hold a JSON object; the condensed dataset is damaged")
-    return data
-
-
-def renamed_os_error(err: OSError, message: str) -> OSError:
-    """An ``OSError`` of the same kind (``PermissionError``, ...) whose text is ``message: reason``, for
-    errors raised on a hidden staging path that should name the user's target instead."""
-    text = f"{message}: {err.strerror or err}"
-    try:
-        return type(err)(err.errno, text) if err.errno is not None else type(err)(text)
-    except TypeError:  # an OSError subclass with another constructor
-        return OSError(err.errno, text)
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Move the finished folder ``new`` to ``target``; an existing ``target`` is swapped out
-    first and restored if the final rename fails (POSIX cannot rename over a non-empty folder)."""
-    if not target.exists():
-        os.replace(new, target)
-        return
-    old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-    os.replace(target, old)
-    try:
-        os.replace(new, target)
-    except BaseException:
-        os.replace(old, target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def _write_parquet_shards(dataset, folder: Path, max_shard_size: str | int) -> list[Path]:
     """``datasets``' own push_to_hub sharding, written locally: shards of at most ``max_shard_size``,
     external image files embedded, row groups sized for the dataset viewer."""
@@ -918,66 +764,6 @@ def _write_parquet_shards(dataset, folder: Path, max_shard_size: str | int) -> l
         shard.to_parquet(str(path), batch_size=batch_size)
         paths.append(path)
     return paths
-
-
-# --------------------------------------------------------------------------------------
-# condense()
-# --------------------------------------------------------------------------------------
-
-
-def _pick_split(dataset):
-    """A ``DatasetDict`` / ``IterableDatasetDict`` -> its ``train`` split (or its only split)."""
-    from datasets import DatasetDict, IterableDatasetDict
-
-    if isinstance(dataset, (DatasetDict, IterableDatasetDict)):
-        kind = type(dataset).__name__
-        splits = list(dataset)
-        if "train" in dataset:
-            name = "train"
-        elif len(splits) == 1:
-            name = splits[0]
-        else:
-            raise ValueError(
-                f"got a {kind} with splits {splits} and no 'train': pass one split, e.g. dataset[{splits[0]!r}]"
-            )
-        logger.info("condense: got a %s with splits %s; condensing %r", kind, splits, name)
-        return dataset[name], name
-    return dataset, (str(dataset.split) if getattr(dataset, "split", None) is not None else None)
-
-
-def _check_scorer_kwargs(kwargs: Mapping[str, Any], streaming: bool) -> None:
-    """Refuse extra keywords of condense() that the scorer does not take (a streaming run takes only
-    :data:`_STREAMING_SCORER_KWARGS`), suggesting the closest known name: a misspelt
-    ``imagesper_class`` is named as such, not reported as a missing budget."""
-    import difflib
-
-    from .scoring import DifficultyScorer
-
-    scorer_options = [
-        p
-        for p in inspect.signature(DifficultyScorer.from_pretrained).parameters
-        if p not in ("cls", "model", "vae")
-    ]
-    allowed = _STREAMING_SCORER_KWARGS if streaming else scorer_options
-    unknown = sorted(set(kwargs) - set(allowed))
-    if not unknown:
-        return
-    known = [p for p in inspect.signature(condense).parameters if p != "scorer_kwargs"] + scorer_options
-    hints = []
-    for name in unknown:
-        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-        if close:
-            hints.append(f"{name!r}: did you mean {close[0]!r}?")
-    hint = f" ({'; '.join(hints)})" if hints else ""
-    if streaming:
-        raise TypeError(
-            f"condense() on a streaming dataset takes only {list(_STREAMING_SCORER_KWARGS)} as scorer options, "
-            f"got {unknown}{hint}"
-        )
-    raise TypeError(
-        f"condense() got unexpected keyword argument(s) {unknown}{hint}; extra keywords are forwarded to "
-        "DifficultyScorer.from_pretrained, which does not take them either"
-    )
 
 
 def build_info(
@@ -1050,580 +836,8 @@ def build_info(
     }
 
 
-def condense(
-    dataset,
-    ratio: float | None = None,
-    images_per_class: int | None = None,
-    *,
-    scorer: Any = "facebook/DiT-XL-2-256",
-    vae: Any = "stabilityai/sd-vae-ft-ema",
-    text_encoder: Any = "google/flan-t5-xl",
-    vision_encoder: Any = "facebook/dinov2-base",
-    strategy: str = "interval",
-    interval: int | str = "auto",
-    attach: str | Sequence[str] | None = ("latents", "visual", "text"),
-    resolution: int = 256,
-    patch_size: int = 2,
-    num_visual_tokens: int | None = None,
-    image_column: str = "image",
-    label_column: str = "label",
-    class_names: Sequence[str] | Mapping[int, str] | None = None,
-    prompt_template: str = "a photo of a {}",
-    seed: int = 0,
-    num_timesteps: int = 10,
-    batch_size: int = 32,
-    device: str | torch.device | None = None,
-    dtype: str | torch.dtype | None = None,
-    selection_kwargs: Mapping[str, Any] | None = None,
-    notes: Sequence[str] | None = None,
-    num_rows: int | None = None,
-    work_dir: str | os.PathLike | None = None,
-    **scorer_kwargs: Any,
-) -> CondensedDataset:
-    """D2C end to end: score, select, attach — with the paper's defaults.
-
-    1. **Select.** Score every image's diffusion difficulty with ``scorer`` (default DiT-XL/2
-       256, CC BY-NC, in the ``vae`` latent space; reused if the dataset already has a
-       ``difficulty`` column, and cached by fingerprint for disk-backed datasets), then keep
-       ``images_per_class`` per class (``ratio`` -> ``round(ratio * N / C)``) with ``strategy``
-       (interval sampling with stride ``interval``; see :func:`d2c_hf.selection.select`).
-    2. **Attach** (``attach`` parts): ``latents`` (VAE posterior mean|std; the EMA and MSE SD
-       VAEs share their encoder, so one VAE serves scoring and latents), ``visual`` (patch
-       tokens of ``vision_encoder``; h = ``(resolution / vae factor / patch_size)**2`` tokens
-       unless ``num_visual_tokens`` is given) and ``text`` (T5 embeddings of
-       ``prompt_template`` per class).
-
-    Every model argument is a Hub id, a local folder (``save_pretrained`` layout) or a loaded
-    object. Everything cheap is checked before any model is loaded: columns, labels, budget,
-    ``attach`` parts, class names and prompt uniqueness, strategy name, keyword arguments.
-
-    **Streaming.** An ``IterableDataset`` (or an ``IterableDatasetDict``: its ``train`` split) is
-    condensed by the sharded engine of ``d2c condense`` (:mod:`d2c_hf.distributed`) in this process:
-    the stream is read once to score every row and once more up to the last selected row, never
-    materialised. Its model arguments must then be Hub ids or local folders (not loaded objects),
-    ``scorer`` is required (a ``difficulty`` column is not reused), ``selection_kwargs`` are not
-    supported, and its size must be known: from the split metadata or ``num_rows``.
-
-    Args:
-        dataset: a ``datasets.Dataset`` or a ``DatasetDict`` (its ``train`` split is condensed), or
-            their streaming counterparts ``IterableDataset`` / ``IterableDatasetDict``.
-        ratio, images_per_class: the budget (exactly one).
-        scorer: diffusion model for the difficulty score, or a ``DifficultyScorer``; ``None``
-            requires an existing ``difficulty`` column.
-        vae: ``AutoencoderKL`` for scoring and latents; ``None`` = pixel space.
-        text_encoder, vision_encoder: models for the ``text`` and ``visual`` parts.
-        strategy, interval, seed, selection_kwargs: passed to :func:`d2c_hf.selection.select`.
-        attach: any of ``"latents"``, ``"visual"``, ``"text"``; ``()`` for select-only.
-        resolution: image side (ADM centre crop) for scoring and latents.
-        patch_size: the diffusion transformer's patch size (for the visual token count).
-        image_column, label_column: input columns (stored as ``image``/``label``).
-        class_names: names per class id (default: the ``ClassLabel`` names), needed for ``text``.
-        prompt_template: the class prompt, with one ``{}``.
-        num_timesteps: scoring timestep grid size.
-        batch_size, device: for every model.
-        dtype: the scorer's autocast dtype (``None``: bfloat16 on CUDA, float32 else) and the attach
-            models' dtype (``None``: float32; Attach only sees the condensed subset).
-        notes: free-text lines recorded in ``info["notes"]`` and shown on the card (e.g. that
-            stand-in models were used).
-        num_rows: streaming only: the number of rows, when the split metadata lacks it (a stream
-            shorter than this is an error; rows after it are not read). A ``Dataset`` knows its length.
-        work_dir: streaming only: the folder of the run's shards (``d2c condense``'s output layout);
-            a rerun with the same arguments resumes there, computing only unfinished shards. Default:
-            a temporary folder, removed afterwards (the result is held in memory).
-        **scorer_kwargs: forwarded to ``DifficultyScorer.from_pretrained`` (streaming: only
-            ``key_column`` and ``max_forward_batch``).
-
-    Returns:
-        the :class:`CondensedDataset`.
-    """
-    from datasets import ClassLabel, Dataset, IterableDataset, Value
-
-    from .data import prepare_dataset
-    from .hub import resolve_device
-
-    # ---- cheap checks: nothing is loaded before all of these pass -----------------------
-    dataset, split = _pick_split(dataset)
-    streaming = isinstance(dataset, IterableDataset)
-    # first: a misspelt keyword lands in **scorer_kwargs and would otherwise surface as another error
-    _check_scorer_kwargs(scorer_kwargs, streaming)
-    if not (streaming or isinstance(dataset, Dataset)):
-        raise TypeError(
-            "condense() takes a datasets.Dataset, DatasetDict, IterableDataset or IterableDatasetDict, "
-            f"got {type(dataset).__name__}"
-        )
-    if not streaming:
-        if work_dir is not None:
-            raise ValueError(
-                "work_dir is for streaming datasets only (a Dataset's scores are cached by datasets itself)"
-            )
-        if num_rows is not None and num_rows != len(dataset):
-            raise ValueError(f"num_rows={num_rows!r} but the dataset has {len(dataset)} rows")
-    parts = parse_attach(attach)
-    resolve_attach_dtype(dtype)  # refuses dtypes that are not float32 / bfloat16 / float16
-    for name, value in (("resolution", resolution), ("patch_size", patch_size), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if resolution % patch_size:
-        raise ValueError(f"resolution={resolution} is not divisible by patch_size={patch_size}")
-    from .selection import Selector, select
-
-    selection_kwargs = dict(selection_kwargs or {})
-    clash = {"images_per_class", "ratio", "strategy", "interval", "seed", "num_classes"} & set(
-        selection_kwargs
-    )
-    if clash:
-        raise TypeError(f"selection_kwargs must not repeat condense() arguments: {sorted(clash)}")
-    features = selection_kwargs.pop("features", None)
-    feature_column = selection_kwargs.pop("feature_column", None)
-    # validates strategy, budget, interval, seed and the strategy's options without any data
-    Selector(
-        strategy,
-        images_per_class=images_per_class,
-        ratio=ratio,
-        interval=interval,
-        seed=seed,
-        feature_column=feature_column if features is None else "features",
-        **selection_kwargs,
-    )
-    if streaming:
-        if features is not None or feature_column is not None or selection_kwargs:
-            given = sorted({*selection_kwargs, *(["features"] if features is not None else [])})
-            given += ["feature_column"] if feature_column is not None else []
-            raise TypeError(f"selection_kwargs {given} are not supported for a streaming dataset")
-        return _condense_streaming(
-            dataset,
-            split,
-            parts=parts,
-            ratio=ratio,
-            images_per_class=images_per_class,
-            scorer=scorer,
-            vae=vae,
-            text_encoder=text_encoder,
-            vision_encoder=vision_encoder,
-            strategy=strategy,
-            interval=interval,
-            resolution=resolution,
-            patch_size=patch_size,
-            num_visual_tokens=num_visual_tokens,
-            image_column=image_column,
-            label_column=label_column,
-            class_names=class_names,
-            prompt_template=prompt_template,
-            seed=seed,
-            num_timesteps=num_timesteps,
-            batch_size=batch_size,
-            device=device,
-            dtype=dtype,
-            notes=notes,
-            num_rows=num_rows,
-            work_dir=work_dir,
-            scorer_kwargs=scorer_kwargs,
-        )
-
-    dataset, class_info = prepare_dataset(dataset, image_column=image_column, label_column=label_column)
-    num_rows, num_classes = len(dataset), class_info.num_classes
-    columns = dataset.column_names
-    if feature_column is not None and feature_column not in columns:
-        raise ValueError(
-            f"feature_column={feature_column!r} is not a column of the dataset; columns: {columns}"
-        )
-    if features is not None and len(features) != num_rows:
-        raise ValueError(f"selection features have {len(features)} rows but the dataset has {num_rows}")
-    for part, column in (("latents", "latents"), ("visual", "visual_embeds")):
-        if part in parts and column in columns:
-            raise ValueError(
-                f"the dataset already has a {column!r} column; remove it or leave {part!r} out of attach"
-            )
-    names = check_class_names(class_names) if class_names is not None else list(class_info.names)
-    if len(names) != num_classes:
-        raise ValueError(f"class_names has {len(names)} names but the dataset has {num_classes} classes")
-    label_feature = dataset.features[label_column]
-    if "text" in parts:
-        if class_names is None and not isinstance(label_feature, ClassLabel):
-            raise ValueError(
-                f"column {label_column!r} holds bare integers, so there are no class names for the text prompts: "
-                "pass class_names=[...] (one per class id) or leave 'text' out of attach"
-            )
-        class_prompts(names, prompt_template)  # raises on missing/duplicate names before any model loads
-
-    from .selection import STRATEGIES
-
-    reuse_scores = "difficulty" in columns
-    run_scorer = not reuse_scores and (scorer is not None or STRATEGIES[strategy].needs_scores)
-    if reuse_scores:
-        feature = dataset.features["difficulty"]
-        if not (isinstance(feature, Value) and feature.dtype.startswith("float")):
-            raise TypeError(
-                f"the existing 'difficulty' column has feature {feature!r}; expected a float Value"
-            )
-        existing = column_numpy(dataset, "difficulty")
-        if not np.all(np.isfinite(existing)):
-            row = int(np.flatnonzero(~np.isfinite(existing))[0])
-            raise ValueError(f"the existing 'difficulty' column has a non-finite value at row {row}")
-        logger.info("condense: reusing the dataset's 'difficulty' column (drop it to re-score)")
-    elif run_scorer and scorer is None:
-        raise ValueError(
-            f"strategy {strategy!r} needs difficulty scores: pass a scorer, or a dataset with a 'difficulty' column"
-        )
-    if run_scorer:
-        from .scoring import DifficultyScorer
-
-        if isinstance(scorer, DifficultyScorer) and scorer_kwargs:
-            raise TypeError(f"scorer is already a DifficultyScorer; {sorted(scorer_kwargs)} would be ignored")
-    elif scorer_kwargs:
-        raise TypeError(f"unexpected keyword argument(s) {sorted(scorer_kwargs)}: no scoring is run")
-
-    # ---- models ------------------------------------------------------------------------
-    device_ = resolve_device(device)
-    # Attach runs on the condensed subset only, so it defaults to float32 (see d2c_hf.attach); the
-    # scorer keeps its weights' dtype and autocasts to `dtype` (its own default: bf16 on CUDA). The VAE
-    # is loaded once, in float32, and shared by both.
-    attach_dtype = resolve_attach_dtype(dtype)
-    needs_vae = vae is not None and ("latents" in parts or "visual" in parts or run_scorer)
-    vae_model = load_vae_any(vae, torch.float32, device_) if needs_vae else None
-    from .vae import downsample_factor
-
-    factor = downsample_factor(vae_model)
-    if resolution % factor or (resolution // factor) % patch_size:
-        raise ValueError(
-            f"resolution={resolution} must be divisible by the VAE factor {factor} times patch_size={patch_size} "
-            "(the diffusion transformer's token grid)"
-        )
-    tokens = (
-        num_visual_tokens if num_visual_tokens is not None else ((resolution // factor) // patch_size) ** 2
-    )
-
-    scoring_info: dict[str, Any]
-    if reuse_scores:
-        scored, scoring_info = dataset, {"reused_column": True}
-    elif not run_scorer:
-        scored, scoring_info = dataset, {"skipped": f"strategy {strategy!r} does not use difficulty scores"}
-    else:
-        from .scoring import PIXEL_SPACE, DifficultyScorer
-
-        if isinstance(scorer, DifficultyScorer):
-            scorer_obj = scorer
-        else:
-            scorer_obj = DifficultyScorer.from_pretrained(
-                scorer,
-                vae=vae_model if vae_model is not None else PIXEL_SPACE,
-                num_timesteps=num_timesteps,
-                seed=seed,
-                resolution=resolution,
-                batch_size=batch_size,
-                dtype=dtype,
-                device=device_,
-                image_column=image_column,
-                label_column=label_column,
-                **scorer_kwargs,
-            )
-        scored = scorer_obj.apply(dataset)
-        scoring_info = dict(scorer_obj.config)
-
-    # ---- select -------------------------------------------------------------------------
-    has_scores = "difficulty" in scored.column_names
-    scores = column_numpy(scored, "difficulty").astype(np.float32) if has_scores else None
-    labels = column_numpy(scored, label_column).astype(np.int64)
-    if feature_column is not None:
-        features = np.asarray(scored.with_format("numpy", columns=[feature_column])[:][feature_column])
-    result = select(
-        scores,
-        labels,
-        images_per_class=images_per_class,
-        ratio=ratio,
-        strategy=strategy,
-        interval=interval,
-        features=features,
-        seed=seed,
-        num_classes=num_classes,
-        **selection_kwargs,
-    )
-    indices = np.asarray(result.indices, dtype=np.int64)
-    logger.info("condense: selected %d of %d images (%s)", len(indices), num_rows, strategy)
-
-    class_label = (
-        label_feature if isinstance(label_feature, ClassLabel) else ClassLabel(names=class_prompts(names)[0])
-    )
-    kept = [image_column, label_column, *(["difficulty"] if has_scores else [])]
-    samples = scored.select_columns(kept).select(indices)
-    samples = samples.add_column("source_index", indices.tolist(), feature=Value("int64"))
-    samples = samples.rename_columns({image_column: "image", label_column: "label"})
-    samples = samples.cast_column("label", class_label)
-    if has_scores:
-        samples = samples.cast_column("difficulty", Value("float32"))
-    samples = samples.select_columns(
-        ["image", "label", "source_index", *(["difficulty"] if has_scores else [])]
-    )
-
-    # ---- attach -------------------------------------------------------------------------
-    latents_info = visual_info = text_info = None
-    classes = None
-    if "latents" in parts:
-        encoder = LatentEncoder(
-            vae_model, resolution=resolution, batch_size=batch_size, dtype=attach_dtype, device=device_
-        )
-        samples = encoder.apply(samples)
-        latents_info = encoder.config
-    if "visual" in parts:
-        visual = VisualAttacher.from_pretrained(
-            vision_encoder,
-            num_tokens=tokens,
-            resolution=resolution,
-            batch_size=batch_size,
-            dtype=attach_dtype,
-            device=device_,
-        )
-        samples = visual.apply(samples)
-        visual_info = visual.config
-    if "text" in parts:
-        text = TextAttacher.from_pretrained(
-            text_encoder, prompt_template=prompt_template, dtype=attach_dtype, device=device_
-        )
-        classes = text.encode_classes(names)
-        text_info = text.config
-
-    score_table = None
-    if has_scores:
-        score_table = Dataset.from_dict(
-            {"source_index": np.arange(num_rows, dtype=np.int64), "label": labels, "difficulty": scores},
-            features=_scores_features(class_label),
-        )
-    info = build_info(
-        source={
-            "name": getattr(dataset.info, "dataset_name", None)
-            or getattr(dataset.info, "builder_name", None),
-            "config": getattr(dataset.info, "config_name", None),
-            "split": split,
-            "num_rows": num_rows,
-            "fingerprint": dataset._fingerprint,
-            "image_column": image_column,
-            "label_column": label_column,
-        },
-        class_names=list(class_info.names),
-        ratio=ratio,
-        selection=result.to_dict(),
-        interval=interval,
-        feature_column=feature_column,
-        labels=labels[indices],
-        scoring=scoring_info,
-        latents=latents_info,
-        visual=visual_info,
-        text=text_info,
-        attach=parts,
-        resolution=resolution,
-        patch_size=patch_size,
-        num_visual_tokens=tokens if "visual" in parts else None,
-        seed=seed,
-        notes=notes,
-    )
-    return CondensedDataset(samples, classes, info, scores=score_table)
-
-
-#: scorer options the sharded engine takes (its --key_column / --max_forward_batch)
-_STREAMING_SCORER_KWARGS = ("key_column", "max_forward_batch")
-#: rows per shard of a streaming condense() run (rounded down to a multiple of batch_size)
-_STREAMING_SHARD_ROWS = 2048
-
-
-@dataclass
-class _OneProcess:
-    """The part of ``accelerate.PartialState`` the sharded engine uses, for one process on ``device``
-    (condense() takes a device, and needs no process group)."""
-
-    device: torch.device
-    process_index: int = 0
-    num_processes: int = 1
-    is_main_process: bool = True
-
-    def wait_for_everyone(self) -> None:
-        pass
-
-
-def _model_reference(name: str, value: Any) -> str:
-    if isinstance(value, (str, os.PathLike)):
-        return os.fspath(value)
-    raise TypeError(
-        f"{name} is a loaded {type(value).__name__}; condense() on a streaming dataset runs the sharded engine, "
-        f"which loads its models itself: pass {name} as a Hub id or a local save_pretrained folder"
-    )
-
-
-def _streaming_size(data, split: str | None, num_rows: int | None) -> int:
-    if num_rows is not None:
-        if isinstance(num_rows, bool) or not isinstance(num_rows, int) or num_rows < 1:
-            raise ValueError(f"num_rows must be a positive integer, got {num_rows!r}")
-        return num_rows
-    splits = getattr(data.info, "splits", None) or {}
-    if split in splits and splits[split].num_examples:
-        return int(splits[split].num_examples)
-    raise ValueError(
-        f"the size of the streaming dataset (split {split!r}) is unknown: its metadata records no number of "
-        "examples. Pass num_rows=N (the number of rows to condense)."
-    )
-
-
-def _condense_streaming(
-    data,
-    split: str | None,
-    *,
-    parts: list[str],
-    ratio: float | None,
-    images_per_class: int | None,
-    scorer: Any,
-    vae: Any,
-    text_encoder: Any,
-    vision_encoder: Any,
-    strategy: str,
-    interval: int | str,
-    resolution: int,
-    patch_size: int,
-    num_visual_tokens: int | None,
-    image_column: str,
-    label_column: str,
-    class_names: Sequence[str] | Mapping[int, str] | None,
-    prompt_template: str,
-    seed: int,
-    num_timesteps: int,
-    batch_size: int,
-    device: str | torch.device | None,
-    dtype: str | torch.dtype | None,
-    notes: Sequence[str] | None,
-    num_rows: int | None,
-    work_dir: str | os.PathLike | None,
-    scorer_kwargs: Mapping[str, Any],
-) -> CondensedDataset:
-    """condense() of an ``IterableDataset``: the sharded engine of ``d2c condense``, in this process."""
-    from datasets import ClassLabel
-
-    from . import distributed as engine
-    from .hub import resolve_device
-    from .vae import downsample_factor
-
-    # ---- cheap checks (no model, no row read) -------------------------------------------
-    if scorer is None:
-        raise ValueError(
-            "a streaming dataset is scored as it is read: pass scorer=<Hub id or folder> (a 'difficulty' "
-            "column is not reused when streaming)"
-        )
-    scorer_ref = _model_reference("scorer", scorer)
-    vae_ref = "pixel" if vae is None else _model_reference("vae", vae)
-    text_ref = _model_reference("text_encoder", text_encoder) if "text" in parts else None
-    vision_ref = _model_reference("vision_encoder", vision_encoder) if "visual" in parts else None
-    size = _streaming_size(data, split, num_rows)
-    features = getattr(data, "features", None) or {}
-    bare_labels = label_column in features and not isinstance(features[label_column], ClassLabel)
-    if class_names is None and bare_labels:
-        raise ValueError(
-            f"column {label_column!r} is not a ClassLabel, so the classes of a streaming dataset are unknown "
-            "before it is read: pass class_names=[...] (one per class id) or cast the column to a ClassLabel"
-        )
-    names = check_class_names(class_names) if class_names is not None else None
-    info = data.info
-    name = getattr(info, "dataset_name", None) or getattr(info, "builder_name", None) or "IterableDataset"
-    identity = {"dataset": name, "config": getattr(info, "config_name", None), "split": split}
-    source = engine.source_from_dataset(
-        data,
-        identity,
-        num_rows=size,
-        streaming=True,
-        image_column=image_column,
-        label_column=label_column,
-        key_column=scorer_kwargs.get("key_column"),
-        num_classes=len(names) if names is not None and bare_labels else None,
-    )
-    if names is not None:
-        if len(names) != len(source.class_names):
-            raise ValueError(
-                f"class_names has {len(names)} names but the dataset has {len(source.class_names)} classes"
-            )
-        source.class_names = tuple(names)
-    if "text" in parts:
-        class_prompts(list(source.class_names), prompt_template)  # missing/duplicate names, before models
-
-    budget = ["--ratio", repr(ratio)] if ratio is not None else ["--images_per_class", str(images_per_class)]
-    shard_size = batch_size * max(1, _STREAMING_SHARD_ROWS // batch_size)
-    with (
-        tempfile.TemporaryDirectory(prefix="d2c-condense-") if work_dir is None else nullcontext(work_dir)
-    ) as folder:
-        args = engine.condense_parser().parse_args(
-            ["--dataset", name, "--output_dir", os.fspath(folder), *budget]
-        )
-        vars(args).update(
-            split=split or "train",
-            image_column=image_column,
-            label_column=label_column,
-            num_rows=size,
-            resolution=resolution,
-            batch_size=batch_size,
-            shard_size=shard_size,
-            num_workers=0,  # decode in this process: no forked workers inside the caller's program
-            seed=seed,
-            scorer=scorer_ref,
-            vae=vae_ref,
-            num_timesteps=num_timesteps,
-            key_column=scorer_kwargs.get("key_column"),
-            max_forward_batch=scorer_kwargs.get("max_forward_batch"),
-            dtype=dtype,
-            ratio=ratio,
-            images_per_class=images_per_class,
-            strategy=strategy,
-            interval=interval,
-            attach=list(parts),
-            text_encoder=text_ref,
-            vision_encoder=vision_ref,
-            patch_size=patch_size,
-            num_visual_tokens=num_visual_tokens,
-            prompt_template=prompt_template,
-            attach_dtype=resolve_attach_dtype(dtype),
-            no_card=True,  # the card is written by save_to_disk / push_to_hub
-            note=list(notes or []),
-        )
-        args.store_posterior = bool(args.reuse_latents and "latents" in parts and vae_ref != "pixel")
-        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-        state = _OneProcess(resolve_device(device))
-        scorer_obj, vae_model = engine.load_scorer_and_vae(args, state.device)
-        factor = downsample_factor(vae_model)
-        if resolution % factor or (resolution // factor) % patch_size:
-            raise ValueError(
-                f"resolution={resolution} must be divisible by the VAE factor {factor} times "
-                f"patch_size={patch_size} (the diffusion transformer's token grid)"
-            )
-        del vae_model
-        engine.run_score(args, state, source, scorer=scorer_obj)
-        del scorer_obj
-        engine.run_select(args)
-        engine.run_attach(args, state, source)
-        # built in memory (Dataset.from_dict): it outlives the temporary folder
-        return engine.assemble(args)
-
-
-def _scores_features(class_label):
+def scores_features(class_label):
+    """The features of the ``scores`` table: ``source_index`` int64, ``label`` (``class_label``), ``difficulty`` float32."""
     from datasets import Features, Value
 
     return Features({"source_index": Value("int64"), "label": class_label, "difficulty": Value("float32")})
-
-
-# --------------------------------------------------------------------------------------
-# CLI: d2c info
-# --------------------------------------------------------------------------------------
-
-
-def info_main(argv: list[str] | None = None) -> int:
-    """``d2c info PATH``: describe a condensed dataset (folder or Hub repo id)."""
-    parser = argparse.ArgumentParser(
-        prog="d2c info",
-        description="Describe a condensed dataset: a folder from save_to_disk/save_hub_folder, or a Hub repo id.",
-    )
-    parser.add_argument("path", help="folder or Hub dataset id (user/name)")
-    parser.add_argument(
-        "--json", action="store_true", help="print the full provenance record (d2c_info.json)"
-    )
-    parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
-    args = parser.parse_args(argv)
-    try:
-        condensed = CondensedDataset.load(args.path, revision=args.revision)
-    except (ValueError, FileNotFoundError, OSError) as err:
-        print(f"d2c info: error: {err}", file=sys.stderr)
-        return 1
-    print(json.dumps(condensed.info, indent=2, ensure_ascii=False) if args.json else condensed.summary())
-    return 0

@@ -24,17 +24,14 @@ The helpers (:func:`load_train_script`, :func:`build_stand_in_encoders`, :class:
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import importlib.util
 import json
 import logging
 import math
 import os
-import shutil
 import sys
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,9 +41,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from .files import json_round_trip, staged_dir
+
 logger = logging.getLogger(__name__)
 
-TRAIN_SCRIPT_ENV = "D2C_TRAIN_SCRIPT"
 STAND_IN_NOTE = (
     "The text encoder (T5) and the vision encoder (DINOv2) are tiny, randomly initialised stand-ins built by "
     "`d2c demo` because the Hub is offline: their embeddings carry no pretrained semantics. Use "
@@ -157,33 +155,21 @@ QUICK = DemoSettings(
 # --------------------------------------------------------------------------------------
 
 
-def repo_root() -> Path:
-    """The source checkout holding this package (``<root>/src/d2c_hf/demo.py``)."""
-    return Path(__file__).resolve().parents[2]
-
-
-_TRAIN_MODULES: dict[Path, ModuleType] = {}
-
-
 def load_train_script(path: str | os.PathLike | None = None) -> ModuleType:
-    """Import ``examples/train_sit.py`` by path (it is an example script, not part of the package).
-
-    Looked up in this order: ``path``, the ``D2C_TRAIN_SCRIPT`` environment variable, then
-    ``<checkout>/examples/train_sit.py`` next to ``src/``. Raises ``FileNotFoundError`` with what to do
-    when it is missing (e.g. a non-editable install has no ``examples/``).
+    """The training script: ``examples/train_sit.py``, shipped in the package as
+    ``d2c_hf.examples.train_sit`` (so a wheel install runs the demo too), or a user's modified copy at
+    ``path``. Raises ``FileNotFoundError`` / ``ImportError`` naming what is wrong before any work starts.
     """
-    candidate = Path(path or os.environ.get(TRAIN_SCRIPT_ENV) or repo_root() / "examples" / "train_sit.py")
-    candidate = candidate.expanduser().resolve()
+    if path is None:
+        return importlib.import_module("d2c_hf.examples.train_sit")
+    candidate = Path(path).expanduser().resolve()
     if not candidate.is_file():
         raise FileNotFoundError(
-            f"the training script {candidate} does not exist. The demo runs examples/train_sit.py from a source "
-            f"checkout: install with `pip install -e .` from the repository, or point {TRAIN_SCRIPT_ENV} (or "
-            "--train-script) at a copy of examples/train_sit.py"
+            f"the training script {candidate} does not exist; pass a copy of examples/train_sit.py, or leave "
+            "--train-script out to use the packaged one"
         )
     if candidate not in _TRAIN_MODULES:
-        spec = importlib.util.spec_from_file_location(
-            f"d2c_examples_train_sit_{len(_TRAIN_MODULES)}", candidate
-        )
+        spec = importlib.util.spec_from_file_location(f"d2c_user_train_sit_{len(_TRAIN_MODULES)}", candidate)
         if spec is None or spec.loader is None:
             raise ImportError(f"cannot import {candidate} as a Python module")
         module = importlib.util.module_from_spec(spec)
@@ -191,9 +177,14 @@ def load_train_script(path: str | os.PathLike | None = None) -> ModuleType:
         spec.loader.exec_module(module)
         for name in ("parse_args", "main"):
             if not callable(getattr(module, name, None)):
-                raise ImportError(f"{candidate} has no {name}() function; is it examples/train_sit.py?")
+                raise ImportError(
+                    f"{candidate} has no {name}() function; is it a copy of examples/train_sit.py?"
+                )
         _TRAIN_MODULES[candidate] = module
     return _TRAIN_MODULES[candidate]
+
+
+_TRAIN_MODULES: dict[Path, ModuleType] = {}
 
 
 def build_stand_in_encoders(
@@ -580,65 +571,9 @@ def check_output_dir(path: Path, overwrite: bool) -> None:
             )
 
 
-def publish_dir(staging: Path, target: Path) -> None:
-    """Move a finished ``staging`` folder to ``target``, replacing ``target`` only once staging is complete."""
-    old = None
-    if target.exists():
-        old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(target, old)
-    try:
-        os.replace(staging, target)
-    except BaseException:
-        if old is not None:
-            os.replace(old, target)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 # --------------------------------------------------------------------------------------
 # the demo
 # --------------------------------------------------------------------------------------
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="d2c demo",
-        description="Run D2C end to end on the bundled digits: scorer -> condense (Select + Attach) -> "
-        "train a SiT on the condensed set and on a random subset of the same size -> sample grids -> metrics.",
-    )
-    parser.add_argument("--output-dir", default="demo_output", help="folder to create (default: demo_output)")
-    parser.add_argument("--quick", action="store_true", help="tiny settings for smoke tests (< 1 minute)")
-    parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the scorer, selection, training and sampling"
-    )
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --output-dir")
-    parser.add_argument(
-        "--train-script",
-        default=None,
-        help=f"path of examples/train_sit.py (default: ${TRAIN_SCRIPT_ENV} or the checkout's copy)",
-    )
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``d2c demo [--output-dir DIR] [--quick] [--seed N] [--overwrite] [--train-script PATH]``."""
-    args = _parser().parse_args(argv)
-    if args.seed < 0:
-        raise SystemExit("d2c demo: --seed must be a non-negative integer")
-    output = Path(args.output_dir).expanduser().resolve()
-    try:
-        check_output_dir(output, args.overwrite)
-        load_train_script(args.train_script)  # fail before any work if the script is missing
-    except (FileExistsError, FileNotFoundError, ImportError) as err:
-        print(f"d2c demo: {err}", file=sys.stderr)
-        return 2
-    settings = QUICK if args.quick else FULL
-    result = run_demo(output, settings, seed=args.seed, train_script=args.train_script, quick=args.quick)
-    print()
-    print(result["table"])
-    print(f"\nDemo finished in {result['timings']['total']:.0f} s. Open {output / 'README.md'}")
-    return 0
 
 
 def run_demo(
@@ -653,15 +588,8 @@ def run_demo(
 
     Returns the metrics record (also written to ``metrics.json``) with ``"table"`` (Markdown).
     """
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = output.parent / f".{output.name}.tmp-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
-    try:
+    with staged_dir(output, "the demo output") as staging:
         record = _run_demo(staging, settings, seed=seed, train_script=train_script, quick=quick)
-        publish_dir(staging, output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return record
 
 
@@ -673,9 +601,9 @@ def _run_demo(
     train_script: str | os.PathLike | None,
     quick: bool,
 ) -> dict[str, Any]:
-    from .condensed import condense
+    from .condensing import condense
     from .data import load_digits_dataset
-    from .scoring import train_scorer
+    from .scorer_training import train_scorer
 
     timings: dict[str, float] = {}
     t_total = time.perf_counter()
@@ -822,7 +750,7 @@ def _run_demo(
     record = {
         "mode": "quick" if quick else "full",
         "seed": seed,
-        "settings": _jsonable(asdict(settings)),
+        "settings": json_round_trip(asdict(settings)),
         "condensed_size": len(condensed),
         "images_per_class": ipc,
         "interval": condensed.info["selection"].get("interval"),
@@ -861,14 +789,6 @@ def _real_grid_images(test: Any, per_class: int) -> np.ndarray:
     labels = np.asarray(test["label"])
     rows = np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in range(int(labels.max()) + 1)])
     return _real_images(test.select(rows.tolist()))
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    return obj
 
 
 def _metrics_table(metrics: Mapping[str, Mapping[str, float]], real: Mapping[str, float]) -> str:
@@ -995,7 +915,3 @@ def _readme(record: Mapping[str, Any], table: str, condensed: Any, settings: Dem
         "",
     ]
     return "\n".join(lines)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -31,34 +31,111 @@ DTYPE_ALIASES: dict[str, torch.dtype] = {
 }
 
 
-def is_local(name_or_path: str | os.PathLike) -> bool:
-    return Path(name_or_path).is_dir()
+def looks_like_path(name: str | os.PathLike) -> bool:
+    """A name that can only be a filesystem path, not a Hub id (``name`` or ``org/name``): absolute,
+    starting with ``.`` or ``~``, or with more than one ``/``. Such a name that does not exist is a typo,
+    never something to look up on the Hub."""
+    text = os.fspath(name)
+    return os.path.isabs(text) or text.startswith((".", "~")) or text.count("/") > 1 or text.endswith("/")
 
 
-def has_subfolder(name_or_path: str | os.PathLike, subfolder: str, filename: str = "config.json") -> bool:
-    """Whether ``name_or_path/subfolder/filename`` exists, locally or on the Hub (cached or online)."""
-    if is_local(name_or_path):
-        return (Path(name_or_path) / subfolder / filename).is_file()
+def is_local_path(name: str | os.PathLike | None) -> bool:
+    """A name that refers to the local filesystem (an existing path, or one that looks like a path)."""
+    if not name:
+        return True
+    return looks_like_path(name) or Path(os.fspath(name)).expanduser().exists()
+
+
+def normalise_reference(value: Any) -> Any:
+    """A model argument as recorded and compared on resume: an existing local folder becomes its absolute
+    path (``./dit`` and ``/abs/dit`` are one model); Hub ids and loaded objects are returned unchanged."""
+    if isinstance(value, (str, os.PathLike)) and Path(os.fspath(value)).expanduser().exists():
+        return os.path.abspath(Path(os.fspath(value)).expanduser())
+    return value
+
+
+def check_reference(name: str | os.PathLike, role: str) -> None:
+    """Refuse a local-looking path that does not exist before anything is loaded (``./nope`` is a typo,
+    not a Hub repo), naming the argument's ``role``."""
+    path = Path(os.fspath(name)).expanduser()
+    if looks_like_path(name) and not path.exists():
+        raise FileNotFoundError(f"{role}: no such folder {os.fspath(name)!r}")
+
+
+def has_file(name_or_path: str | os.PathLike, filename: str, subfolder: str | None = None) -> bool:
+    """Whether ``name_or_path[/subfolder]/filename`` exists, in a local folder or a Hub repo (cached or online)."""
+    path = Path(os.fspath(name_or_path)).expanduser()
+    if path.is_dir():
+        return (path / (subfolder or "") / filename).is_file()
     try:
         from huggingface_hub import hf_hub_download
 
-        hf_hub_download(str(name_or_path), filename, subfolder=subfolder)
+        hf_hub_download(os.fspath(name_or_path), filename, subfolder=subfolder)
         return True
     except Exception:
         return False
 
 
-def is_pipeline_folder(name_or_path: str | os.PathLike) -> bool:
-    """A diffusers pipeline repo (``model_index.json`` at its root), e.g. ``facebook/DiT-XL-2-256``."""
-    if is_local(name_or_path):
-        return (Path(name_or_path) / "model_index.json").is_file()
-    try:
-        from huggingface_hub import hf_hub_download
+def read_repo_json(
+    name_or_path: str | os.PathLike, filename: str, subfolder: str | None = None
+) -> dict | None:
+    """A JSON file of a local folder or Hub repo, or None if it has none.
 
-        hf_hub_download(str(name_or_path), "model_index.json")
-        return True
-    except Exception:
-        return False
+    Raises:
+        OSError naming the repo when it is neither a local folder nor a Hub repo that can be reached.
+    """
+    from .files import read_json
+
+    path = Path(os.fspath(name_or_path)).expanduser()
+    if path.is_dir():
+        target = path / (subfolder or "") / filename
+        return read_json(target, f"{filename} of {name_or_path}") if target.is_file() else None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, HFValidationError, RepositoryNotFoundError
+
+    try:
+        local = hf_hub_download(os.fspath(name_or_path), filename, subfolder=subfolder)
+    except EntryNotFoundError:
+        return None
+    except (RepositoryNotFoundError, HFValidationError, OSError) as err:
+        raise OSError(explain_unreachable(name_or_path, "the model", err)) from err
+    return read_json(local, f"{filename} of {name_or_path}")
+
+
+def hub_offline() -> bool:
+    """Whether the Hugging Face Hub is switched off (``HF_HUB_OFFLINE=1``)."""
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def explain_unreachable(name: str | os.PathLike, role: str, err: BaseException, hint: str = "") -> str:
+    """Why ``name`` could not be loaded, and what to do: a local folder, offline mode, or the Hub's answer."""
+    text = os.fspath(name)
+    if Path(text).expanduser().exists():
+        return f"could not load {role} from the folder {text!r}: {err}"
+    if hub_offline():
+        why = (
+            f"{role} {text!r} is not a local folder, and the Hugging Face Hub is offline (HF_HUB_OFFLINE=1) with no "
+            f"cached copy: download it once where the Hub is reachable (`hf download {text}`), or pass a local "
+            "folder written by save_pretrained"
+        )
+    else:
+        why = (
+            f"{role} {text!r} is not a local folder and could not be loaded from the Hugging Face Hub ({err})"
+        )
+    return why + (f"; {hint}" if hint else "")
+
+
+def load_pretrained(cls: Any, name: str | os.PathLike, *, role: str, hint: str = "", **kwargs: Any) -> Any:
+    """``cls.from_pretrained(name, **kwargs)`` with errors that say what to do: a mistyped local path is
+    named as such (never looked up on the Hub), and a Hub id that cannot be reached says whether the Hub is
+    offline and how to get the model. ``role`` names the argument (``"scorer"``, ``"vae"``, ...)."""
+    check_reference(name, role)
+    try:
+        return cls.from_pretrained(os.fspath(name), **kwargs)
+    except OSError as err:
+        raise OSError(explain_unreachable(name, role, err, hint)) from err
 
 
 def _sha256_files(files: list[Path]) -> str:

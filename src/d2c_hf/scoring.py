@@ -39,28 +39,40 @@ import contextlib
 import hashlib
 import json
 import logging
-import math
 import os
-import shutil
-import uuid
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from .checks import check_positive_int, check_seed
 from .data import check_labels, pixels_to_tensor, preprocess_images
-from .hub import check_fork_safe, model_provenance, resolve_device, resolve_dtype
-from .vae import downsample_factor, encode_posterior, latent_channels, latent_scale, load_vae, scale_latents
+from .hub import (
+    check_fork_safe,
+    load_pretrained,
+    model_provenance,
+    read_repo_json,
+    resolve_device,
+    resolve_dtype,
+)
+from .training import interpolate
+from .vae import (
+    AUTO,
+    DEFAULT_VAE,
+    downsample_factor,
+    encode_posterior,
+    latent_channels,
+    latent_scale,
+    load_vae,
+    normalise_vae,
+    scale_latents,
+)
 
 logger = logging.getLogger(__name__)
 
 DIFFICULTY_COLUMN = "difficulty"
 PER_TIMESTEP_COLUMN = "difficulty_per_timestep"
-#: Pass ``vae=PIXEL_SPACE`` to score in pixel space even if the model repo ships a ``vae/``.
-PIXEL_SPACE = "pixel"
 PREDICTION_TYPES = ("epsilon", "flow")
 #: Model classes whose prediction type is known (matched by class name, nothing is imported).
 KNOWN_MODEL_CLASSES: dict[str, str] = {
@@ -88,7 +100,7 @@ def timestep_grid(num_timesteps: int, prediction_type: str, num_train_timesteps:
         ``"epsilon"``: int64 ``(T,)``, ``t_i = floor((i + 0.5) * N / T)`` with N = ``num_train_timesteps``
         (``[50, 150, ..., 950]`` for T = 10, N = 1000); ``"flow"``: float32 ``(T,)``, ``t_i = (i + 0.5) / T``.
     """
-    _check_positive_int(num_timesteps, "num_timesteps")
+    check_positive_int(num_timesteps, "num_timesteps")
     i = torch.arange(num_timesteps, dtype=torch.int64)
     if prediction_type == "epsilon":
         if num_timesteps > num_train_timesteps:
@@ -274,9 +286,9 @@ class FlowAdapter:
         return self
 
     def interpolate(self, x0: torch.Tensor, noise: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
-        """``(N, C, H, W)`` clean samples and noise, ``(N,)`` grid indices -> ``(1 - t) x + t eps``."""
-        t = self.timesteps[step].view(-1, *([1] * (x0.ndim - 1)))
-        return (1 - t) * x0 + t * noise
+        """``(N, C, H, W)`` clean samples and noise, ``(N,)`` grid indices -> ``(1 - t) x + t eps``
+        (the training loss's interpolant, :func:`d2c_hf.training.interpolate`)."""
+        return interpolate(x0, noise, self.timesteps[step])[0]
 
     def target(self, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """The regression target: the velocity ``eps - x``."""
@@ -355,25 +367,6 @@ def _config_value(model: Any, *names: str) -> Any:
     return None
 
 
-def _read_json(repo: str, filename: str, subfolder: str | None = None) -> dict[str, Any] | None:
-    """A JSON file of a local folder or Hub repo, or None if it has none."""
-    if Path(repo).is_dir():
-        path = Path(repo, subfolder or "", filename)
-        return json.loads(path.read_text()) if path.is_file() else None
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, HFValidationError, RepositoryNotFoundError
-
-    try:
-        path = hf_hub_download(repo, filename, subfolder=subfolder)
-    except EntryNotFoundError:
-        return None
-    except (RepositoryNotFoundError, HFValidationError) as err:
-        raise OSError(
-            f"{repo!r} is neither a local folder nor a Hub model repo that can be reached: {err}"
-        ) from err
-    return json.loads(Path(path).read_text())
-
-
 def _model_class(library: str | None, class_name: str) -> type:
     """Resolve a model class named in ``model_index.json`` / ``config.json`` (diffusers or d2c_hf only:
     nothing else is imported on a repo's say-so)."""
@@ -402,7 +395,10 @@ def _load_model(repo: str) -> tuple[Any, dict[str, Any] | None, bool]:
     exactly facebook/DiT-XL-2-256), a folder with a ``transformer/`` subfolder, or a bare model folder
     (``config.json`` at the root).
     """
-    index = _read_json(repo, "model_index.json")
+    from .hub import check_reference
+
+    check_reference(repo, "scorer")
+    index = read_repo_json(repo, "model_index.json")
     if index is not None:
         entry = index.get("transformer")
         if not entry or entry[0] is None:
@@ -411,46 +407,28 @@ def _load_model(repo: str) -> tuple[Any, dict[str, Any] | None, bool]:
                 "DifficultyScorer needs a class-conditional diffusion transformer (DiT or SiT)"
             )
         cls = _model_class(entry[0], entry[1])
-        model = cls.from_pretrained(repo, subfolder="transformer")
-        scheduler = _read_json(repo, "scheduler_config.json", "scheduler") if index.get("scheduler") else None
+        model = load_pretrained(cls, repo, role="scorer", subfolder="transformer")
+        scheduler = (
+            read_repo_json(repo, "scheduler_config.json", "scheduler") if index.get("scheduler") else None
+        )
         vae_entry = index.get("vae")
         return model, scheduler, bool(vae_entry and vae_entry[0] is not None)
 
-    config = _read_json(repo, "config.json", "transformer")
+    config = read_repo_json(repo, "config.json", "transformer")
     subfolder: str | None = "transformer"
     if config is None:
-        config, subfolder = _read_json(repo, "config.json"), None
+        config, subfolder = read_repo_json(repo, "config.json"), None
     if config is None or "_class_name" not in config:
         raise ValueError(
-            f"{repo!r} is not a model folder: expected model_index.json (a diffusers pipeline such as "
+            f"scorer {repo!r} is not a model folder: expected model_index.json (a diffusers pipeline such as "
             "facebook/DiT-XL-2-256), transformer/config.json, or a config.json written by save_pretrained"
         )
     cls = _model_class(None, config["_class_name"])
-    model = cls.from_pretrained(repo, subfolder=subfolder) if subfolder else cls.from_pretrained(repo)
-    scheduler = _read_json(repo, "scheduler_config.json", "scheduler") if subfolder else None
-    has_vae = subfolder is not None and _read_json(repo, "config.json", "vae") is not None
+    kwargs = {"subfolder": subfolder} if subfolder else {}
+    model = load_pretrained(cls, repo, role="scorer", **kwargs)
+    scheduler = read_repo_json(repo, "scheduler_config.json", "scheduler") if subfolder else None
+    has_vae = subfolder is not None and read_repo_json(repo, "config.json", "vae") is not None
     return model, scheduler, has_vae
-
-
-def _load_vae(vae: Any) -> Any:
-    """An ``AutoencoderKL`` from a folder/id (its root, or its ``vae/`` subfolder) or a loaded one."""
-    if not isinstance(vae, (str, os.PathLike)):
-        return load_vae(vae)
-    repo = str(vae)
-    if _read_json(repo, "config.json") is not None:
-        return load_vae(repo)
-    if _read_json(repo, "config.json", "vae") is not None:
-        return load_vae(repo, subfolder="vae")
-    raise ValueError(
-        f"vae={repo!r} has neither config.json nor vae/config.json; pass an AutoencoderKL folder or Hub id, a "
-        "pipeline with a vae/ subfolder, a loaded AutoencoderKL, or vae='pixel' for pixel space"
-    )
-
-
-def _check_positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 # --------------------------------------------------------------------------------------
@@ -513,14 +491,12 @@ class DifficultyScorer:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a loaded torch.nn.Module, got {type(model).__name__}")
         check_denoiser(model)
-        self.num_timesteps = _check_positive_int(num_timesteps, "num_timesteps")
-        self.batch_size = _check_positive_int(batch_size, "batch_size")
+        self.num_timesteps = check_positive_int(num_timesteps, "num_timesteps")
+        self.batch_size = check_positive_int(batch_size, "batch_size")
         if max_forward_batch is not None:
-            _check_positive_int(max_forward_batch, "max_forward_batch")
+            check_positive_int(max_forward_batch, "max_forward_batch")
         self.max_forward_batch = max_forward_batch
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
-            raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
-        self.seed = int(seed)
+        self.seed = check_seed(seed)
         self.image_column, self.label_column, self.key_column = image_column, label_column, key_column
         self.return_per_timestep = bool(return_per_timestep)
 
@@ -577,7 +553,7 @@ class DifficultyScorer:
             if sample_size is None:
                 raise ValueError(f"{model_name} has no config.sample_size; pass resolution=...")
             resolution = int(sample_size) * self.factor
-        resolution = _check_positive_int(resolution, "resolution")
+        resolution = check_positive_int(resolution, "resolution")
         if resolution % self.factor:
             raise ValueError(
                 f"resolution={resolution} is not a multiple of the VAE's downsampling factor {self.factor}"
@@ -613,7 +589,7 @@ class DifficultyScorer:
     def from_pretrained(
         cls,
         model: Any,
-        vae: Any = None,
+        vae: Any = AUTO,
         *,
         num_timesteps: int = 10,
         seed: int = 0,
@@ -634,14 +610,26 @@ class DifficultyScorer:
             model: ``"facebook/DiT-XL-2-256"`` (CC BY-NC) or any folder/repo with one of the layouts: a
                 diffusers pipeline (``model_index.json``, ``transformer/``, optional ``vae/`` and
                 ``scheduler/``), a folder with a ``transformer/`` subfolder (optional ``scheduler/``,
-                ``vae/``; what :func:`train_scorer` writes in pixel space), or a bare model folder
-                (``config.json`` at the root). Or a loaded model.
-            vae: ``None`` = the repo's own ``vae/`` if it has one, else pixel space (always pixel space
-                for a loaded ``model``); ``"pixel"`` (:data:`PIXEL_SPACE`) forces pixel space; a folder /
-                Hub id (an ``AutoencoderKL``, or a pipeline with ``vae/``) or a loaded ``AutoencoderKL``
-                overrides.
+                ``vae/``; what :func:`train_scorer` writes), or a bare model folder (``config.json`` at the
+                root). Or a loaded model.
+            vae: ``"auto"`` (default) = the repo's own ``vae/`` if it has one, else pixel space for a
+                3-channel model, else the paper's SD VAE (:data:`~d2c_hf.vae.DEFAULT_VAE`); ``"pixel"`` or
+                ``None`` = pixel space; a folder / Hub id (an ``AutoencoderKL``, or a pipeline with ``vae/``)
+                or a loaded ``AutoencoderKL`` overrides.
             other arguments: see the class docstring.
         """
+        # cheap checks first: nothing is loaded for an argument that would be refused anyway
+        check_positive_int(num_timesteps, "num_timesteps")
+        check_positive_int(batch_size, "batch_size")
+        if max_forward_batch is not None:
+            check_positive_int(max_forward_batch, "max_forward_batch")
+        check_seed(seed)
+        if prediction_type is not None and prediction_type not in PREDICTION_TYPES:
+            raise ValueError(
+                f"prediction_type must be one of {PREDICTION_TYPES} or None, got {prediction_type!r}"
+            )
+        resolve_dtype(dtype, torch.device("cpu"))
+        vae = normalise_vae(vae)
         scheduler = None
         repo: str | None = None
         repo_has_vae = False
@@ -652,13 +640,16 @@ class DifficultyScorer:
             raise TypeError(
                 f"model must be a Hub id, a local folder or a loaded model, got {type(model).__name__}"
             )
-        if isinstance(vae, str) and vae == PIXEL_SPACE:
-            vae_model = None
-        elif vae is None:
-            vae_model = _load_vae(repo) if repo_has_vae else None
-        else:
-            vae_model = _load_vae(vae)
         check_denoiser(model)
+        if isinstance(vae, str) and vae == AUTO:
+            if repo_has_vae:
+                vae_model = load_vae(repo)
+            elif int(_config_value(model, "in_channels") or 3) == 3:
+                vae_model = None  # a pixel-space model
+            else:
+                vae_model = load_vae(DEFAULT_VAE)
+        else:
+            vae_model = load_vae(vae)
         scheduler_class = str((scheduler or {}).get("_class_name", ""))
         flow_scheduler = scheduler_class.startswith("FlowMatch")
         scheduled = (scheduler or {}).get("prediction_type")
@@ -978,7 +969,7 @@ class DifficultyScorer:
         )
         features = dataset.features
         if is_map_style:
-            self._check_label_range(dataset, info.num_classes)
+            self.check_label_range(dataset, info.num_classes)
         for column in self.features:
             if column in features:
                 raise ValueError(
@@ -1036,7 +1027,7 @@ class DifficultyScorer:
 
         return Hasher.hash([dataset._fingerprint, self.fingerprint])
 
-    def _check_label_range(self, dataset: Any, dataset_classes: int) -> None:
+    def check_label_range(self, dataset: Any, dataset_classes: int) -> None:
         import pyarrow.compute as pc
 
         labels = dataset.select_columns([self.label_column]).with_format("arrow")[:][self.label_column]
@@ -1053,327 +1044,3 @@ class DifficultyScorer:
                 f"the dataset has {dataset_classes} classes (column {self.label_column!r}) but the scorer knows "
                 f"only {self.num_classes}; use a scorer trained on these classes (e.g. train_scorer)"
             )
-
-
-# --------------------------------------------------------------------------------------
-# a scorer trained from scratch on the user's data
-# --------------------------------------------------------------------------------------
-
-
-def _init_dit_weights(model: torch.nn.Module, generator: torch.Generator) -> None:
-    """DiT's initialisation, drawn from ``generator`` (no global RNG), over *every* parameter.
-
-    Linear layers and the patch projection: Xavier-uniform weights, zero biases; label tables and
-    timestep MLPs: N(0, 0.02); adaLN modulation (``AdaLayerNormZero.linear``) and the output layers
-    (``proj_out_1``, ``proj_out_2``): zero (adaLN-Zero, so every block starts as the identity).
-    """
-    from diffusers.models.embeddings import TimestepEmbedding
-    from diffusers.models.normalization import AdaLayerNormZero
-
-    done: set[int] = set()
-
-    def init(tensor: torch.Tensor, how: str) -> None:
-        if how == "zeros":
-            torch.nn.init.zeros_(tensor)
-        elif how == "ones":
-            torch.nn.init.ones_(tensor)
-        elif how == "normal":
-            torch.nn.init.normal_(tensor, std=0.02, generator=generator)
-        else:  # xavier on the (out, fan_in) view, as DiT does for its conv patch embedding
-            torch.nn.init.xavier_uniform_(tensor.view(tensor.shape[0], -1), generator=generator)
-        done.add(id(tensor))
-
-    zero_modules = {id(getattr(model, name)) for name in ("proj_out_1", "proj_out_2") if hasattr(model, name)}
-    normal_modules: set[int] = set()
-    for module in model.modules():
-        if isinstance(module, AdaLayerNormZero):
-            zero_modules.add(id(module.linear))
-        if isinstance(module, TimestepEmbedding):
-            normal_modules.update(id(m) for m in module.modules() if isinstance(m, torch.nn.Linear))
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
-                if id(module) in zero_modules:
-                    init(module.weight, "zeros")
-                elif id(module) in normal_modules:
-                    init(module.weight, "normal")
-                else:
-                    init(module.weight, "xavier")
-                if module.bias is not None:
-                    init(module.bias, "zeros")
-            elif isinstance(module, torch.nn.Embedding):
-                init(module.weight, "normal")
-            elif isinstance(module, (torch.nn.LayerNorm, torch.nn.GroupNorm)):
-                if module.weight is not None:
-                    init(module.weight, "ones")
-                if module.bias is not None:
-                    init(module.bias, "zeros")
-    missed = [name for name, p in model.named_parameters() if id(p) not in done]
-    if missed:  # a parameter left at a global-RNG init would break determinism
-        raise RuntimeError(f"no deterministic initialisation for parameters {missed[:5]}")
-
-
-@contextlib.contextmanager
-def _own_label_dropout(model: torch.nn.Module):
-    """Switch off the model's label dropout (drawn from the global RNG, independently in every DiT
-    block) for the duration; the caller drops labels itself with its generator. Yields the dropout
-    probability and the null class id."""
-    from diffusers.models.embeddings import LabelEmbedding
-
-    tables = [m for m in model.modules() if isinstance(m, LabelEmbedding)]
-    probs = [m.dropout_prob for m in tables]
-    prob = max(probs, default=0.0)
-    null_id = tables[0].num_classes if tables else None
-    for m in tables:
-        m.dropout_prob = 0.0
-    try:
-        yield prob, null_id
-    finally:
-        for m, p in zip(tables, probs):
-            m.dropout_prob = p
-
-
-def _dataset_pixels(dataset: Any, image_column: str, resolution: int, batch_size: int = 256) -> np.ndarray:
-    """Decode and centre-crop a whole (small) dataset: ``(N, R, R, 3)`` uint8; errors name the row."""
-    from datasets import Image
-
-    feature = dataset.features[image_column]
-    raw = dataset.cast_column(image_column, Image(decode=False)) if feature.decode else dataset
-    raw = raw.select_columns([image_column]).with_format(None)
-    out, upsampled = [], 0
-    for start in range(0, len(raw), batch_size):
-        rows = list(range(start, min(start + batch_size, len(raw))))
-        pixels, n = preprocess_images(raw[start : start + batch_size][image_column], resolution, rows=rows)
-        out.append(pixels)
-        upsampled += n
-    if upsampled:
-        logger.warning(
-            "train_scorer: %d of %d images are smaller than %dpx and are upsampled (bicubic)",
-            upsampled,
-            len(raw),
-            resolution,
-        )
-    return np.concatenate(out)
-
-
-def _first_image_side(dataset: Any, image_column: str) -> int:
-    from datasets import Image
-
-    from .data import decode_image
-
-    feature = dataset.features[image_column]
-    raw = dataset.cast_column(image_column, Image(decode=False)) if feature.decode else dataset
-    return min(decode_image(raw[0][image_column], 0).size)
-
-
-def train_scorer(
-    dataset: Any,
-    output_dir: str | os.PathLike,
-    *,
-    vae: Any = None,
-    resolution: int | None = None,
-    image_column: str = "image",
-    label_column: str = "label",
-    num_steps: int = 500,
-    batch_size: int = 32,
-    learning_rate: float = 1e-3,
-    seed: int = 0,
-    device: str | torch.device | None = None,
-    model_kwargs: Mapping[str, Any] | None = None,
-) -> Path:
-    """Train a small class-conditional DiT on ``dataset`` to use as the difficulty scorer
-    (the paper's "scorer trained from scratch" setting).
-
-    A diffusers ``DiTTransformer2DModel`` (epsilon prediction, no learned sigma) is trained with the
-    DDPM loss ``|| eps - model(sqrt(abar_t) x + sqrt(1 - abar_t) eps, t, c) ||^2``, t uniform over the
-    1000 steps of DiT's linear schedule (betas 1e-4..0.02), AdamW (betas 0.9/0.999, no weight decay,
-    gradient clipping 1.0), constant learning rate, and class dropout (labels replaced by the null class
-    with the model's own probability, 0.1) for the conditioning. x is the ADM centre crop in ``[-1, 1]``
-    (``vae=None``, pixel space) or the VAE latent mean times ``scaling_factor`` (what the scorer scores).
-    The whole dataset is preprocessed once into one tensor, so this suits small datasets.
-
-    Everything random (weight init, data order, noise, timesteps, label dropout) comes from one CPU
-    ``torch.Generator(seed)``: the result is deterministic given ``seed`` on CPU, and the global RNG is
-    neither seeded nor advanced.
-
-    Default model: hidden size 128 (4 heads x 32), 4 layers, patch size 4 (2 for inputs smaller than
-    16): 16 tokens for 16 px digits, 64 for 32 px or 32x32 latents. ``model_kwargs`` overrides any
-    ``DiTTransformer2DModel`` argument except the ones fixed by the data (``in_channels``,
-    ``out_channels``, ``sample_size``, ``num_embeds_ada_norm``).
-
-    Output layout (written to a temporary folder next to ``output_dir`` and renamed into place, so a
-    crash never leaves a half-written folder): ``transformer/`` + ``scheduler/`` (a ``DDPMScheduler``),
-    plus ``vae/`` and ``model_index.json`` (a ``DiTPipeline`` folder, like facebook/DiT-XL-2-256) in
-    latent space, plus ``d2c_scorer.json`` (training record: data, settings, final loss, class names).
-    ``DifficultyScorer.from_pretrained(output_dir)`` loads it directly, in the right space.
-
-    Args:
-        dataset: a ``datasets.Dataset`` with an image and an integer/``ClassLabel`` label column.
-        output_dir: the folder to create; it must not exist or be empty.
-        vae: ``None`` / ``"pixel"`` = pixel space; an ``AutoencoderKL`` (folder, Hub id or loaded) = its
-            latent space (the VAE is saved with the scorer).
-        resolution: training (and scoring) image side; ``None`` = the short side of the first image.
-        num_steps, batch_size, learning_rate: optimisation settings.
-        seed: seed of the local generator.
-        device: ``None`` = CUDA if available, else CPU.
-        model_kwargs: ``DiTTransformer2DModel`` arguments.
-
-    Returns:
-        ``Path(output_dir)``.
-    """
-    from datasets import Dataset
-    from diffusers import DDPMScheduler, DiTPipeline, DiTTransformer2DModel
-    from tqdm.auto import tqdm
-
-    from . import __version__
-    from .data import prepare_dataset
-
-    # ---- cheap checks -----------------------------------------------------------------------------
-    output_dir = Path(output_dir)
-    if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
-        raise FileExistsError(
-            f"output_dir={str(output_dir)!r} exists and is not an empty folder; choose another"
-        )
-    num_steps = _check_positive_int(num_steps, "num_steps")
-    batch_size = _check_positive_int(batch_size, "batch_size")
-    if not isinstance(learning_rate, (int, float)) or not learning_rate > 0:
-        raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    if not isinstance(dataset, Dataset):
-        raise TypeError(
-            f"train_scorer needs a datasets.Dataset (it preprocesses all rows once), got {type(dataset).__name__}"
-        )
-    dataset, info = prepare_dataset(dataset, image_column, label_column)
-    model_kwargs = dict(model_kwargs or {})
-    fixed = {"in_channels", "out_channels", "sample_size", "num_embeds_ada_norm"} & set(model_kwargs)
-    if fixed:
-        raise ValueError(
-            f"model_kwargs must not set {sorted(fixed)}: train_scorer derives them from the data"
-        )
-
-    device_ = resolve_device(device)
-    vae_model = None if vae is None or (isinstance(vae, str) and vae == PIXEL_SPACE) else _load_vae(vae)
-    factor = downsample_factor(vae_model)
-    if resolution is None:
-        resolution = _first_image_side(dataset, image_column) // factor * factor
-    resolution = _check_positive_int(resolution, "resolution")
-    if resolution % factor:
-        raise ValueError(
-            f"resolution={resolution} is not a multiple of the VAE's downsampling factor {factor}"
-        )
-    sample_size = resolution // factor
-    channels = latent_channels(vae_model)
-    config = {
-        "num_attention_heads": 4,
-        "attention_head_dim": 32,
-        "num_layers": 4,
-        "patch_size": 2 if sample_size < 16 else 4,
-        **model_kwargs,
-        "in_channels": channels,
-        "out_channels": channels,
-        "sample_size": sample_size,
-        "num_embeds_ada_norm": info.num_classes,
-    }
-    if sample_size % config["patch_size"]:
-        raise ValueError(
-            f"the model input side {sample_size} is not divisible by patch_size={config['patch_size']}"
-        )
-
-    # ---- data: the whole dataset as one tensor -----------------------------------------------------------
-    pixels = _dataset_pixels(dataset, image_column, resolution)
-    labels = torch.from_numpy(
-        np.asarray(dataset.with_format("numpy", columns=[label_column])[:][label_column])
-    )
-    labels = labels.to(torch.int64)
-    if vae_model is not None:
-        vae_model = vae_model.to(device_)
-        scale, shift = latent_scale(vae_model)
-        parts = []
-        for start in range(0, len(pixels), 64):
-            mean, _ = encode_posterior(vae_model, pixels_to_tensor(pixels[start : start + 64]).to(device_))
-            parts.append(scale_latents(mean, scale, shift))
-        data = torch.cat(parts)
-    else:
-        data = pixels_to_tensor(pixels).to(device_)
-
-    # ---- model, schedule, optimiser (one local generator for everything random) -----------------------
-    generator = torch.Generator("cpu").manual_seed(int(seed))
-    # construction draws PyTorch's default inits from the global RNG: fork it so that it is left as it
-    # was, then overwrite every parameter from our generator
-    with torch.random.fork_rng(devices=[]):
-        model = DiTTransformer2DModel(**config)
-    _init_dit_weights(model, generator)
-    model = model.to(device_).train()
-    scheduler = DDPMScheduler(
-        num_train_timesteps=1000,
-        beta_schedule="linear",
-        beta_start=1e-4,
-        beta_end=0.02,
-        prediction_type="epsilon",
-        clip_sample=False,
-    )
-    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, betas=(0.9, 0.999), weight_decay=0.0)
-    n = len(data)
-    order = torch.empty(0, dtype=torch.int64)
-    smoothed = None
-    bar = tqdm(range(num_steps), desc="Training scorer", unit="step")
-    with _own_label_dropout(model) as (drop_prob, null_id):
-        for _ in bar:
-            while len(order) < batch_size:  # epoch-wise shuffles, concatenated
-                order = torch.cat([order, torch.randperm(n, generator=generator)])
-            index, order = order[:batch_size], order[batch_size:]
-            x0 = data[index.to(device_)]
-            noise = torch.randn(x0.shape, generator=generator).to(device_)
-            t = torch.randint(0, scheduler.config.num_train_timesteps, (len(index),), generator=generator)
-            y = labels[index]
-            if drop_prob > 0:
-                y = torch.where(torch.rand(len(index), generator=generator) < drop_prob, null_id, y)
-            x_t = scheduler.add_noise(x0, noise, t.to(device_))
-            out = model(x_t, timestep=t.to(device_), class_labels=y.to(device_)).sample
-            loss = F.mse_loss(out.float(), noise)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            value = loss.item()
-            if not math.isfinite(value):
-                raise FloatingPointError(f"train_scorer diverged (loss {value}); lower learning_rate")
-            smoothed = value if smoothed is None else 0.98 * smoothed + 0.02 * value
-            bar.set_postfix(loss=f"{smoothed:.4f}")
-    logger.info("train_scorer: %d steps, final smoothed loss %.4f", num_steps, smoothed)
-
-    # ---- save atomically ----------------------------------------------------------------------------------
-    model = model.eval().to("cpu")
-    record = {
-        "d2c_hf_version": __version__,
-        "dataset_fingerprint": getattr(dataset, "_fingerprint", None),
-        "num_rows": n,
-        "num_classes": info.num_classes,
-        "class_names": list(info.names),
-        "space": "latent" if vae_model is not None else "pixel",
-        "vae": model_provenance(vae_model) if vae_model is not None else None,
-        "resolution": resolution,
-        "model_config": config,
-        "num_steps": num_steps,
-        "batch_size": batch_size,
-        "learning_rate": learning_rate,
-        "seed": int(seed),
-        "final_loss": smoothed,
-    }
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output_dir.parent / f".{output_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        if vae_model is not None:
-            DiTPipeline(transformer=model, vae=vae_model.to("cpu"), scheduler=scheduler).save_pretrained(tmp)
-        else:
-            model.save_pretrained(tmp / "transformer")
-            scheduler.save_pretrained(tmp / "scheduler")
-        (tmp / SCORER_INFO_FILE).write_text(json.dumps(record, indent=2) + "\n")
-        if output_dir.exists():
-            output_dir.rmdir()  # empty (checked above); rename needs the name free
-        os.replace(tmp, output_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return output_dir

@@ -22,20 +22,87 @@ import torch
 
 from .hub import mark_subfolder
 
+#: ``vae=PIXEL_SPACE`` (or ``None``) means pixel space everywhere: no VAE, models see the image itself.
+PIXEL_SPACE = "pixel"
+#: ``vae=AUTO`` means "the scorer's own": the ``vae/`` a scorer ships with, else pixel space for a
+#: 3-channel scorer, else :data:`DEFAULT_VAE` (the paper's SD VAE).
+AUTO = "auto"
+#: the VAE of the paper (DiT and REPA): SD-VAE-ft-EMA (its encoder is the same as SD-VAE-ft-MSE's)
+DEFAULT_VAE = "stabilityai/sd-vae-ft-ema"
+#: spellings of pixel space accepted at the edges (the CLI, option files), normalised to PIXEL_SPACE
+_PIXEL_SPELLINGS = ("", "pixel", "none")
 
-def load_vae(vae: Any, *, subfolder: str | None = None, dtype: torch.dtype | None = None, device=None):
-    """Load an ``AutoencoderKL`` from a Hub id or local folder (or pass a loaded one through), in eval mode."""
+
+def normalise_vae(vae: Any) -> Any:
+    """The one notion of pixel space: ``None``, ``""``, ``"pixel"`` and ``"none"`` (any case) become
+    :data:`PIXEL_SPACE`; ``"auto"`` stays :data:`AUTO`; anything else (a Hub id, a folder, a loaded
+    ``AutoencoderKL``) is returned unchanged."""
     if vae is None:
+        return PIXEL_SPACE
+    if isinstance(vae, str) and vae.strip().lower() in (*_PIXEL_SPELLINGS, AUTO):
+        return AUTO if vae.strip().lower() == AUTO else PIXEL_SPACE
+    return vae
+
+
+def is_pixel_space(vae: Any) -> bool:
+    """Whether ``vae`` names pixel space (see :func:`normalise_vae`)."""
+    return normalise_vae(vae) == PIXEL_SPACE
+
+
+def load_vae(vae: Any, *, dtype: torch.dtype | None = None, device: Any = None):
+    """The one VAE loader: an ``AutoencoderKL`` in eval mode, frozen, on ``device`` in ``dtype``.
+
+    ``vae`` is a Hub id or local folder holding an ``AutoencoderKL`` (``config.json`` at its root) or a
+    pipeline with a ``vae/`` subfolder (e.g. ``facebook/DiT-XL-2-256``, or what :func:`train_scorer`
+    writes in latent space), or a loaded ``AutoencoderKL``; pixel space (see :func:`normalise_vae`)
+    gives ``None``. ``"auto"`` is resolved by the caller, never here.
+    """
+    vae = normalise_vae(vae)
+    if vae == PIXEL_SPACE:
         return None
+    if isinstance(vae, str) and vae == AUTO:
+        raise ValueError("vae='auto' must be resolved against the scorer first (see resolve_scoring_vae)")
     if isinstance(vae, (str, os.PathLike)):
         from diffusers import AutoencoderKL
 
+        from .hub import has_file, load_pretrained
+
+        name = os.fspath(vae)
+        subfolder = (
+            None if has_file(name, "config.json") else "vae" if has_file(name, "config.json", "vae") else None
+        )
+        if subfolder is None and not has_file(name, "config.json"):
+            raise ValueError(
+                f"vae={name!r} has neither config.json nor vae/config.json: pass an AutoencoderKL folder or Hub id, "
+                "a pipeline with a vae/ subfolder, a loaded AutoencoderKL, or vae='pixel' for pixel space"
+            )
         kwargs = {"subfolder": subfolder} if subfolder else {}
-        vae = mark_subfolder(AutoencoderKL.from_pretrained(str(vae), **kwargs), subfolder)
+        vae = mark_subfolder(load_pretrained(AutoencoderKL, name, role="vae", **kwargs), subfolder)
+    if not hasattr(vae, "encode") or not hasattr(getattr(vae, "config", None), "latent_channels"):
+        raise TypeError(
+            f"vae must be an AutoencoderKL (a folder, a Hub id or a loaded one), got {type(vae).__name__}"
+        )
     vae = vae.eval().requires_grad_(False)
-    if device is not None or dtype is not None:
-        vae = vae.to(device=device, dtype=dtype)
+    if device is not None:
+        vae = vae.to(device)
+    if dtype is not None and next(vae.parameters()).dtype != dtype:  # diffusers warns on every .to(dtype)
+        vae = vae.to(dtype=dtype)
     return vae
+
+
+def same_encoder(a: Any, b: Any) -> bool:
+    """Whether two loaded ``AutoencoderKL`` encode alike: the same latent scale and bitwise the same encoder
+    weights (``encoder`` + ``quant_conv``). SD-VAE-ft-EMA and -MSE differ only in their decoders, so they
+    encode alike."""
+    if a is b:
+        return True
+    if latent_scale(a) != latent_scale(b):
+        return False
+    sa, sb = a.state_dict(), b.state_dict()
+    keys = [k for k in sa if k.startswith(("encoder.", "quant_conv."))]
+    if sorted(keys) != sorted(k for k in sb if k.startswith(("encoder.", "quant_conv."))):
+        return False
+    return all(sa[k].shape == sb[k].shape and torch.equal(sa[k].cpu(), sb[k].cpu()) for k in keys)
 
 
 def latent_scale(vae: Any) -> tuple[float, float]:

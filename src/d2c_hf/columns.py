@@ -1,0 +1,96 @@
+"""Whole columns of a ``datasets.Dataset`` read through Arrow: no per-row Python objects and no float16
+-> float32 upcast (hf-ecosystem.md §5b; ``benchmarks/bench_io.py`` measures the difference)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def arrow_column(dataset, column: str):
+    """The column as a ``pyarrow.ChunkedArray`` in the dataset's row order (zero-copy unless the
+    dataset has an indices mapping from ``select``/``shuffle``)."""
+    return dataset.with_format("arrow", columns=[column])[:].column(column)
+
+
+def column_numpy(dataset, column: str) -> np.ndarray:
+    """A scalar column as a numpy array, read through Arrow (no Python objects)."""
+    return arrow_column(dataset, column).to_numpy()
+
+
+def fixed_shape(feature: Any) -> tuple[int, ...] | None:
+    """The per-row shape of a fixed-shape feature (``Array2D/3D``, fixed-length ``List``), else None."""
+    from datasets import Array2D, Array3D, Array4D, Array5D, List, Sequence, Value
+
+    if isinstance(feature, (Array2D, Array3D, Array4D, Array5D)):
+        return tuple(feature.shape)
+    if isinstance(feature, (List, Sequence)) and getattr(feature, "length", -1) not in (-1, None):
+        inner = feature.feature
+        if isinstance(inner, Value):
+            return (feature.length,)
+        sub = fixed_shape(inner)
+        return None if sub is None else (feature.length, *sub)
+    return None
+
+
+def read_fixed_shape(
+    dataset, column: str, shape: tuple[int, ...], dtype: np.dtype, device: torch.device
+) -> torch.Tensor:
+    """Whole fixed-shape column -> one ``(N, *shape)`` tensor on ``device``, with a single copy.
+
+    Each Arrow chunk's nested lists are flattened to their contiguous value buffer (zero-copy
+    over the memory-mapped file) and copied once into a tensor preallocated on ``device`` (so
+    a CUDA target gets no host-side staging copy): no per-row Python objects and no
+    float16 -> float32 upcast (hf-ecosystem.md §5b).
+    """
+    import pyarrow as pa
+
+    chunks = arrow_column(dataset, column).chunks
+    n = sum(len(chunk) for chunk in chunks)
+    out = torch.empty((n, *shape), dtype=torch.from_numpy(np.empty(0, dtype)).dtype, device=device)
+    per_row = math.prod(shape)
+    start = 0
+    for chunk in chunks:
+        if chunk.null_count:
+            raise ValueError(f"column {column!r} has missing values; it cannot be read as one array")
+        values = chunk.storage if isinstance(chunk, pa.ExtensionArray) else chunk
+        for _ in shape:
+            values = values.flatten()
+        flat = values.to_numpy(zero_copy_only=False)
+        if flat.size != len(chunk) * per_row:
+            raise ValueError(
+                f"column {column!r}: {flat.size} values for {len(chunk)} rows of shape {shape}; the column is ragged"
+            )
+        with warnings.catch_warnings():
+            # `flat` is a read-only view of the memory map; it is only read from, never written
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            source = torch.from_numpy(flat)
+        out[start : start + len(chunk)].copy_(source.view(len(chunk), *shape))
+        start += len(chunk)
+    return out
+
+
+def leaf_dtype(feature: Any) -> str:
+    """The scalar dtype inside a (possibly nested) feature, e.g. ``"float16"`` for ``Array2D(..., "float16")``."""
+    dtype = getattr(feature, "dtype", None)
+    if isinstance(dtype, str) and not hasattr(feature, "feature"):
+        return dtype
+    return leaf_dtype(feature.feature)
+
+
+def feature_summary(feature: Any) -> str:
+    """A short readable form of a feature: ``Array3D((8, 32, 32), float16)``, ``ClassLabel(10 names)``, ``int64``."""
+    name = type(feature).__name__
+    if hasattr(feature, "shape") and hasattr(feature, "dtype"):
+        return f"{name}({tuple(feature.shape)}, {feature.dtype})"
+    if name == "ClassLabel":
+        return f"ClassLabel({feature.num_classes} names)"
+    if name == "Value":
+        return feature.dtype
+    if name == "List":
+        return f"List({feature_summary(feature.feature)}, length={feature.length})"
+    return name

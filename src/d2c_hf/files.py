@@ -1,0 +1,166 @@
+"""Outputs that are never half-written, and the one JSON helper.
+
+Everything d2c-hf writes goes through here:
+
+* :func:`atomic_write` — one file: a temporary file beside the target, ``fsync``, ``os.replace``.
+  A file exists if and only if it is complete (the sharded engine's shard files rely on this).
+* :func:`staged_dir` — one folder: written under a hidden name beside the target and renamed into
+  place when complete; an existing target is swapped out only then (and restored if the rename
+  fails). Errors name the target, never the hidden staging folder.
+* :func:`write_json` / :func:`read_json` / :func:`jsonable` — JSON records (provenance, run configs,
+  manifests) with numpy scalars and arrays, paths, torch dtypes and sets made JSON-able, and damaged
+  files reported with their path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# --------------------------------------------------------------------------------------
+# JSON
+# --------------------------------------------------------------------------------------
+
+
+def jsonable(obj: Any) -> Any:
+    """``json.dumps(default=...)`` hook: numpy scalars/arrays, paths, torch dtypes/devices and sets.
+
+    Raises:
+        TypeError naming the type of anything else (so a record never silently holds ``repr`` text).
+    """
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    module = type(obj).__module__
+    if module == "torch" and type(obj).__name__ in ("dtype", "device"):
+        return str(obj)
+    raise TypeError(f"values must be JSON-serialisable, got {type(obj).__name__}: {obj!r}")
+
+
+def json_round_trip(obj: Any) -> Any:
+    """``obj`` as it reads back from JSON (tuples become lists, numpy scalars numbers, keys strings)."""
+    return json.loads(json.dumps(obj, default=jsonable))
+
+
+def write_json(path: str | os.PathLike, obj: Any, *, sort_keys: bool = False) -> Path:
+    """Write ``obj`` as indented UTF-8 JSON, atomically (see :func:`atomic_write`)."""
+    data = (
+        json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=sort_keys, default=jsonable) + "\n"
+    ).encode()
+    return atomic_write(path, lambda handle: handle.write(data))
+
+
+def read_json(path: str | os.PathLike, what: str = "the file") -> dict[str, Any]:
+    """A JSON object from ``path``.
+
+    Raises:
+        FileNotFoundError / ValueError naming ``path`` and ``what`` it is, for a missing file, invalid
+        JSON or a value that is not an object.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} not found ({what})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); {what} is damaged") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} does not hold a JSON object; {what} is damaged")
+    return data
+
+
+# --------------------------------------------------------------------------------------
+# atomic files and folders
+# --------------------------------------------------------------------------------------
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not every filesystem can fsync a directory
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> Path:
+    """Write a file atomically: ``write(handle)`` into a temporary file beside ``path`` (binary mode),
+    ``fsync``, then ``os.replace``. On any error (disk full, kill) the temporary file is removed (or,
+    after SIGKILL, left under a ``.tmp-`` name that is never read) and ``path`` is untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        with open(tmp, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def renamed_os_error(err: OSError, message: str) -> OSError:
+    """An ``OSError`` of the same kind (``PermissionError``, ...) whose text is ``message: reason``, for
+    errors raised on a hidden staging path that should name the user's target instead."""
+    text = f"{message}: {err.strerror or err}"
+    try:
+        return type(err)(err.errno, text) if err.errno is not None else type(err)(text)
+    except TypeError:  # an OSError subclass with another constructor
+        return OSError(err.errno, text)
+
+
+def replace_dir(new: Path, target: Path) -> None:
+    """Move the finished folder ``new`` to ``target``; an existing ``target`` is swapped out first and
+    restored if the final rename fails (POSIX cannot rename over a non-empty folder)."""
+    if not target.exists():
+        os.replace(new, target)
+        return
+    old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+    os.replace(target, old)
+    try:
+        os.replace(new, target)
+    except BaseException:
+        os.replace(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_dir(target: str | os.PathLike, what: str = "the output") -> Iterator[Path]:
+    """Build a folder under a hidden name beside ``target``; rename it into place when the block ends.
+
+    ``with staged_dir(out) as tmp: ...write into tmp...``. On success ``tmp`` replaces ``target`` (an
+    existing ``target`` survives until then, see :func:`replace_dir`); on any error ``tmp`` is removed
+    and ``target`` is untouched. An ``OSError`` names ``target`` (and ``what`` it is), not ``tmp``.
+    The caller decides beforehand whether an existing ``target`` may be replaced.
+    """
+    target = Path(target)
+    staging = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging.mkdir()  # (not tempfile.mkdtemp: its 0700 mode would survive the rename)
+        yield staging
+        replace_dir(staging, target)
+    except OSError as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise renamed_os_error(err, f"could not write {what} to {target}") from err
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
