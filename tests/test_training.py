@@ -7,9 +7,9 @@ import pytest
 import torch
 from datasets import Array3D, Dataset, Features, Value
 
+from d2c_hf.batches import BatchSource
 from d2c_hf.models.transformer_sit import SiTTransformer2DModel
 from d2c_hf.training import (
-    BatchSource,
     compute_loss,
     flow_matching_loss,
     interpolate,

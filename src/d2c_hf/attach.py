@@ -38,6 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .checks import check_positive_int
 from .data import pixels_to_tensor, preprocess_images
 from .hub import check_fork_safe, load_pretrained, model_provenance, resolve_device, resolve_dtype
 from .vae import downsample_factor, encode_posterior, latent_channels, latent_scale, load_vae
@@ -59,12 +60,6 @@ def resolve_attach_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
 
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
-
-
-def _check_batch_size(batch_size: int) -> int:
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    return batch_size
 
 
 def check_finite(array: torch.Tensor, what: str, rows: Sequence[int], hint: str) -> None:
@@ -281,7 +276,7 @@ class LatentEncoder(_ImageTransform):
                 f"resolution must be a positive multiple of the VAE's downsampling factor {factor}, got {resolution!r}"
             )
         self.resolution = resolution
-        self.batch_size = _check_batch_size(batch_size)
+        self.batch_size = check_positive_int(batch_size, "batch_size")
         self.image_column = image_column
         self.latent_size = resolution // factor
         self.latent_channels = latent_channels(self.vae)
@@ -427,8 +422,7 @@ class VisualAttacher(_ImageTransform):
         device: str | torch.device | None = None,
         image_column: str = "image",
     ) -> None:
-        if not isinstance(num_tokens, int) or num_tokens < 1:
-            raise ValueError(f"num_tokens must be a positive integer, got {num_tokens!r}")
+        check_positive_int(num_tokens, "num_tokens")
         grid = math.isqrt(num_tokens)
         if grid * grid != num_tokens:
             raise ValueError(
@@ -468,7 +462,7 @@ class VisualAttacher(_ImageTransform):
         self.image_mean = [float(v) for v in image_mean]
         self.image_std = [float(v) for v in image_std]
         self.rescale_factor = float(rescale_factor)
-        self.batch_size = _check_batch_size(batch_size)
+        self.batch_size = check_positive_int(batch_size, "batch_size")
         self.image_column = image_column
         self._provenance = model_provenance(encoder)
         self.num_prefix_tokens, self.hidden_size, self.encoder_tokens = self._probe()
@@ -824,8 +818,7 @@ class TextAttacher:
         _check_template(prompt_template)
         if unique not in UNIQUE_RULES:
             raise ValueError(f"unique must be one of {UNIQUE_RULES}, got {unique!r}")
-        if not isinstance(max_length, int) or max_length < 1:
-            raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
+        check_positive_int(max_length, "max_length")
         self.device = resolve_device(device)
         self.dtype = resolve_attach_dtype(dtype)
         if self.dtype == torch.float16:
@@ -835,7 +828,7 @@ class TextAttacher:
         self.prompt_template = prompt_template
         self.max_length = max_length
         self.unique = unique
-        self.batch_size = _check_batch_size(batch_size)
+        self.batch_size = check_positive_int(batch_size, "batch_size")
         config = text_encoder.config
         self.hidden_size = int(getattr(config, "d_model", None) or config.hidden_size)
         self._provenance = model_provenance(text_encoder)

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .checks import check_positive_int
 from .columns import fixed_shape, leaf_dtype
 from .condensed import CondensedDataset
 from .training import seeded_generator
@@ -114,8 +115,7 @@ class BatchSource:
                 f"the dataset has no 'latents' column (columns: {samples.column_names}); add it with "
                 "condense(..., attach=('latents', ...)) or d2c_hf.attach.LatentEncoder(vae).apply(dataset)"
             )
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        check_positive_int(batch_size, "batch_size")
         if num_processes < 1 or not 0 <= process_index < num_processes:
             raise ValueError(f"process_index {process_index} is not in [0, num_processes={num_processes})")
         if batch_size % num_processes:

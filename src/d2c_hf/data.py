@@ -319,23 +319,6 @@ def tensor_to_pixels(x: torch.Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).cpu().numpy()
 
 
-def image_size_of(value: Any) -> tuple[int, int] | None:
-    """``(width, height)`` of an image cell without decoding the pixels (header only), or None."""
-    try:
-        image = decode_image(value) if isinstance(value, PILImage.Image) else _open_lazy(value)
-    except Exception:
-        return None
-    return image.size
-
-
-def _open_lazy(value: Any) -> PILImage.Image:
-    if isinstance(value, dict):
-        value = value.get("bytes") or value.get("path")
-    if isinstance(value, (bytes, bytearray)):
-        return PILImage.open(io.BytesIO(value))
-    return PILImage.open(value)
-
-
 # --------------------------------------------------------------------------------------
 # the embedded default: scikit-learn's digits
 # --------------------------------------------------------------------------------------

@@ -43,6 +43,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .checks import check_positive_int
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -181,10 +183,8 @@ def images_per_class_from_ratio(ratio: float, num_samples: int, num_classes: int
     0.04 -> 51, 0.08 -> 102 (pass ``images_per_class=50`` for the paper's 50K setting).
     """
     ratio = _check_ratio(ratio)
-    if not _is_int(num_samples) or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
-    if not _is_int(num_classes) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    check_positive_int(num_samples, "num_samples")
+    check_positive_int(num_classes, "num_classes")
     return max(1, math.floor(ratio * int(num_samples) / int(num_classes) + 0.5))
 
 
@@ -736,8 +736,7 @@ def _check_options(strategy: Strategy, kwargs: Mapping[str, Any]) -> dict[str, A
         options["cutoff"] = float(cut)
     if "num_strata" in options:
         k = options["num_strata"]
-        if not _is_int(k) or k < 1:
-            raise ValueError(f"num_strata must be a positive integer, got {k!r}")
+        check_positive_int(k, "num_strata")
         options["num_strata"] = int(k)
     if "normalize" in options:
         if not isinstance(options["normalize"], (bool, np.bool_)):

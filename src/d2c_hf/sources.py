@@ -104,8 +104,7 @@ def open_source(
         size = splits[key].num_examples if key in splits and splits[key].num_examples else num_rows
         if size is None:
             raise ValueError(
-                f"the size of the streaming split {key!r} of {dataset!r} is unknown: pass the number of rows "
-                "(num_rows)"
+                f"the size of the streaming split {key!r} of {dataset!r} is unknown: pass --num_rows N"
             )
     if max_samples is not None:
         max_samples = check_positive_int(max_samples, "max_samples")
