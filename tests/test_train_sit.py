@@ -261,6 +261,7 @@ def test_push_to_hub_uploads_the_pipeline_with_a_model_card(digits_condensed, tm
             calls.append(("card", (folder / "README.md").read_text()))
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # the suite runs offline
     out = tmp_path / "run"
     args = tiny_args(
         digits_condensed, out, "--max_train_steps", "2", "--checkpointing_steps", "1",
