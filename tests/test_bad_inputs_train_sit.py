@@ -19,64 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from datasets import Array2D, Array3D, ClassLabel, Dataset, Features, Sequence, Value
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "examples" / "train_sit.py"
-TINY = '{"depth":2,"hidden_size":32,"num_attention_heads":2}'
-OURS = (str(ROOT / "examples"), str(ROOT / "src" / "d2c_hf"))
+from helpers_train_sit import OURS, base_args, load_script, make_condensed, reset_accelerate_state, snapshot
 
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("train_sit_bad_inputs", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-train_sit = load_script()
-
-
-def make_condensed(path: Path, *, visual=True, classes=True, latents=True, channels=8, vae_space="latent"):
-    """12 rows, 3 classes; latents (mean|std) 8x8x8 -> a 4x8x8 model input; visual 16 tokens x 32; text 4 x 16."""
-    from d2c_hf.condensed import CondensedDataset
-
-    rng = np.random.default_rng(0)
-    names = ["cat", "dog", "fox"]
-    columns = {"label": np.arange(12) % 3}
-    features = {"label": ClassLabel(names=names)}
-    if latents:
-        half = channels // 2
-        moments = [rng.normal(size=(12, half, 8, 8)), np.full((12, channels - half, 8, 8), 0.1)]
-        columns["latents"] = np.concatenate(moments, 1).astype(np.float16)
-        features["latents"] = Array3D((channels, 8, 8), "float16")
-    if visual:
-        columns["visual_embeds"] = rng.normal(size=(12, 16, 32)).astype(np.float16)
-        features["visual_embeds"] = Array2D((16, 32), "float16")
-    samples = Dataset.from_dict(columns, features=Features(features))
-    table = None
-    if classes:
-        table = Dataset.from_dict(
-            {
-                "label": [0, 1, 2],
-                "name": names,
-                "prompt": [f"a photo of a {n}" for n in names],
-                "text_embeds": rng.normal(size=(3, 4, 16)).astype(np.float16),
-                "text_mask": np.ones((3, 4), np.int8),
-            },
-            features=Features(
-                {
-                    "label": Value("int64"),
-                    "name": Value("string"),
-                    "prompt": Value("string"),
-                    "text_embeds": Array2D((4, 16), "float16"),
-                    "text_mask": Sequence(Value("int8"), length=4),
-                }
-            ),
-        )
-    info = {"latents": {"space": vae_space, "vae": None, "scaling_factor": 0.5, "shift_factor": 0.0}}
-    CondensedDataset(samples, table, info).save_to_disk(path, card=False)
-    return path
+train_sit = load_script("train_sit_bad_inputs")
 
 
 @pytest.fixture(scope="module")
@@ -106,22 +52,9 @@ def trained(data, tmp_path_factory) -> Path:
 @pytest.fixture(autouse=True)
 def fresh_accelerator_state():
     """Each case gets its own accelerate state (a mixed precision fixed by one case would refuse the next)."""
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+    reset_accelerate_state()
     yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-
-
-def base_args(dataset, out, *extra: str) -> list[str]:
-    return [
-        "--dataset", str(dataset), "--output_dir", str(out), "--model", "SiT-S/2",
-        "--model_config_overrides", TINY, "--projector_dim", "32", "--train_batch_size", "4",
-        "--max_train_steps", "2", "--logging_steps", "1", "--checkpointing_steps", "100",
-        "--num_validation_images", "0", "--vae", "none", "--report_to", "none", *extra,
-    ]  # fmt: skip
+    reset_accelerate_state()
 
 
 def with_checkpoints(tmp: Path, out: Path, trained: Path) -> None:
@@ -130,12 +63,6 @@ def with_checkpoints(tmp: Path, out: Path, trained: Path) -> None:
 
 def renamed_checkpoint(tmp: Path, out: Path, trained: Path) -> None:
     shutil.copytree(trained / "checkpoint-1", tmp / "my-checkpoint")
-
-
-def snapshot(folder: Path) -> dict[str, int] | None:
-    if not folder.exists():
-        return None
-    return {str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*"))}
 
 
 @dataclass
