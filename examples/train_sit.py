@@ -674,7 +674,7 @@ def main(args: argparse.Namespace, eval_callback=None) -> dict[str, Any]:
     after the last one, with a ``SiTPipeline`` on the EMA weights in eval mode; it cannot change the
     training RNG or data order.
     """
-    from accelerate import Accelerator, PartialState
+    from accelerate import Accelerator
     from accelerate.logging import get_logger
     from accelerate.utils import DistributedType, ProjectConfiguration, broadcast_object_list, set_seed
     from diffusers.training_utils import EMAModel
@@ -690,12 +690,6 @@ def main(args: argparse.Namespace, eval_callback=None) -> dict[str, Any]:
     mixed_precision = args.mixed_precision
     if mixed_precision is None and "ACCELERATE_MIXED_PRECISION" not in os.environ:
         mixed_precision = "fp16" if torch.cuda.is_available() else "no"
-    device = PartialState().device  # before Accelerator fixes the mixed precision for the process
-    if (mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION")) == "fp16" and device.type == "cpu":
-        raise ValueError(
-            "--mixed_precision fp16 (or accelerate's config) needs a GPU; on the CPU accelerate would silently "
-            "train in float32. Use --mixed_precision bf16 or no on the CPU"
-        )
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=mixed_precision,
@@ -704,6 +698,11 @@ def main(args: argparse.Namespace, eval_callback=None) -> dict[str, Any]:
             project_dir=str(output_dir), logging_dir=str(output_dir / args.logging_dir)
         ),
     )
+    if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu":
+        raise ValueError(
+            "--mixed_precision fp16 (or accelerate's config) needs a GPU; on the CPU accelerate would silently "
+            "train in float32. Use --mixed_precision bf16 or no on the CPU"
+        )
     log = get_logger("train_sit")
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     if args.allow_tf32 and torch.cuda.is_available():
@@ -882,6 +881,7 @@ def main(args: argparse.Namespace, eval_callback=None) -> dict[str, Any]:
             accelerator.init_trackers(
                 args.tracker_project_name, config={k: str(v) for k, v in recorded_args(args).items()}
             )
+    accelerator.wait_for_everyone()  # leftovers are gone before any process stages a checkpoint
 
     samples: list[str] = []
 
