@@ -416,7 +416,7 @@ def checkpoint_problems(
 
     from accelerate.utils import OPTIMIZER_NAME, RNG_STATE_NAME, SCALER_NAME
     from accelerate.utils import load as accelerate_load
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     damage: list[str] = []
     inexact: list[str] = []
@@ -448,7 +448,7 @@ def checkpoint_problems(
         try:
             with safe_open(str(file), framework="pt"):
                 pass
-        except Exception as err:  # safetensors raises its own SafetensorError (and OSError)
+        except (OSError, SafetensorError) as err:
             damage.append(f"{sub}/{WEIGHTS_NAME} is not a readable safetensors file ({err})")
     zipped = ([f"{OPTIMIZER_NAME}.bin"] if check_optimizer else []) + ([SCALER_NAME] if needs_scaler else [])
     for name in zipped:
@@ -537,10 +537,13 @@ def resume_verdict(
             f"({listing}.) To continue, {advice}.",
             None,
         )
+    same_count = (
+        "resume with as many processes as wrote it, " if any("written by" in p for p in inexact) else ""
+    )
     return (
-        f"cannot resume exactly from {path}: {'; '.join(inexact)}. Without it a process's random state (label "
-        f"dropout) restarts from --seed and the run no longer matches an uninterrupted one. Resume with the "
-        f"same number of processes, pass --allow_inexact_resume to continue anyway, or {advice}. ({listing}.)",
+        f"cannot resume exactly from {path}: {'; '.join(inexact)}. Without that state a process's random state "
+        f"(label dropout) restarts from --seed and the run no longer matches an uninterrupted one. To continue, "
+        f"{same_count}pass --allow_inexact_resume to accept that, or {advice}. ({listing}.)",
         None,
     )
 

@@ -176,10 +176,8 @@ def test_two_process_checkpoints_need_every_process_rng_file(trained, tmp_path):
     (path / "random_states_1.pkl").unlink()
     assert train_sit.checkpoint_problems(path, 2) == ([], ["random_states_1.pkl is missing"])
     error, warning = train_sit.resume_verdict(path, 2)
-    assert (
-        warning is None and "random_states_1.pkl is missing" in error and "same number of processes" in error
-    )
-    assert "no complete earlier checkpoint" in error
+    assert warning is None and "random_states_1.pkl is missing" in error and "as many processes" not in error
+    assert "--allow_inexact_resume" in error and "no complete earlier checkpoint" in error
     error, warning = train_sit.resume_verdict(path, 2, allow_inexact=True)
     assert error is None and "random_states_1.pkl is missing" in warning
 
@@ -188,6 +186,8 @@ def test_two_process_checkpoints_need_every_process_rng_file(trained, tmp_path):
     assert inexact == [
         "random_states_1.pkl is missing (the checkpoint was written by 1 process(es), this run has 2)"
     ]
+    error, _ = train_sit.resume_verdict(path, 2)
+    assert "resume with as many processes as wrote it" in error
 
 
 # ---- resume: damaged checkpoints --------------------------------------------------------------------------
