@@ -530,7 +530,7 @@ def resume_verdict(
         if siblings and siblings[-1] == path:
             advice += f", or delete {path} and rerun with --resume_from_checkpoint latest"
     else:
-        advice = f"there is no complete earlier checkpoint: delete {path} and train from the start"
+        advice = f"delete {path} and train from the start (there is no complete earlier checkpoint)"
     if damage:
         return (
             f"cannot resume from {path}: the checkpoint is damaged or incomplete: {'; '.join(damage + inexact)}. "
@@ -867,9 +867,11 @@ def main(args: argparse.Namespace, eval_callback=None) -> dict[str, Any]:
             accelerator.load_state(str(resume_path))
             source.load_state_dict(json.loads((resume_path / DATA_STATE_NAME).read_text()))
         except (OSError, RuntimeError, KeyError, ValueError) as err:
+            others = ", ".join(p.name for p in list_checkpoints(resume_path.parent))
             raise ValueError(
-                f"cannot resume from {resume_path}: {type(err).__name__}: {err}. It does not fit this run; "
-                f"checkpoints in {resume_path.parent}: {', '.join(p.name for p in list_checkpoints(resume_path.parent))}"
+                f"cannot resume from {resume_path}: {type(err).__name__}: {err}. Its files read but do not fit "
+                "this run: resume with the dataset, --seed and model flags it was trained with, or from another "
+                f"checkpoint (checkpoints in {resume_path.parent}: {others})"
             ) from err
         global_step = int(CHECKPOINT_RE.match(resume_path.name).group(1))
         log.info(f"resumed from {resume_path} at step {global_step}", main_process_only=True)

@@ -253,7 +253,8 @@ def test_with_every_checkpoint_damaged_the_advice_is_to_start_again(dataset, tra
     for name in ("checkpoint-1", "checkpoint-2"):
         _truncate(out / name / "optimizer.bin")
     with pytest.raises(
-        ValueError, match=r"no complete earlier checkpoint: delete .*checkpoint-2 and train from"
+        ValueError,
+        match=r"delete .*checkpoint-2 and train from the start \(there is no complete earlier checkpoint\)",
     ):
         train_sit.main(resume_args(dataset, out))
 
