@@ -10,7 +10,8 @@ the dataset's stored visual tokens, with DC-Embedding of the class text (D2C). A
 
 Checkpoints (``checkpoint-N/``, written whole, then renamed into place) restore the model, EMA,
 optimizer, grad scaler, every process's RNG and the data stream exactly: N steps + resume + N steps
-equals 2N steps bit for bit. The final ``SiTPipeline`` (EMA weights, class text table set, the
+equals 2N steps bit for bit; a checkpoint with a missing or damaged file is refused by name (see
+docs/training.md, "Errors and recovery"). The final ``SiTPipeline`` (EMA weights, class text table set, the
 dataset's VAE or none in pixel space, ``id2label`` from the class names) is saved to ``output_dir``.
 See docs/training.md.
 """
