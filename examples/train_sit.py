@@ -10,7 +10,8 @@ the dataset's stored visual tokens, with DC-Embedding of the class text (D2C). A
 
 Checkpoints (``checkpoint-N/``, written whole, then renamed into place) restore the model, EMA,
 optimizer, grad scaler, every process's RNG and the data stream exactly: N steps + resume + N steps
-equals 2N steps bit for bit. The final ``SiTPipeline`` (EMA weights, class text table set, the
+equals 2N steps bit for bit; a checkpoint with a missing or damaged file is refused by name (see
+docs/training.md, "Errors and recovery"). The final ``SiTPipeline`` (EMA weights, class text table set, the
 dataset's VAE or none in pixel space, ``id2label`` from the class names) is saved to ``output_dir``.
 See docs/training.md.
 """
@@ -40,6 +41,10 @@ EMA_STATE_NAME = "ema_state.json"
 # The batch source's position is plain integers: stored as JSON rather than through
 # accelerator.register_for_checkpointing, whose loader unpickles with weights_only=False.
 DATA_STATE_NAME = "data_state.json"
+#: arguments never written to disk, logged, sent to a tracker or put in the model card
+SECRET_ARGS = ("hub_token",)
+#: model config keys set from the dataset's shapes (an override of one can only mismatch)
+DATASET_DECIDES = {"sample_size", "in_channels", "num_classes", "text_embed_dim", "text_seq_len", "z_dims"}
 
 
 # --------------------------------------------------------------------------------------
@@ -132,7 +137,15 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--checkpointing_steps", type=int, default=50_000)
     run.add_argument("--checkpoints_total_limit", type=int, default=None)
     run.add_argument(
-        "--resume_from_checkpoint", default=None, help='A checkpoint-N folder, or "latest" in --output_dir.'
+        "--resume_from_checkpoint",
+        default=None,
+        help='A checkpoint-N folder (a path, or a name in --output_dir), or "latest" in --output_dir.',
+    )
+    run.add_argument(
+        "--allow_inexact_resume",
+        action="store_true",
+        help="Resume even when a process's random_states_<rank>.pkl is missing or unreadable (with a warning): "
+        "the run then no longer matches an uninterrupted one. Without it such a resume is refused.",
     )
     run.add_argument("--validation_steps", type=int, default=10_000, help="Sample a grid every N steps.")
     run.add_argument("--num_validation_images", type=int, default=16)
@@ -152,7 +165,13 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--tracker_project_name", default="d2c-sit")
     run.add_argument("--push_to_hub", action="store_true")
     run.add_argument("--hub_model_id", default=None)
-    run.add_argument("--hub_token", default=None)
+    run.add_argument(
+        "--hub_token",
+        default=None,
+        help="Deprecated: log in with `hf auth login` or set HF_TOKEN instead (a token on the command line shows "
+        "in the process list and shell history). Kept for compatibility; never written to args.json, logs, "
+        "trackers or the model card.",
+    )
     args = parser.parse_args(input_args)
 
     for name in (
@@ -168,12 +187,51 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.num_validation_images < 0:
         parser.error("--num_validation_images must be >= 0")
+    for name in (
+        "data_max_in_memory_gb",
+        "proj_coeff",
+        "cfg_prob",
+        "learning_rate",
+        "adam_beta1",
+        "adam_beta2",
+        "adam_weight_decay",
+        "adam_epsilon",
+        "max_grad_norm",
+        "ema_decay",
+        "validation_guidance_scale",
+    ):
+        if not math.isfinite(getattr(args, name)):
+            parser.error(f"--{name} must be a finite number, got {getattr(args, name)}")
+    for name, hint in (
+        ("learning_rate", ""),
+        ("adam_epsilon", ""),
+        ("max_grad_norm", " (gradient clipping; 0 or less would zero or flip the gradients)"),
+    ):
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name} must be > 0{hint}, got {getattr(args, name)}")
+    for name in ("adam_beta1", "adam_beta2"):
+        if not 0.0 <= getattr(args, name) < 1.0:
+            parser.error(f"--{name} must be in [0, 1), got {getattr(args, name)}")
+    for name in ("adam_weight_decay", "proj_coeff", "data_max_in_memory_gb", "validation_guidance_scale"):
+        if getattr(args, name) < 0:
+            parser.error(f"--{name} must be >= 0, got {getattr(args, name)}")
     if not 0.0 <= args.cfg_prob < 1.0:
         parser.error(f"--cfg_prob must be in [0, 1), got {args.cfg_prob}")
     if not 0.0 <= args.ema_decay <= 1.0:
         parser.error(f"--ema_decay must be in [0, 1], got {args.ema_decay}")
+    if not 0 <= args.seed < 2**32:
+        parser.error(f"--seed must be in [0, 2**32), got {args.seed}")
     if args.checkpoints_total_limit is not None and args.checkpoints_total_limit < 1:
         parser.error("--checkpoints_total_limit must be >= 1")
+    if args.encoder_depth is not None and args.encoder_depth < 1:
+        parser.error(f"--encoder_depth must be >= 1 (a 1-based block index), got {args.encoder_depth}")
+    if args.projector_dim < 1:
+        parser.error(f"--projector_dim must be >= 1, got {args.projector_dim}")
+    from accelerate.utils import LoggerType
+
+    trackers = ("none", *LoggerType.list())
+    if args.report_to not in trackers:
+        parser.error(f"--report_to must be one of {', '.join(trackers)}; got {args.report_to!r}")
     if args.model_config_overrides:
         try:
             overrides = json.loads(args.model_config_overrides)
@@ -195,7 +253,7 @@ def model_config(args: argparse.Namespace, source: Any) -> dict[str, Any]:
 
     if args.model not in SIT_PRESETS:
         default_encoder_depth(args.model)  # raises, listing the presets
-    overrides = json.loads(args.model_config_overrides) if args.model_config_overrides else {}
+    overrides = model_config_overrides(args)
     channels, size, _ = source.latent_shape
     config: dict[str, Any] = {
         **SIT_PRESETS[args.model],
@@ -220,16 +278,275 @@ def model_config(args: argparse.Namespace, source: Any) -> dict[str, Any]:
     return config
 
 
+def model_config_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """``--model_config_overrides`` as a dict; unknown keys raise, listing the model's config keys."""
+    import inspect
+
+    from d2c_hf.models.transformer_sit import SiTTransformer2DModel
+
+    overrides = json.loads(args.model_config_overrides) if args.model_config_overrides else {}
+    known = [n for n in inspect.signature(SiTTransformer2DModel.__init__).parameters if n != "self"]
+    unknown = sorted(set(overrides) - set(known))
+    if unknown:
+        raise ValueError(
+            f"--model_config_overrides has unknown keys {unknown}; SiTTransformer2DModel takes {', '.join(known)}"
+        )
+    return overrides
+
+
+def recorded_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The arguments as written to ``args.json`` and sent to trackers: everything but :data:`SECRET_ARGS`."""
+    return {k: v for k, v in vars(args).items() if k not in SECRET_ARGS}
+
+
+def report_to_trackers(args: argparse.Namespace) -> list[Any] | None:
+    """``Accelerator(log_with=...)`` for ``--report_to``; refuses a tracker whose package is missing (accelerate
+    would only warn, and the run would log nothing)."""
+    if args.report_to == "none":
+        return None
+    from accelerate.tracking import get_available_trackers
+
+    available = [str(t) for t in get_available_trackers()]
+    if args.report_to == "all" and not available:
+        raise ValueError(
+            "--report_to all: no tracker package is installed; install one or pass --report_to none"
+        )
+    if args.report_to != "all" and args.report_to not in available:
+        package = {"comet_ml": "comet-ml"}.get(args.report_to, args.report_to)
+        raise ValueError(
+            f"--report_to {args.report_to}: the {args.report_to} package is not installed (accelerate would "
+            f"only warn and log nothing); pip install {package}, or pass --report_to none"
+        )
+    return [args.report_to]
+
+
+def check_run_inputs(args: argparse.Namespace) -> None:
+    """Cheap checks of the run's surroundings, before anything is loaded or written."""
+    from d2c_hf.models.transformer_sit import SIT_PRESETS, default_encoder_depth
+
+    if args.model not in SIT_PRESETS:
+        default_encoder_depth(args.model)  # raises ValueError listing the presets
+    model_config_overrides(args)
+    output_dir = Path(args.output_dir)
+    for folder in (output_dir, *output_dir.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                where = "is a file" if folder == output_dir else f"is inside {folder}, which is a file"
+                raise ValueError(f"--output_dir {output_dir} {where}; pass a folder path")
+            break
+    report_to_trackers(args)
+    if args.hub_token is not None:
+        logger.warning(
+            "--hub_token is deprecated (a token on the command line shows in the process list and shell "
+            "history): log in once with `hf auth login`, or set HF_TOKEN"
+        )
+    if args.push_to_hub:
+        from huggingface_hub import constants, get_token
+
+        if constants.is_offline_mode():
+            raise ValueError(
+                "--push_to_hub cannot upload while HF_HUB_OFFLINE=1 is set; unset it, or train without "
+                "--push_to_hub and upload output_dir later with `hf upload`"
+            )
+        if args.hub_token is None and get_token() is None:
+            raise ValueError(
+                "--push_to_hub needs a Hub token and none is set: log in with `hf auth login` or set HF_TOKEN "
+                "(checked now so that the upload does not fail after training)"
+            )
+
+
+# --------------------------------------------------------------------------------------
+# checkpoints
+# --------------------------------------------------------------------------------------
+
+
+def list_checkpoints(folder: Path) -> list[Path]:
+    """The ``checkpoint-N`` folders in ``folder``, oldest (smallest N) first."""
+    found = [(int(m.group(1)), p) for p in folder.glob("checkpoint-*") if (m := CHECKPOINT_RE.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
 def find_checkpoint(output_dir: Path, resume: str) -> Path | None:
-    if resume != "latest":
-        path = Path(resume)
-        if not path.is_dir():
-            raise FileNotFoundError(f"--resume_from_checkpoint {resume}: no such checkpoint folder")
-        return path
-    found = sorted(
-        (int(m.group(1)), p) for p in output_dir.glob("checkpoint-*") if (m := CHECKPOINT_RE.match(p.name))
+    """The folder ``--resume_from_checkpoint`` names: a path, a ``checkpoint-N`` in ``output_dir``, or
+    ``"latest"`` (the newest there; None when there is none)."""
+    if resume == "latest":
+        found = list_checkpoints(output_dir)
+        return found[-1] if found else None
+    path = Path(resume)
+    if not path.is_dir() and (output_dir / resume).is_dir():
+        path = output_dir / resume
+    if not path.is_dir():
+        found = [p.name for p in list_checkpoints(output_dir)]
+        raise FileNotFoundError(
+            f"--resume_from_checkpoint {resume}: no such checkpoint folder (checkpoints in {output_dir}: "
+            f"{', '.join(found) or 'none'}); pass one of them, a checkpoint-N path, or latest"
+        )
+    if not CHECKPOINT_RE.match(path.name):
+        raise ValueError(
+            f"--resume_from_checkpoint {resume}: the folder must be named checkpoint-N (its step N is read from "
+            "the name); pass the checkpoint-N folder itself, under its original name"
+        )
+    return path
+
+
+EMA_STATE_KEYS = (
+    "decay",
+    "min_decay",
+    "optimization_step",
+    "update_after_step",
+    "use_ema_warmup",
+    "inv_gamma",
+    "power",
+)
+DATA_STATE_KEYS = ("position", "seed", "num_rows")
+RNG_STATE_KEYS = ("random_state", "numpy_random_seed", "torch_manual_seed")
+
+
+def checkpoint_problems(
+    path: Path, num_processes: int, *, needs_scaler: bool = False, check_optimizer: bool = True
+) -> tuple[list[str], list[str]]:
+    """What stops a resume from ``path`` (``damage``) and what makes it inexact (``inexact``).
+
+    Damage: a missing or unreadable model, EMA, optimizer, grad-scaler (fp16) or data-stream file, or a
+    JSON file without the keys it needs. Inexact: ``random_states_<rank>.pkl`` missing or unreadable for
+    a process of this run (accelerate would log one INFO line and go on with a fresh random state).
+    Reads the JSON and RNG files and the safetensors headers, and CRC-checks the zip files written by
+    ``torch.save`` (optimizer, scaler), so a truncated or corrupted file is named before anything loads.
+    """
+    import zipfile
+
+    from accelerate.utils import OPTIMIZER_NAME, RNG_STATE_NAME, SCALER_NAME
+    from accelerate.utils import load as accelerate_load
+    from safetensors import SafetensorError, safe_open
+
+    damage: list[str] = []
+    inexact: list[str] = []
+
+    def read_json(name: str, keys: tuple[str, ...]) -> dict[str, Any] | None:
+        file = path / name
+        if not file.is_file():
+            damage.append(f"{name} is missing")
+            return None
+        try:
+            value = json.loads(file.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            damage.append(f"{name} is not valid JSON ({err})")
+            return None
+        missing = [k for k in keys if k not in value] if isinstance(value, dict) else list(keys)
+        if not isinstance(value, dict) or missing:
+            damage.append(f"{name} lacks {missing or 'a JSON object'}")
+            return None
+        return value
+
+    read_json("transformer/config.json", ())
+    read_json(f"transformer_ema/{EMA_STATE_NAME}", EMA_STATE_KEYS)
+    data_state = read_json(DATA_STATE_NAME, DATA_STATE_KEYS)
+    for sub in ("transformer", "transformer_ema"):
+        file = path / sub / WEIGHTS_NAME
+        if not file.is_file():
+            damage.append(f"{sub}/{WEIGHTS_NAME} is missing")
+            continue
+        try:
+            with safe_open(str(file), framework="pt"):
+                pass
+        except (OSError, SafetensorError) as err:
+            damage.append(f"{sub}/{WEIGHTS_NAME} is not a readable safetensors file ({err})")
+    zipped = ([f"{OPTIMIZER_NAME}.bin"] if check_optimizer else []) + ([SCALER_NAME] if needs_scaler else [])
+    for name in zipped:
+        file = path / name
+        if not file.is_file():
+            hint = (
+                " (was it written without fp16? resume with the same --mixed_precision)"
+                if name == SCALER_NAME
+                else ""
+            )
+            damage.append(f"{name} is missing{hint}")
+            continue
+        try:
+            with zipfile.ZipFile(file) as archive:
+                bad = archive.testzip()
+        except (OSError, zipfile.BadZipFile) as err:
+            damage.append(f"{name} is not a readable torch file ({err})")
+            continue
+        if bad is not None:
+            damage.append(f"{name} is corrupted (entry {bad} fails its CRC check)")
+
+    written_by = data_state.get("num_processes") if data_state else None
+    needed = list(RNG_STATE_KEYS) + (["torch_cuda_manual_seed"] if torch.cuda.is_available() else [])
+    for rank in range(num_processes):
+        name = f"{RNG_STATE_NAME}_{rank}.pkl"
+        file = path / name
+        if not file.is_file():
+            why = (
+                f" (the checkpoint was written by {written_by} process(es), this run has {num_processes})"
+                if written_by is not None and rank >= int(written_by)
+                else ""
+            )
+            inexact.append(f"{name} is missing{why}")
+            continue
+        try:
+            states = accelerate_load(file)
+        except Exception as err:  # torch.load raises many types for a damaged file
+            inexact.append(f"{name} cannot be read ({type(err).__name__}: {err})")
+            continue
+        missing = [k for k in needed if k not in states] if isinstance(states, dict) else needed
+        if missing:
+            inexact.append(f"{name} lacks {missing} (written on another kind of device?)")
+    return damage, inexact
+
+
+def resume_verdict(
+    path: Path,
+    num_processes: int,
+    *,
+    allow_inexact: bool = False,
+    needs_scaler: bool = False,
+    check_optimizer: bool = True,
+) -> tuple[str | None, str | None]:
+    """``(error, warning)`` for resuming from ``path``: both None when the checkpoint is complete.
+
+    The error names the checkpoint, its damaged or missing files, the checkpoints beside it and the
+    newest complete earlier one to resume from instead (never chosen silently).
+    """
+    options = dict(needs_scaler=needs_scaler, check_optimizer=check_optimizer)
+    damage, inexact = checkpoint_problems(path, num_processes, **options)
+    if not damage and (not inexact or allow_inexact):
+        warning = None
+        if inexact:
+            warning = (
+                f"--allow_inexact_resume: resuming from {path} although {'; '.join(inexact)}; those processes' "
+                "random state (label dropout) restarts from --seed, so this run will not match an "
+                "uninterrupted one bit for bit"
+            )
+        return None, warning
+    siblings = list_checkpoints(path.parent)
+    step = int(CHECKPOINT_RE.match(path.name).group(1))
+    earlier = [p for p in siblings if int(CHECKPOINT_RE.match(p.name).group(1)) < step]
+    previous = next(
+        (p for p in reversed(earlier) if checkpoint_problems(p, num_processes, **options) == ([], [])), None
     )
-    return found[-1][1] if found else None
+    listing = f"checkpoints in {path.parent}: {', '.join(p.name for p in siblings) or 'none'}"
+    if previous is not None:
+        advice = f"resume from the previous complete checkpoint with --resume_from_checkpoint {previous}"
+        if siblings and siblings[-1] == path:
+            advice += f", or delete {path} and rerun with --resume_from_checkpoint latest"
+    else:
+        advice = f"delete {path} and train from the start (there is no complete earlier checkpoint)"
+    if damage:
+        return (
+            f"cannot resume from {path}: the checkpoint is damaged or incomplete: {'; '.join(damage + inexact)}. "
+            f"({listing}.) To continue, {advice}.",
+            None,
+        )
+    same_count = (
+        "resume with as many processes as wrote it, " if any("written by" in p for p in inexact) else ""
+    )
+    return (
+        f"cannot resume exactly from {path}: {'; '.join(inexact)}. Without that state a process's random state "
+        f"(label dropout) restarts from --seed and the run no longer matches an uninterrupted one. To continue, "
+        f"{same_count}pass --allow_inexact_resume to accept that, or {advice}. ({listing}.)",
+        None,
+    )
 
 
 def check_checkpoint_config(path: Path, config: dict[str, Any]) -> None:
@@ -257,10 +574,8 @@ def check_checkpoint_config(path: Path, config: dict[str, Any]) -> None:
 def prune_checkpoints(output_dir: Path, keep: int | None) -> None:
     if keep is None:
         return
-    found = sorted(
-        (int(m.group(1)), p) for p in output_dir.glob("checkpoint-*") if (m := CHECKPOINT_RE.match(p.name))
-    )
-    for _, path in found[: max(0, len(found) - keep)]:
+    found = list_checkpoints(output_dir)
+    for path in found[: max(0, len(found) - keep)]:
         logger.info("removing old checkpoint %s", path)
         shutil.rmtree(path)
 
@@ -367,18 +682,17 @@ def main(args: argparse.Namespace, eval_callback=None) -> dict[str, Any]:
     """
     from accelerate import Accelerator
     from accelerate.logging import get_logger
-    from accelerate.utils import ProjectConfiguration, set_seed
+    from accelerate.utils import DistributedType, ProjectConfiguration, broadcast_object_list, set_seed
     from diffusers.training_utils import EMAModel
     from safetensors.torch import load_file
 
     from d2c_hf.batches import BatchSource
     from d2c_hf.condensed import CondensedDataset
-    from d2c_hf.models.transformer_sit import SIT_PRESETS, SiTTransformer2DModel, default_encoder_depth
+    from d2c_hf.models.transformer_sit import SiTTransformer2DModel
     from d2c_hf.pipelines import FlowMatchEulerMaruyamaScheduler, SiTPipeline
     from d2c_hf.training import compute_loss, seeded_generator
 
-    if args.model not in SIT_PRESETS:
-        default_encoder_depth(args.model)  # raises ValueError listing the presets, before anything loads
+    check_run_inputs(args)  # presets, override keys, output_dir, trackers, Hub login: before anything starts
     output_dir = Path(args.output_dir)
     mixed_precision = args.mixed_precision
     if mixed_precision is None and "ACCELERATE_MIXED_PRECISION" not in os.environ:
@@ -386,19 +700,65 @@ def main(args: argparse.Namespace, eval_callback=None) -> dict[str, Any]:
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=mixed_precision,
-        log_with=None if args.report_to == "none" else args.report_to,
+        log_with=report_to_trackers(args),
         project_config=ProjectConfiguration(
             project_dir=str(output_dir), logging_dir=str(output_dir / args.logging_dir)
         ),
     )
+    if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu":
+        raise ValueError(
+            "--mixed_precision fp16 (or accelerate's config) needs a GPU; on the CPU accelerate would silently "
+            "train in float32. Use --mixed_precision bf16 or no on the CPU"
+        )
     log = get_logger("train_sit")
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     if args.allow_tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
 
+    # ---- the checkpoint to resume from: complete and readable, or refused (before data loads) ----
+    resume_path = None
+    if args.resume_from_checkpoint:
+        resume_path = find_checkpoint(output_dir, args.resume_from_checkpoint)
+        if resume_path is None:
+            log.info(f"no checkpoint in {output_dir}; starting a new run", main_process_only=True)
+        else:
+            step = int(CHECKPOINT_RE.match(resume_path.name).group(1))
+            if args.max_train_steps < step:
+                raise ValueError(
+                    f"--max_train_steps {args.max_train_steps} is below the step of {resume_path} ({step}): "
+                    f"nothing to train; pass --max_train_steps above {step}"
+                )
+            verdict = None
+            if accelerator.is_main_process:  # one reader; every process gets the same verdict
+                verdict = resume_verdict(
+                    resume_path,
+                    accelerator.num_processes,
+                    allow_inexact=args.allow_inexact_resume,
+                    needs_scaler=accelerator.scaler is not None,
+                    check_optimizer=accelerator.distributed_type
+                    not in (DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM),
+                )
+            error, warning = broadcast_object_list([verdict])[0]
+            if error:
+                raise ValueError(error)
+            if warning:
+                log.warning(warning, main_process_only=True)
+    else:
+        earlier = list_checkpoints(output_dir) if output_dir.is_dir() else []
+        if earlier:
+            raise ValueError(
+                f"--output_dir {output_dir} already holds checkpoints of an earlier run "
+                f"({', '.join(p.name for p in earlier)}); a new run there would mix with them (and "
+                "--checkpoints_total_limit could prune the new ones). Continue it with --resume_from_checkpoint "
+                "latest, or pass a new --output_dir (or delete those folders)"
+            )
+
     # ---- data (all cheap checks before the model is built) ------------------------------
-    condensed = CondensedDataset.load(args.dataset, revision=args.revision)
+    try:
+        condensed = CondensedDataset.load(args.dataset, revision=args.revision)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"--dataset {args.dataset}: {err}") from err
     source = BatchSource(
         condensed,
         args.train_batch_size,
@@ -422,8 +782,23 @@ def main(args: argparse.Namespace, eval_callback=None) -> dict[str, Any]:
 
     # ---- model, EMA, optimiser ----------------------------------------------------------
     set_seed(args.seed)  # the same initial weights on every process
-    model = SiTTransformer2DModel(**config)
-    source.check_model(model)
+    overridden = sorted(set(model_config_overrides(args)) & DATASET_DECIDES)
+    hint = (
+        f" (--model_config_overrides sets {overridden}, which the dataset decides: drop them from the overrides)"
+        if overridden
+        else ""
+    )
+    try:
+        model = SiTTransformer2DModel(**config)
+    except (TypeError, ValueError) as err:
+        raise ValueError(
+            f"cannot build the model from --model {args.model} and --model_config_overrides "
+            f"{args.model_config_overrides or '{}'}: {err}{hint}"
+        ) from err
+    try:
+        source.check_model(model)
+    except ValueError as err:
+        raise ValueError(f"{err}{hint}") from err
     if source.use_text:
         model.set_class_text_table(*source.class_text_table())
     set_seed(args.seed, device_specific=True)  # the global RNG now only drives the model's label dropout
@@ -475,26 +850,6 @@ def main(args: argparse.Namespace, eval_callback=None) -> dict[str, Any]:
     accelerator.register_load_state_pre_hook(load_model_hook)
     model, optimizer = accelerator.prepare(model, optimizer)
 
-    global_step = 0
-    if args.resume_from_checkpoint:
-        path = find_checkpoint(output_dir, args.resume_from_checkpoint)
-        if path is None:
-            log.info(f"no checkpoint in {output_dir}; starting a new run", main_process_only=True)
-        else:
-            check_checkpoint_config(path, dict(accelerator.unwrap_model(model).config))
-            accelerator.load_state(str(path))
-            source.load_state_dict(json.loads((path / DATA_STATE_NAME).read_text()))
-            global_step = int(CHECKPOINT_RE.match(path.name).group(1))
-            log.info(f"resumed from {path} at step {global_step}", main_process_only=True)
-
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "args.json").write_text(json.dumps(vars(args), indent=2))
-        if args.report_to != "none":
-            accelerator.init_trackers(
-                args.tracker_project_name, config={k: str(v) for k, v in vars(args).items()}
-            )
-
     def make_pipeline():
         return SiTPipeline(
             transformer=accelerator.unwrap_model(model),
@@ -502,6 +857,40 @@ def main(args: argparse.Namespace, eval_callback=None) -> dict[str, Any]:
             vae=vae,
             id2label=id2label,
         )
+
+    if validation_labels and args.num_validation_images:
+        try:  # the pipeline's own name matching, now rather than at the first grid
+            make_pipeline().get_label_ids(validation_labels)
+        except ValueError as err:
+            raise ValueError(f"--validation_classes: {err}") from err
+
+    global_step = 0
+    if resume_path is not None:
+        check_checkpoint_config(resume_path, dict(accelerator.unwrap_model(model).config))
+        try:
+            accelerator.load_state(str(resume_path))
+            source.load_state_dict(json.loads((resume_path / DATA_STATE_NAME).read_text()))
+        except (OSError, RuntimeError, KeyError, ValueError) as err:
+            others = ", ".join(p.name for p in list_checkpoints(resume_path.parent))
+            raise ValueError(
+                f"cannot resume from {resume_path}: {type(err).__name__}: {err}. Its files read but do not fit "
+                "this run: resume with the dataset, --seed and model flags it was trained with, or from another "
+                f"checkpoint (checkpoints in {resume_path.parent}: {others})"
+            ) from err
+        global_step = int(CHECKPOINT_RE.match(resume_path.name).group(1))
+        log.info(f"resumed from {resume_path} at step {global_step}", main_process_only=True)
+
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        for stale in [*output_dir.glob(".checkpoint-*.tmp"), *output_dir.glob(".pipeline-*.tmp")]:
+            log.info(f"removing {stale}, left by an interrupted save")
+            shutil.rmtree(stale, ignore_errors=True)
+        (output_dir / "args.json").write_text(json.dumps(recorded_args(args), indent=2))
+        if args.report_to != "none":
+            accelerator.init_trackers(
+                args.tracker_project_name, config={k: str(v) for k, v in recorded_args(args).items()}
+            )
+    accelerator.wait_for_everyone()  # leftovers are gone before any process stages a checkpoint
 
     samples: list[str] = []
 

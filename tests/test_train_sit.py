@@ -154,7 +154,7 @@ def test_resume_is_exact(digits_condensed, tmp_path):
         )  # fmt: skip
 
 
-def _launch_two_processes(dataset: Path, out: Path, *extra: str) -> None:
+def _launch_two_processes(dataset: Path, out: Path, *extra: str, expect_ok: bool = True):
     command = [
         str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
         "--num_machines", "1", "--main_process_port", "0", "--mixed_precision", "no", "--dynamo_backend", "no",
@@ -168,7 +168,9 @@ def _launch_two_processes(dataset: Path, out: Path, *extra: str) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true",
            "CUDA_VISIBLE_DEVICES": ""}  # fmt: skip
     proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    if expect_ok:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
 
 
 def test_two_process_launch_writes_one_checkpoint_set_and_resumes_exactly(digits_condensed, tmp_path):
@@ -203,6 +205,19 @@ def test_two_process_launch_writes_one_checkpoint_set_and_resumes_exactly(digits
     opt_a = torch.load(full / "checkpoint-4" / "optimizer.bin", weights_only=True)["state"]
     opt_b = torch.load(split / "checkpoint-4" / "optimizer.bin", weights_only=True)["state"]
     assert all(torch.equal(opt_a[k][n], opt_b[k][n]) for k in opt_a for n in ("exp_avg", "exp_avg_sq"))
+
+    # without process 1's RNG file both processes refuse the resume, naming it (no hang, nothing written)
+    assert json.loads((split / "checkpoint-4" / "data_state.json").read_text())["num_processes"] == 2
+    (split / "checkpoint-4" / "random_states_1.pkl").unlink()
+    before = sorted(p.name for p in split.iterdir())
+    proc = _launch_two_processes(
+        digits_condensed, split, "--max_train_steps", "6", "--num_validation_images", "0",
+        "--resume_from_checkpoint", "latest", expect_ok=False,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "cannot resume exactly from" in proc.stderr and "random_states_1.pkl is missing" in proc.stderr
+    assert "--allow_inexact_resume" in proc.stderr
+    assert sorted(p.name for p in split.iterdir()) == before
 
 
 def test_bad_inputs_fail_clearly(digits_condensed, tmp_path):
@@ -261,6 +276,7 @@ def test_push_to_hub_uploads_the_pipeline_with_a_model_card(digits_condensed, tm
             calls.append(("card", (folder / "README.md").read_text()))
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # the suite runs offline
     out = tmp_path / "run"
     args = tiny_args(
         digits_condensed, out, "--max_train_steps", "2", "--checkpointing_steps", "1",

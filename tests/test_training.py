@@ -106,6 +106,10 @@ def test_batch_source_shards_shuffles_and_resumes_exactly():
     assert all(torch.equal(expected[k], again[k]) for k in expected)
     with pytest.raises(ValueError, match="seed"):
         BatchSource(condensed, 8, seed=4).load_state_dict(state)
+    assert state["num_processes"] == 2
+    damaged = {k: v for k, v in state.items() if k != "seed"}  # a hand-edited or truncated data_state.json
+    with pytest.raises(ValueError, match=r"lacks \['seed'\].*damaged"):
+        BatchSource(condensed, 8, seed=3).load_state_dict(damaged)
 
 
 def test_batch_source_draws_fresh_scaled_latents_and_reads_out_of_memory_identically():

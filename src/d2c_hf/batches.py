@@ -316,16 +316,26 @@ class BatchSource:
 
     # -- checkpointing ---------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """The stream position plus what it is only valid with (seed, rows, global batch)."""
+        """The stream position plus what it is only valid with (seed, rows, global batch) and the number of
+        processes that wrote it (for messages: the position is global, any process count can resume it)."""
         return {
             "position": self.position,
             "epoch": self.epoch,
             "seed": self.seed,
             "num_rows": self.num_rows,
             "batch_size": self.batch_size,
+            "num_processes": self.num_processes,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue the stream at ``state["position"]``; refuses a state of another seed or dataset size,
+        or one that lacks ``position``, ``seed`` or ``num_rows`` (a damaged checkpoint)."""
+        missing = [key for key in ("position", "seed", "num_rows") if key not in state]
+        if missing:
+            raise ValueError(
+                f"the BatchSource state lacks {missing} (keys: {sorted(state)}); it is not a "
+                "BatchSource.state_dict(), or its file is damaged"
+            )
         for key in ("seed", "num_rows"):
             if int(state[key]) != getattr(self, key):
                 raise ValueError(
