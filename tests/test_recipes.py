@@ -53,7 +53,9 @@ def _documented(pattern: str) -> list[tuple[str, str]]:
     return found
 
 
-D2C_LINES = _documented(r"^(d2c|(\S+=\S* )*accelerate launch .*-m d2c_hf\.cli) (score|select|attach|condense|info|demo)\b")
+D2C_LINES = _documented(
+    r"^(d2c|(\S+=\S* )*accelerate launch .*-m d2c_hf\.cli) (score|select|attach|condense|info|demo)\b"
+)
 TRAIN_LINES = _documented(r"examples/train_sit\.py --")
 
 
@@ -99,7 +101,9 @@ def _run(hub, out, *extra: str) -> list[str]:
 def test_scale_md_step_by_step_score_select_attach_then_info(local_hub, tmp_path, capsys):
     """docs/scale.md: d2c score [--store_posterior] -> d2c select -> d2c attach -> d2c info (a crash before)."""
     out = tmp_path / "run"
-    assert cli_main(["score", *_run(local_hub, out, "--scorer", str(local_hub.dit), "--store_posterior")]) == 0
+    assert (
+        cli_main(["score", *_run(local_hub, out, "--scorer", str(local_hub.dit), "--store_posterior")]) == 0
+    )
     assert cli_main(["select", "--output_dir", str(out), "--ratio", "0.1", "--interval", "2"]) == 0
     models = ["--text_encoder", str(local_hub.t5), "--vision_encoder", str(local_hub.dinov2), "--no_card"]
     assert cli_main(["attach", *_run(local_hub, out, *models)]) == 0
@@ -183,7 +187,9 @@ def test_readme_train_and_sample(local_hub, digits_small, tmp_path):
     from d2c_hf.examples import train_sit
     from helpers_condensed import build_condensed
 
-    dataset = build_condensed(local_hub, digits_small, images_per_class=4).save_to_disk(tmp_path / "d2c", card=False)
+    dataset = build_condensed(local_hub, digits_small, images_per_class=4).save_to_disk(
+        tmp_path / "d2c", card=False
+    )
     args = train_sit.parse_args(
         [
             "--dataset", str(dataset), "--output_dir", str(tmp_path / "sit"), "--model", "SiT-S/2",

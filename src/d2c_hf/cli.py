@@ -303,9 +303,9 @@ def score_parser() -> argparse.ArgumentParser:
 
 def score_main(argv: list[str] | None = None) -> int:
     """``d2c score``: difficulty of every row, sharded over the processes, resumable; merged into ``scores/``."""
+    args = score_parser().parse_args(argv)
     from .sharded import run_score
 
-    args = score_parser().parse_args(argv)
     runner = _runner(args, store_posterior=args.store_posterior)
     manifest = run_score(runner)
     if runner.state.is_main_process:
@@ -325,9 +325,9 @@ def select_parser() -> argparse.ArgumentParser:
 
 def select_main(argv: list[str] | None = None) -> int:
     """``d2c select``: select from the merged scores of ``--output_dir``; writes ``selection.json``."""
+    args = select_parser().parse_args(argv)
     from .sharded import RunOptions, ShardedRunner
 
-    args = select_parser().parse_args(argv)
     runner = ShardedRunner(_options(args), RunOptions(output_dir=Path(args.output_dir)), state=None)
     record = runner.select()
     print(json.dumps({"selected": len(record["source_indices"]), "counts": record["result"]["counts"]}))
@@ -347,9 +347,9 @@ def attach_parser() -> argparse.ArgumentParser:
 
 def attach_main(argv: list[str] | None = None) -> int:
     """``d2c attach``: latents / visual tokens of the selected rows (sharded), then the condensed dataset."""
+    args = attach_parser().parse_args(argv)
     from .sharded import CONDENSED_DIR, run_attach
 
-    args = attach_parser().parse_args(argv)
     runner = _runner(args)
     condensed = run_attach(runner)
     if condensed is not None:
@@ -371,10 +371,10 @@ def condense_parser() -> argparse.ArgumentParser:
 
 def condense_main(argv: list[str] | None = None) -> int:
     """``d2c condense``: score + select + attach in one resumable run; writes ``output_dir/condensed``."""
+    args = condense_parser().parse_args(argv)
     from .sharded import CONDENSED_DIR, run_condense
     from .vae import is_pixel_space
 
-    args = condense_parser().parse_args(argv)
     store = bool(args.reuse_latents and "latents" in (args.attach or []) and not is_pixel_space(args.vae))
     runner = _runner(args, store_posterior=store)
     condensed = run_condense(runner)
@@ -403,9 +403,9 @@ def info_parser() -> argparse.ArgumentParser:
 
 def info_main(argv: list[str] | None = None) -> int:
     """``d2c info PATH``: describe a condensed dataset (folder or Hub repo id)."""
+    args = info_parser().parse_args(argv)
     from .condensed import CondensedDataset
 
-    args = info_parser().parse_args(argv)
     condensed = CondensedDataset.load(args.path, revision=args.revision)
     print(json.dumps(condensed.info, indent=2, ensure_ascii=False) if args.json else condensed.summary())
     return 0

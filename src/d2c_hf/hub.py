@@ -62,22 +62,40 @@ def check_reference(name: str | os.PathLike, role: str) -> None:
         raise FileNotFoundError(f"{role}: no such folder {os.fspath(name)!r}")
 
 
-def has_file(name_or_path: str | os.PathLike, filename: str, subfolder: str | None = None) -> bool:
-    """Whether ``name_or_path[/subfolder]/filename`` exists, in a local folder or a Hub repo (cached or online)."""
+def has_file(
+    name_or_path: str | os.PathLike, filename: str, subfolder: str | None = None, role: str = "the model"
+) -> bool:
+    """Whether ``name_or_path[/subfolder]/filename`` exists, in a local folder or a Hub repo (cached or online).
+
+    Raises:
+        OSError saying what to do when the repo cannot be reached (offline without a cached copy, no such
+        repo): a file that cannot be looked up is never reported as absent.
+    """
     path = Path(os.fspath(name_or_path)).expanduser()
     if path.is_dir():
         return (path / (subfolder or "") / filename).is_file()
-    try:
-        from huggingface_hub import hf_hub_download
+    check_reference(name_or_path, role)
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
 
+    try:
         hf_hub_download(os.fspath(name_or_path), filename, subfolder=subfolder)
         return True
-    except Exception:
+    except LocalEntryNotFoundError as err:  # offline, or the Hub unreachable, and nothing cached
+        raise OSError(explain_unreachable(name_or_path, role, err)) from err
+    except EntryNotFoundError:
         return False
+    except (RepositoryNotFoundError, HFValidationError) as err:
+        raise OSError(explain_unreachable(name_or_path, role, err)) from err
 
 
 def read_repo_json(
-    name_or_path: str | os.PathLike, filename: str, subfolder: str | None = None
+    name_or_path: str | os.PathLike, filename: str, subfolder: str | None = None, role: str = "the model"
 ) -> dict | None:
     """A JSON file of a local folder or Hub repo, or None if it has none.
 
@@ -91,14 +109,21 @@ def read_repo_json(
         target = path / (subfolder or "") / filename
         return read_json(target, f"{filename} of {name_or_path}") if target.is_file() else None
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, HFValidationError, RepositoryNotFoundError
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
 
     try:
         local = hf_hub_download(os.fspath(name_or_path), filename, subfolder=subfolder)
+    except LocalEntryNotFoundError as err:  # offline, or the Hub unreachable, and nothing cached
+        raise OSError(explain_unreachable(name_or_path, role, err)) from err
     except EntryNotFoundError:
         return None
     except (RepositoryNotFoundError, HFValidationError, OSError) as err:
-        raise OSError(explain_unreachable(name_or_path, "the model", err)) from err
+        raise OSError(explain_unreachable(name_or_path, role, err)) from err
     return read_json(local, f"{filename} of {name_or_path}")
 
 

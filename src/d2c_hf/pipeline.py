@@ -260,11 +260,13 @@ def _scorer_ships_vae(scorer: Any) -> bool:
 
     if not isinstance(scorer, (str, os.PathLike)):
         return False
-    index = read_repo_json(scorer, "model_index.json")
+    index = read_repo_json(scorer, "model_index.json", role="scorer")
     if index is not None:
         entry = index.get("vae")
         return bool(entry and entry[0] is not None)
-    return has_file(scorer, "config.json", "transformer") and has_file(scorer, "config.json", "vae")
+    return has_file(scorer, "config.json", "transformer", role="scorer") and has_file(
+        scorer, "config.json", "vae", role="scorer"
+    )
 
 
 def load_scorer(options: CondenseOptions, device: torch.device, *, return_per_timestep: bool = False):

@@ -398,7 +398,7 @@ def _load_model(repo: str) -> tuple[Any, dict[str, Any] | None, bool]:
     from .hub import check_reference
 
     check_reference(repo, "scorer")
-    index = read_repo_json(repo, "model_index.json")
+    index = read_repo_json(repo, "model_index.json", role="scorer")
     if index is not None:
         entry = index.get("transformer")
         if not entry or entry[0] is None:

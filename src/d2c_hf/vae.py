@@ -49,29 +49,32 @@ def is_pixel_space(vae: Any) -> bool:
     return normalise_vae(vae) == PIXEL_SPACE
 
 
-def load_vae(vae: Any, *, dtype: torch.dtype | None = None, device: Any = None):
+def load_vae(vae: Any, *, subfolder: str | None = None, dtype: torch.dtype | None = None, device: Any = None):
     """The one VAE loader: an ``AutoencoderKL`` in eval mode, frozen, on ``device`` in ``dtype``.
 
     ``vae`` is a Hub id or local folder holding an ``AutoencoderKL`` (``config.json`` at its root) or a
     pipeline with a ``vae/`` subfolder (e.g. ``facebook/DiT-XL-2-256``, or what :func:`train_scorer`
     writes in latent space), or a loaded ``AutoencoderKL``; pixel space (see :func:`normalise_vae`)
-    gives ``None``. ``"auto"`` is resolved by the caller, never here.
+    gives ``None``. ``"auto"`` is resolved by the caller, never here. ``subfolder`` names the component
+    folder explicitly (found by itself otherwise).
     """
     vae = normalise_vae(vae)
     if vae == PIXEL_SPACE:
         return None
     if isinstance(vae, str) and vae == AUTO:
-        raise ValueError("vae='auto' must be resolved against the scorer first (see resolve_scoring_vae)")
+        raise ValueError(
+            "vae='auto' means the scorer's own VAE: resolve it against the scorer first (DifficultyScorer.from_pretrained does)"
+        )
     if isinstance(vae, (str, os.PathLike)):
         from diffusers import AutoencoderKL
 
         from .hub import has_file, load_pretrained
 
         name = os.fspath(vae)
-        subfolder = (
-            None if has_file(name, "config.json") else "vae" if has_file(name, "config.json", "vae") else None
-        )
-        if subfolder is None and not has_file(name, "config.json"):
+        root = subfolder is None and has_file(name, "config.json", role="vae")
+        if subfolder is None and not root and has_file(name, "config.json", "vae", role="vae"):
+            subfolder = "vae"
+        if subfolder is None and not root:
             raise ValueError(
                 f"vae={name!r} has neither config.json nor vae/config.json: pass an AutoencoderKL folder or Hub id, "
                 "a pipeline with a vae/ subfolder, a loaded AutoencoderKL, or vae='pixel' for pixel space"
