@@ -677,3 +677,19 @@ def test_a_ratio_with_a_class_label_of_more_classes(digits):
     )
     result = select(np.arange(len(three), dtype=float), np.asarray(three["label"]), ratio=0.2, num_classes=10)
     assert abs(result.realised_ratio - 0.2) < 0.02
+
+
+def test_a_scorer_that_ships_its_vae_is_scored_and_attached_with_it(scorer_with_other_vae, local_hub, ds):
+    """vae='auto' (the default) takes the scorer's own vae/, for scoring and for the latents; a VAE that
+    encodes alike (here: the same weights from another folder) is accepted explicitly."""
+    from d2c_hf.hub import model_provenance
+    from d2c_hf.vae import load_vae
+
+    own = model_provenance(load_vae(scorer_with_other_vae))["sha256"]
+    data = ds.remove_columns("difficulty").select(range(40))
+    got = condense(data, images_per_class=1, scorer=scorer_with_other_vae, attach=("latents",), resolution=32)
+    assert got.info["scoring"]["vae"]["sha256"] == own and got.info["latents"]["vae"]["sha256"] == own
+    copy = Path(str(scorer_with_other_vae) + "_vae_only")
+    load_vae(scorer_with_other_vae).save_pretrained(copy)
+    explicit = condense(data, images_per_class=1, scorer=scorer_with_other_vae, vae=copy, attach=(), resolution=32)
+    np.testing.assert_array_equal(np.asarray(explicit.scores["difficulty"]), np.asarray(got.scores["difficulty"]))
