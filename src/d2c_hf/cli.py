@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "attach": ("d2c_hf.distributed:attach_main", "attach latents / visual tokens / class text (sharded)"),
     "condense": ("d2c_hf.distributed:condense_main", "score + select + attach in one resumable run"),
     "info": ("d2c_hf.condensed:info_main", "describe a condensed dataset folder"),
+    "fid": ("d2c_hf.evaluation.fid:fid_main", "FID, sFID, IS, precision/recall of samples vs a reference"),
     "convert-repa": ("d2c_hf.convert:convert_repa_main", "convert a REPA SiT checkpoint to diffusers format"),
     "convert-sit": (
         "d2c_hf.convert:convert_sit_main",
