@@ -159,9 +159,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             entries = None
 
     # ---- the pipeline ------------------------------------------------------------------------
-    pipe = SiTPipeline.from_pretrained(
-        args.pipeline, revision=args.revision, dtype=DTYPE_ALIASES[args.dtype]
-    )
+    pipe = SiTPipeline.from_pretrained(args.pipeline, revision=args.revision, dtype=DTYPE_ALIASES[args.dtype])
     pipe.scheduler = make_scheduler(settings["sampler"], pipe.scheduler.config)
     pipe.to(state.device)
     pipe.set_progress_bar_config(disable=True)
@@ -253,16 +251,20 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             raise RuntimeError(
                 f"{len(missing)} shards are missing (e.g. {missing[0]}): rerun the same command"
             )
-        height, width = np.load(paths[0])["images"].shape[1:3]
+        npz = output_dir / NPZ_NAME
+        if npz.is_file() and npz.stat().st_mtime >= max(p.stat().st_mtime for p in paths):
+            logger.info("%s is up to date with its %d shards; nothing to merge", npz, len(shards))
+            state.wait_for_everyone()
+            return result
+        with np.load(paths[0]) as first:
+            height, width = first["images"].shape[1:3]
 
         def shard_images():
             for path in paths:
                 with np.load(path) as shard:
                     yield shard["images"]
 
-        save_npz_batches(
-            output_dir / NPZ_NAME, shard_images(), args.num_samples, (height, width), labels=labels
-        )
+        save_npz_batches(npz, shard_images(), args.num_samples, (height, width), labels=labels)
         sidecar = {
             **config,
             "npz": NPZ_NAME,

@@ -180,7 +180,10 @@ def test_resume_samples_only_unfinished_shards(reference_run, pipeline_dir, tmp_
         (tmp_path / "again" / "samples.npz").unlink()
         (tmp_path / "again" / "samples" / ".shard-00001-of-00002.npz.tmp-1-dead").write_bytes(b"partial")
         result = sample_sit.main(sample_sit.parse_args(_args(pipeline_dir, tmp_path / "again")))
+        merged = (tmp_path / "again" / "samples.npz").stat().st_mtime_ns
+        rerun = sample_sit.main(sample_sit.parse_args(_args(pipeline_dir, tmp_path / "again")))
     assert result["sampled_here"] == SHARD  # shard 0 was skipped
+    assert rerun["sampled_here"] == 0 and (tmp_path / "again" / "samples.npz").stat().st_mtime_ns == merged
     assert not list((tmp_path / "again" / "samples").glob(".*tmp*"))
     with np.load(out / "samples.npz") as a, np.load(tmp_path / "again" / "samples.npz") as b:
         np.testing.assert_array_equal(a["arr_0"], b["arr_0"])

@@ -110,13 +110,11 @@ def _read_header(handle: IO[bytes], name: str) -> tuple[tuple[int, ...], bool, n
 def _member_header(archive: zipfile.ZipFile, name: str) -> tuple[tuple[int, ...], np.dtype]:
     """Shape and dtype of ``name.npy`` inside an ``.npz`` without reading its data."""
     with archive.open(f"{name}.npy") as handle:
-        version = np.lib.format.read_magic(handle)
-        if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
-        elif version == (2, 0):
-            shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
-        else:  # format 3.0 (utf-8 field names) has no public header reader: read the array
-            array = np.lib.format.read_array(handle, allow_pickle=False)
+        try:
+            shape, _, dtype = _read_header(handle, name)
+        except ValueError:  # format 3.0 (utf-8 field names) has no public header reader: read the array
+            with archive.open(f"{name}.npy") as again:
+                array = np.lib.format.read_array(again, allow_pickle=False)
             shape, dtype = array.shape, array.dtype
     return tuple(shape), dtype
 

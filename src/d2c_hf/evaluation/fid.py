@@ -92,7 +92,9 @@ def needed_outputs(metrics: tuple[str, ...], reference: Reference) -> tuple[tupl
     return tuple(sample_outputs), tuple(reference_outputs)
 
 
-def resolve_metrics(requested: tuple[str, ...] | None, reference: Reference, has_logits: bool) -> tuple[str, ...]:
+def resolve_metrics(
+    requested: tuple[str, ...] | None, reference: Reference, has_logits: bool
+) -> tuple[str, ...]:
     """The metrics to compute. ``None`` = every metric the reference (and the weights) allow; an
     explicit request that cannot be met raises, saying what is missing."""
     missing = {}
@@ -280,7 +282,9 @@ def fid_parser() -> argparse.ArgumentParser:
     parser.add_argument("--is_split_size", type=int, default=IS_SPLIT_SIZE, help="Inception Score part size")
     parser.add_argument("--fd_method", choices=("eigh", "sqrtm"), default="eigh")
     parser.add_argument(
-        "--save_reference_stats", default=None, help="write the reference statistics computed here to this .npz"
+        "--save_reference_stats",
+        default=None,
+        help="write the reference statistics computed here to this .npz",
     )
     parser.add_argument("--output", default=None, help="also write the result JSON to this file")
     parser.add_argument("--no_progress", action="store_true", help="no progress bars")
