@@ -9,12 +9,16 @@ LINT_DIRS := $(wildcard src tests examples benchmarks)
 
 .PHONY: demo test lint format bench clean
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 	# torch first and pinned: an unpinned torch would pull a multi-GB CUDA build.
 	$(BIN)/python -m pip install torch==2.13.0
 	$(BIN)/python -m pip install -e ".[test]"
+	# test-only: the independent FID Inception network the tests compare ours with
+	# (--no-deps: its torchvision requirement cannot be installed beside this torch, and the
+	# tests import only its torchvision-free network module; see tests/test_inception_parity.py)
+	$(BIN)/python -m pip install --no-deps torch-fidelity==0.4.0
 	touch $(STAMP)
 
 demo: $(STAMP)

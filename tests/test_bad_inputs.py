@@ -691,5 +691,9 @@ def test_a_scorer_that_ships_its_vae_is_scored_and_attached_with_it(scorer_with_
     assert got.info["scoring"]["vae"]["sha256"] == own and got.info["latents"]["vae"]["sha256"] == own
     copy = Path(str(scorer_with_other_vae) + "_vae_only")
     load_vae(scorer_with_other_vae).save_pretrained(copy)
-    explicit = condense(data, images_per_class=1, scorer=scorer_with_other_vae, vae=copy, attach=(), resolution=32)
-    np.testing.assert_array_equal(np.asarray(explicit.scores["difficulty"]), np.asarray(got.scores["difficulty"]))
+    explicit = condense(
+        data, images_per_class=1, scorer=scorer_with_other_vae, vae=copy, attach=(), resolution=32
+    )
+    np.testing.assert_array_equal(
+        np.asarray(explicit.scores["difficulty"]), np.asarray(got.scores["difficulty"])
+    )

@@ -31,6 +31,7 @@ from d2c_hf.evaluation import (
     to_uint8_images,
 )
 from d2c_hf.evaluation.inception import resize_bilinear_tf1, tf1_bilinear_matrix
+from helpers_inception import random_inception_state_dict
 
 METHODS = ("eigh", "sqrtm")
 
@@ -359,22 +360,6 @@ PUBLIC_SHAPES = {
 }
 
 
-def _random_inception_state_dict(seed: int = 0, with_fc: bool = True) -> dict[str, torch.Tensor]:
-    """A TF-conversion-style state dict: the documented keys, random values, no num_batches_tracked."""
-    gen = torch.Generator().manual_seed(seed)
-    state = {}
-    for key, value in FIDInceptionV3().state_dict().items():
-        if key.endswith("num_batches_tracked") or (key.startswith("fc.") and not with_fc):
-            continue
-        if key.endswith("running_var"):
-            state[key] = torch.rand(value.shape, generator=gen) + 0.5
-        elif key.endswith("bn.weight"):
-            state[key] = torch.ones(value.shape)
-        else:
-            state[key] = torch.randn(value.shape, generator=gen) * 0.05
-    return state
-
-
 @pytest.fixture
 def single_thread():
     """One intra-op thread: a 299x299 Inception pass is small, and on a busy 2-core machine two
@@ -388,7 +373,7 @@ def single_thread():
 @pytest.fixture(scope="module")
 def inception_weights(tmp_path_factory):
     path = tmp_path_factory.mktemp("inception") / "weights-inception-2015-12-05-6726825d.pth"
-    torch.save(_random_inception_state_dict(), path)
+    torch.save(random_inception_state_dict(), path)
     return path
 
 
@@ -425,7 +410,7 @@ def test_inception_loads_strictly_and_extracts(inception_weights, tmp_path, capl
     from safetensors.torch import save_file
 
     no_fc = tmp_path / "no_fc.safetensors"
-    save_file(_random_inception_state_dict(with_fc=False), str(no_fc))
+    save_file(random_inception_state_dict(with_fc=False), str(no_fc))
     headless = InceptionV3FeatureExtractor.from_pretrained(no_fc, device="cpu")
     assert headless(images[:1]).shape == (1, 2048)
     with pytest.raises(ValueError, match="no fc layer"):
@@ -433,7 +418,7 @@ def test_inception_loads_strictly_and_extracts(inception_weights, tmp_path, capl
 
 
 def test_inception_rejects_wrong_layouts(tmp_path):
-    state = _random_inception_state_dict()
+    state = random_inception_state_dict()
     missing = dict(state)
     del missing["Mixed_6d.branch1x1.conv.weight"]
     torch.save(missing, tmp_path / "missing.pth")

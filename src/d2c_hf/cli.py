@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "attach": ("d2c_hf.cli:attach_main", "attach latents / visual tokens / class text (sharded)"),
     "condense": ("d2c_hf.cli:condense_main", "score + select + attach in one resumable run"),
     "info": ("d2c_hf.cli:info_main", "describe a condensed dataset folder"),
+    "fid": ("d2c_hf.cli:fid_main", "FID, sFID, IS, precision/recall of samples vs a reference"),
     "convert-repa": ("d2c_hf.convert:convert_repa_main", "convert a REPA SiT checkpoint to diffusers format"),
     "convert-sit": (
         "d2c_hf.convert:convert_sit_main",
@@ -446,6 +447,77 @@ def demo_main(argv: list[str] | None = None) -> int:
     print()
     print(result["table"])
     print(f"\nDemo finished in {result['timings']['total']:.0f} s. Open {output / 'README.md'}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------
+# d2c fid
+# --------------------------------------------------------------------------------------
+
+#: environment variable naming the FID Inception-v3 weights file (d2c_hf.evaluation.fid reads the same)
+INCEPTION_WEIGHTS_ENV = "D2C_INCEPTION_WEIGHTS"
+
+
+def fid_parser() -> argparse.ArgumentParser:
+    import os
+
+    parser = _parser(
+        "d2c fid",
+        "FID, sFID, Inception Score and precision/recall of generated images against a reference "
+        "(the ADM evaluator's protocol, with the FID Inception-v3 from a local weights file).",
+    )
+    parser.add_argument("samples", help="generated images: an ADM .npz (arr_0) or a folder of image files")
+    parser.add_argument(
+        "reference",
+        help="an ADM reference batch .npz (mu/sigma, mu_s/sigma_s, arr_0), a statistics .npz written by "
+        "--save_reference_stats, or a folder of real images",
+    )
+    parser.add_argument(
+        "--inception_weights",
+        default=os.environ.get(INCEPTION_WEIGHTS_ENV),
+        help=f"weights-inception-2015-12-05-6726825d.pth or pt_inception-2015-12-05-6726825d.pth (default: "
+        f"${INCEPTION_WEIGHTS_ENV}); see docs/evaluation.md",
+    )
+    parser.add_argument(
+        "--metrics", nargs="+", choices=("fid", "sfid", "is", "pr"), default=None,
+        help="default: all that the reference allows",
+    )  # fmt: skip
+    parser.add_argument("--batch_size", type=int, default=100, help="images per Inception forward pass")
+    parser.add_argument("--num_workers", type=int, default=4, help="processes decoding image folders")
+    parser.add_argument("--device", default=None, help="cuda, cpu, ... (default: CUDA if available)")
+    parser.add_argument("--resolution", type=int, default=None, help="ADM centre crop of a samples folder")
+    parser.add_argument(
+        "--reference_resolution", type=int, default=None, help="ADM centre crop of a reference folder"
+    )
+    parser.add_argument("--k", type=int, default=3, help="precision/recall neighbourhood size")
+    parser.add_argument("--is_split_size", type=int, default=5000, help="Inception Score part size")
+    parser.add_argument("--fd_method", choices=("eigh", "sqrtm"), default="eigh")
+    parser.add_argument(
+        "--save_reference_stats",
+        default=None,
+        help="write the reference statistics computed here to this .npz",
+    )
+    parser.add_argument("--output", default=None, help="also write the result JSON to this file")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def fid_main(argv: list[str] | None = None) -> int:
+    """``d2c fid``: score a sample ``.npz`` / folder against a reference; prints the result as JSON."""
+    args = fid_parser().parse_args(argv)
+    from .evaluation.fid import evaluate_fid
+    from .files import write_json
+
+    result = evaluate_fid(
+        args.samples, args.reference, inception_weights=args.inception_weights,
+        metrics=tuple(args.metrics) if args.metrics else None, batch_size=args.batch_size,
+        num_workers=args.num_workers, device=args.device, resolution=args.resolution,
+        reference_resolution=args.reference_resolution, k=args.k, is_split_size=args.is_split_size,
+        fd_method=args.fd_method, save_reference_stats=args.save_reference_stats, progress=not args.no_progress,
+    )  # fmt: skip
+    if args.output:
+        write_json(args.output, result)
+    print(json.dumps(result, indent=2))
     return 0
 
 

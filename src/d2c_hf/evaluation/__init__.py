@@ -3,13 +3,23 @@
 Everything works offline. Metrics take feature arrays (:mod:`.metrics`); feature extractors
 turn images into features: the FID Inception-v3 from a local weights file (:mod:`.inception`),
 an MLP fitted on the bundled digits (:mod:`.digits`), or any callable (:mod:`.extractors`).
-:mod:`.adm` writes and reads ``.npz`` files for the standard ADM evaluator, and
-:func:`evaluate_samples` runs the whole suite. See docs/evaluation.md.
+:mod:`.adm` writes and reads ``.npz`` files for the standard ADM evaluator (streaming, for 50K
+samples), :func:`evaluate_samples` runs the whole suite on images in memory, and :mod:`.fid` (the
+``d2c fid`` command) scores a sample ``.npz`` or folder against a reference batch the way papers
+report FID-50K. See docs/evaluation.md.
 """
 
-from .adm import ReferenceBatch, load_reference_npz, save_npz
+from .adm import (
+    ReferenceBatch,
+    iter_npz_images,
+    load_reference_npz,
+    npz_images_shape,
+    save_npz,
+    save_npz_batches,
+)
 from .digits import DigitsFeatureExtractor
 from .extractors import CallableFeatureExtractor, FeatureExtractor, as_feature_extractor
+from .fid import Reference, compute_metrics, open_reference
 from .images import to_uint8_images
 from .inception import FIDInceptionV3, InceptionV3FeatureExtractor
 from .metrics import (
@@ -25,6 +35,7 @@ from .metrics import (
     mmd2_unbiased,
     precision_recall,
 )
+from .sources import ImageSource, open_images
 from .suite import evaluate_samples, load_fid_metric
 
 __all__ = [
@@ -32,23 +43,31 @@ __all__ = [
     "DigitsFeatureExtractor",
     "FIDInceptionV3",
     "FeatureExtractor",
+    "ImageSource",
     "InceptionScoreResult",
     "InceptionV3FeatureExtractor",
     "KIDResult",
     "PrecisionRecall",
+    "Reference",
     "ReferenceBatch",
     "UnreliableEstimateWarning",
     "as_feature_extractor",
+    "compute_metrics",
     "evaluate_samples",
     "feature_statistics",
     "fid_from_features",
     "frechet_distance",
     "inception_score",
+    "iter_npz_images",
     "kid",
     "load_fid_metric",
     "load_reference_npz",
     "mmd2_unbiased",
+    "npz_images_shape",
+    "open_images",
+    "open_reference",
     "precision_recall",
     "save_npz",
+    "save_npz_batches",
     "to_uint8_images",
 ]

@@ -6,15 +6,20 @@ The evaluator that REPA, SiT and DiT report with reads a *sample batch* ``.npz``
 and recall) plus precomputed Inception statistics ``mu``/``sigma`` (pool3, FID) and
 ``mu_s``/``sigma_s`` (spatial, sFID). guided-diffusion's sampler also stores the class labels
 as ``arr_1``.
+
+At FID-50K scale (50,000 images of 256x256 = 9.8 GB) nothing here needs the whole array in memory:
+:func:`iter_npz_images` streams ``arr_0`` in batches, and :func:`save_npz_batches` writes a sample
+batch from an iterable of batches, atomically.
 """
 
 from __future__ import annotations
 
 import os
 import zipfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -92,18 +97,136 @@ def save_npz(path: str | os.PathLike, images: ImagesArg, labels: Any = None) -> 
     return path
 
 
+def _read_header(handle: IO[bytes], name: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """``(shape, fortran_order, dtype)`` of the ``.npy`` stream at ``handle``, leaving it at the data."""
+    version = np.lib.format.read_magic(handle)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(handle)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(handle)
+    raise ValueError(f"{name}: .npy format version {version} is not supported (write it with np.savez)")
+
+
 def _member_header(archive: zipfile.ZipFile, name: str) -> tuple[tuple[int, ...], np.dtype]:
     """Shape and dtype of ``name.npy`` inside an ``.npz`` without reading its data."""
     with archive.open(f"{name}.npy") as handle:
-        version = np.lib.format.read_magic(handle)
-        if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
-        elif version == (2, 0):
-            shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
-        else:  # format 3.0 (utf-8 field names) has no public header reader: read the array
-            array = np.lib.format.read_array(handle, allow_pickle=False)
+        try:
+            shape, _, dtype = _read_header(handle, name)
+        except ValueError:  # format 3.0 (utf-8 field names) has no public header reader: read the array
+            with archive.open(f"{name}.npy") as again:
+                array = np.lib.format.read_array(again, allow_pickle=False)
             shape, dtype = array.shape, array.dtype
     return tuple(shape), dtype
+
+
+def npz_images_shape(path: str | os.PathLike) -> tuple[int, int, int, int]:
+    """``(N, H, W, 3)`` of ``arr_0`` in an ADM-layout ``.npz``, read from its header only.
+
+    Raises:
+        ValueError: not an ``.npz``, no ``arr_0``, or ``arr_0`` not ``(N, H, W, 3)`` uint8 (C order).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is not an .npz archive (np.savez output)")
+    with zipfile.ZipFile(path) as archive:
+        if "arr_0.npy" not in archive.namelist():
+            raise ValueError(f"{path} has no arr_0 (images); found {sorted(archive.namelist())}")
+        with archive.open("arr_0.npy") as handle:
+            shape, fortran, dtype = _read_header(handle, f"{path}:arr_0")
+    if len(shape) != 4 or shape[-1] != 3 or dtype != np.uint8 or fortran:
+        raise ValueError(
+            f"{path}: arr_0 is {dtype} {tuple(shape)}{' (Fortran order)' if fortran else ''}; expected "
+            "(N, H, W, 3) uint8 images in C order, as save_npz writes them"
+        )
+    return tuple(int(v) for v in shape)  # type: ignore[return-value]
+
+
+def iter_npz_images(path: str | os.PathLike, batch_size: int) -> Iterator[np.ndarray]:
+    """Stream ``arr_0`` of an ADM-layout ``.npz`` as ``(B, H, W, 3)`` uint8 batches (the last may be smaller).
+
+    Reads the zip member sequentially, so memory stays at one batch whatever ``N`` is (``np.load``
+    would read all 9.8 GB of a 50K x 256² sample batch at once). Works for compressed archives too.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    num, height, width, channels = npz_images_shape(path)
+    row = height * width * channels
+    with zipfile.ZipFile(path) as archive, archive.open("arr_0.npy") as handle:
+        _read_header(handle, f"{path}:arr_0")
+        for start in range(0, num, batch_size):
+            count = min(batch_size, num - start)
+            data = bytearray(count * row)  # writable, so torch.from_numpy can share it
+            got = handle.readinto(data)
+            if got != count * row:
+                raise ValueError(f"{path}: arr_0 ends after {start + got // row} of {num} images")
+            yield np.frombuffer(data, np.uint8).reshape(count, height, width, channels)
+
+
+def save_npz_batches(
+    path: str | os.PathLike,
+    batches: Iterable[Any],
+    num_images: int,
+    image_shape: tuple[int, int],
+    labels: Any = None,
+) -> Path:
+    """Write an ADM sample batch from an iterable of image batches, streaming and atomically.
+
+    The archive is what ``np.savez(path, arr_0=images, arr_1=labels)`` writes (uncompressed members),
+    but ``images`` is never materialised: each batch is checked and appended to the ``arr_0`` member,
+    so memory stays at one batch. The file appears (``os.replace``) only once complete; a failure
+    leaves no partial ``path``.
+
+    Args:
+        path: output ``.npz`` file.
+        batches: ``(B, H, W, 3)`` uint8 arrays (any :func:`to_uint8_images` input per batch), in order.
+        num_images: the total ``N``; a different total raises.
+        image_shape: ``(H, W)``.
+        labels: optional ``(N,)`` integer labels, stored as ``arr_1``.
+    """
+    from ..files import atomic_write
+
+    height, width = (int(v) for v in image_shape)
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != (num_images,) or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(
+                f"labels must be {num_images} integers, got shape {labels.shape}, dtype {labels.dtype}"
+            )
+        labels = labels.astype(np.int64)
+    header = {
+        "descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
+        "fortran_order": False,
+        "shape": (int(num_images), height, width, 3),
+    }
+
+    def write(handle: IO[bytes]) -> None:
+        written = 0
+        with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+            with archive.open("arr_0.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array_header_1_0(member, header)
+                for i, batch in enumerate(batches):
+                    pixels = batch if isinstance(batch, np.ndarray) and batch.dtype == np.uint8 else None
+                    pixels = to_uint8_images(batch, name=f"batch {i}") if pixels is None else pixels
+                    if pixels.ndim != 4 or pixels.shape[1:] != (height, width, 3):
+                        raise ValueError(
+                            f"batch {i} has shape {pixels.shape}; expected (B, {height}, {width}, 3) uint8"
+                        )
+                    if written + len(pixels) > num_images:
+                        raise ValueError(f"the batches hold more than num_images={num_images} images")
+                    member.write(np.ascontiguousarray(pixels).tobytes())
+                    written += len(pixels)
+            if written != num_images:
+                raise ValueError(f"the batches held {written} images, expected num_images={num_images}")
+            if labels is not None:
+                with archive.open("arr_1.npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, labels, allow_pickle=False)
+
+    path = Path(path)
+    if path.suffix != ".npz":
+        path = path.with_name(path.name + ".npz")
+    return atomic_write(path, write)
 
 
 def load_reference_npz(path: str | os.PathLike, *, load_images: bool = True) -> ReferenceBatch:

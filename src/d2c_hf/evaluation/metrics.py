@@ -478,14 +478,18 @@ def precision_recall(real: Any, fake: Any, k: int = 3, *, chunk_size: int = 1000
 
 
 def inception_score(
-    logits_or_probs: Any, splits: int = 10, *, from_logits: bool | None = None
+    logits_or_probs: Any,
+    splits: int = 10,
+    *,
+    from_logits: bool | None = None,
+    split_size: int | None = None,
 ) -> InceptionScoreResult:
     """Inception Score (Salimans et al. 2016): ``exp(E_x KL(p(y|x) || p(y)))``.
 
     The ``N`` predictions are cut into ``splits`` consecutive parts; in each part ``p(y)`` is
     the mean prediction of that part. Returns the mean and (population) standard deviation of
-    the per-split scores, as in the original code and torch-fidelity. (The ADM evaluator uses
-    parts of 5,000 samples instead: ``splits = N // 5000``.) The score lies in ``[1, K]``: 1 for
+    the per-split scores, as in the original code and torch-fidelity. The ADM evaluator cuts parts of
+    5,000 samples instead (the last one may be smaller): pass ``split_size=5000``. The score lies in ``[1, K]``: 1 for
     uniform (or identical) predictions, ``K`` for confident predictions spread evenly over
     ``K`` classes.
 
@@ -497,12 +501,16 @@ def inception_score(
         splits: number of parts (``1 <= splits <= N``).
         from_logits: ``None`` = probabilities if every row is non-negative and sums to 1
             (within ``1e-3``), else logits (softmax applied); or force either.
+        split_size: consecutive parts of this many predictions instead of ``splits`` equal parts.
     """
     from scipy.special import log_softmax, xlogy
 
     x = as_features(logits_or_probs, "logits_or_probs")
     n = x.shape[0]
-    if not 1 <= splits <= n:
+    if split_size is not None:
+        if split_size < 1:
+            raise ValueError(f"split_size must be >= 1, got {split_size}")
+    elif not 1 <= splits <= n:
         raise ValueError(f"splits must lie in [1, {n}] for {n} predictions, got {splits}")
     if from_logits is None:
         from_logits = not ((x >= 0).all() and np.allclose(x.sum(axis=1), 1.0, atol=1e-3))
@@ -513,7 +521,11 @@ def inception_score(
             raise ValueError("logits_or_probs has negative values but from_logits=False")
         probs = x / x.sum(axis=1, keepdims=True)
     scores = []
-    for part in np.array_split(probs, splits):
+    if split_size is not None:
+        parts = [probs[start : start + split_size] for start in range(0, n, split_size)]
+    else:
+        parts = np.array_split(probs, splits)
+    for part in parts:
         marginal = part.mean(axis=0, keepdims=True)
         kl = (xlogy(part, part) - xlogy(part, marginal)).sum(axis=1)
         scores.append(np.exp(kl.mean()))
