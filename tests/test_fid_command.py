@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from d2c_hf.cli import fid_main
 from d2c_hf.cli import main as cli_main
 from d2c_hf.evaluation import (
     InceptionV3FeatureExtractor,
@@ -149,13 +150,13 @@ def test_d2c_fid_bad_input_fails_before_any_network(tmp_path, monkeypatch):
     save_npz(tmp_path / "samples.npz", _images(4, 0))
     monkeypatch.delenv("D2C_INCEPTION_WEIGHTS", raising=False)
     with pytest.raises(ValueError, match="pass --inception_weights FILE"):
-        cli_main(["fid", str(tmp_path / "samples.npz"), str(tmp_path / "samples.npz")])
+        fid_main([str(tmp_path / "samples.npz"), str(tmp_path / "samples.npz")])
     with pytest.raises(FileNotFoundError, match="Nothing is downloaded"):
-        cli_main(["fid", str(tmp_path / "samples.npz"), str(tmp_path / "samples.npz"),
+        fid_main([str(tmp_path / "samples.npz"), str(tmp_path / "samples.npz"),
                   "--inception_weights", str(tmp_path / "absent.pth")])  # fmt: skip
     np.savez(tmp_path / "stats.npz", mu=np.zeros(3), sigma=np.eye(3))
     with pytest.raises(ValueError, match="sfid: the reference has neither mu_s/sigma_s nor images"):
-        cli_main(["fid", str(tmp_path / "samples.npz"), str(tmp_path / "stats.npz"), "--metrics", "sfid",
+        fid_main([str(tmp_path / "samples.npz"), str(tmp_path / "stats.npz"), "--metrics", "sfid",
                   "--inception_weights", str(tmp_path / "absent.pth")])  # fmt: skip
     np.savez(tmp_path / "chw.npz", arr_0=np.zeros((2, 3, 8, 8), np.uint8))
     with pytest.raises(ValueError, match=r"arr_0 is uint8 \(2, 3, 8, 8\); expected \(N, H, W, 3\)"):
