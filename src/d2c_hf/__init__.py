@@ -34,6 +34,7 @@ _EXPORTS: dict[str, str] = {
     "LatentEncoder": "attach",
     "VisualAttacher": "attach",
     "TextAttacher": "attach",
+    "train_vision_encoder": "encoder_training",
     "CondensedDataset": "condensed",
     "condense": "condensing",
     "CondenseOptions": "pipeline",
@@ -79,6 +80,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .condensing import condense
     from .convert import load_repa_checkpoint, load_sit_checkpoint
     from .data import load_digits_dataset, prepare_dataset
+    from .encoder_training import train_vision_encoder
     from .evaluation import (
         CallableFeatureExtractor,
         DigitsFeatureExtractor,

@@ -371,6 +371,29 @@ def _square(value: Any, what: str) -> int | None:
     return int(value)
 
 
+def encoder_inputs(
+    pixels: np.ndarray | torch.Tensor,
+    *,
+    image_mean: Sequence[float],
+    image_std: Sequence[float],
+    input_size: int,
+    rescale_factor: float = 1 / 255,
+) -> torch.Tensor:
+    """``(B, S, S, 3)`` uint8 crops -> ``(B, 3, input_size, input_size)`` float32 vision-encoder input.
+
+    Rescale (``x * rescale_factor``), normalise (``(x - mean) / std``), then a bicubic resize
+    (``F.interpolate``, no antialias) to ``input_size``: REPA's order. What :class:`VisualAttacher`
+    feeds its encoder, and what :func:`d2c_hf.train_vision_encoder` trains on.
+    """
+    x = torch.as_tensor(pixels).permute(0, 3, 1, 2).float() * rescale_factor
+    mean = torch.tensor([float(v) for v in image_mean]).view(1, 3, 1, 1)
+    std = torch.tensor([float(v) for v in image_std]).view(1, 3, 1, 1)
+    x = (x - mean) / std
+    if x.shape[-1] != input_size:
+        x = F.interpolate(x, size=(input_size, input_size), mode="bicubic", align_corners=False)
+    return x
+
+
 class VisualAttacher(_ImageTransform):
     """Store each image's vision-encoder patch tokens, the targets of REPA's projection loss.
 
@@ -603,14 +626,14 @@ class VisualAttacher(_ImageTransform):
 
     def pixel_values(self, pixels: np.ndarray) -> torch.Tensor:
         """``(B, S, S, 3)`` uint8 crops -> ``(B, 3, input_size, input_size)`` float32 encoder input
-        (rescale, normalise, then bicubic resize, in that order as in REPA)."""
-        x = torch.as_tensor(pixels).permute(0, 3, 1, 2).float() * self.rescale_factor
-        mean = torch.tensor(self.image_mean).view(1, 3, 1, 1)
-        std = torch.tensor(self.image_std).view(1, 3, 1, 1)
-        x = (x - mean) / std
-        if x.shape[-1] != self.input_size:
-            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bicubic", align_corners=False)
-        return x
+        (:func:`encoder_inputs` with this attacher's normalisation and size)."""
+        return encoder_inputs(
+            pixels,
+            image_mean=self.image_mean,
+            image_std=self.image_std,
+            input_size=self.input_size,
+            rescale_factor=self.rescale_factor,
+        )
 
     @torch.no_grad()
     def encode(self, pixels: np.ndarray) -> torch.Tensor:

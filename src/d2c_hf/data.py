@@ -307,6 +307,48 @@ def preprocess_images(
     return np.stack(out), upsampled
 
 
+def dataset_pixels(
+    dataset: Any, image_column: str, resolution: int, *, batch_size: int = 256, what: str = "dataset_pixels"
+) -> np.ndarray:
+    """Decode and centre-crop every image of a (small) ``datasets.Dataset``: ``(N, R, R, 3)`` uint8.
+
+    For trainers that hold a whole dataset in memory (:func:`d2c_hf.train_scorer`,
+    :func:`d2c_hf.train_vision_encoder`). Errors name the row; images smaller than ``resolution``
+    are upsampled (bicubic) with one warning that starts with ``what``.
+    """
+    from datasets import Image
+
+    feature = dataset.features[image_column]
+    raw = dataset.cast_column(image_column, Image(decode=False)) if feature.decode else dataset
+    raw = raw.select_columns([image_column]).with_format(None)
+    out, upsampled = [], 0
+    for start in range(0, len(raw), batch_size):
+        rows = list(range(start, min(start + batch_size, len(raw))))
+        pixels, n = preprocess_images(raw[start : start + batch_size][image_column], resolution, rows=rows)
+        out.append(pixels)
+        upsampled += n
+    if upsampled:
+        logger.warning(
+            "%s: %d of %d images are smaller than %dpx and are upsampled (bicubic)",
+            what,
+            upsampled,
+            len(raw),
+            resolution,
+        )
+    if not out:
+        return np.zeros((0, resolution, resolution, 3), np.uint8)
+    return np.concatenate(out)
+
+
+def first_image_side(dataset: Any, image_column: str) -> int:
+    """The short side, in pixels, of the first image of ``dataset`` (a default training resolution)."""
+    from datasets import Image
+
+    feature = dataset.features[image_column]
+    raw = dataset.cast_column(image_column, Image(decode=False)) if feature.decode else dataset
+    return min(decode_image(raw[0][image_column], 0).size)
+
+
 def pixels_to_tensor(pixels: np.ndarray | torch.Tensor) -> torch.Tensor:
     """``(B, H, W, 3)`` uint8 -> ``(B, 3, H, W)`` float32 in ``[-1, 1]`` (the VAE/model input range)."""
     x = torch.as_tensor(pixels)

@@ -32,7 +32,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -188,27 +188,24 @@ _TRAIN_MODULES: dict[Path, ModuleType] = {}
 
 
 def build_stand_in_encoders(
-    folder: str | os.PathLike, seed: int = 0, image_size: int = 56
+    folder: str | os.PathLike, seed: int = 0, num_tokens: int = 16
 ) -> tuple[Path, Path]:
     """Build and ``save_pretrained`` a tiny random T5 encoder (+ tokenizer) and a tiny random DINOv2
     (+ image processor with DINOv2's real normalisation) under ``folder``.
 
     They stand in for google/flan-t5-xl and facebook/dinov2-base when the Hub is offline: same classes and
-    code paths, no pretrained semantics. ``image_size`` is DINOv2's native input side (56 px = 4x4
-    patches: the SiT token grid of 16 px images with patch 4). Weights are drawn from ``seed`` inside a forked RNG (the global
-    RNG state is left untouched), so the same seed gives the same files.
+    code paths, no pretrained semantics. The DINOv2 has the architecture of
+    :func:`d2c_hf.train_vision_encoder`'s (:data:`d2c_hf.encoder_training.TINY_DINOV2`, ``num_tokens``
+    patch tokens at its native input size), so "random encoder" and "trained encoder" differ only in
+    their weights. Weights are drawn from ``seed`` inside a forked RNG (the global RNG state is left
+    untouched), so the same seed gives the same files.
 
     Returns:
         ``(t5_folder, dinov2_folder)``.
     """
-    from transformers import (
-        BitImageProcessor,
-        Dinov2Config,
-        Dinov2Model,
-        T5Config,
-        T5EncoderModel,
-        T5Tokenizer,
-    )
+    from transformers import Dinov2Model, T5Config, T5EncoderModel, T5Tokenizer
+
+    from .encoder_training import save_image_processor, tiny_dinov2
 
     folder = Path(folder)
     t5_dir, dino_dir = folder / "t5-stand-in", folder / "dinov2-stand-in"
@@ -228,14 +225,7 @@ def build_stand_in_encoders(
         pad_token_id=0,
         eos_token_id=1,
     )
-    dino_config = Dinov2Config(
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=128,
-        patch_size=14,
-        image_size=image_size,
-    )
+    dino_config = tiny_dinov2(num_tokens)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         t5 = T5EncoderModel(t5_config).eval()
@@ -243,14 +233,7 @@ def build_stand_in_encoders(
     t5.save_pretrained(t5_dir)
     T5Tokenizer(vocab=vocab, extra_ids=0).save_pretrained(t5_dir)
     dino.save_pretrained(dino_dir)
-    BitImageProcessor(
-        size={"shortest_edge": image_size},
-        crop_size={"height": image_size, "width": image_size},
-        resample=3,
-        image_mean=[0.485, 0.456, 0.406],
-        image_std=[0.229, 0.224, 0.225],
-        do_center_crop=True,
-    ).save_pretrained(dino_dir)
+    save_image_processor(dino_dir, int(dino_config.image_size))
     return t5_dir, dino_dir
 
 
@@ -314,7 +297,8 @@ class DigitsQuality:
     the class accuracy of that classifier on the generated images.
 
     ``samples_per_class`` images are generated per class, with a fixed seed, so every model is scored
-    on the same noise.
+    on the same noise. KID averages ``kid_num_subsets`` subsets of the size of the smaller set (the
+    360 test images); its cost grows linearly with the count.
     """
 
     def __init__(
@@ -326,16 +310,20 @@ class DigitsQuality:
         num_inference_steps: int,
         guidance_scale: float = 1.0,
         seed: int = 0,
+        extractor: Any = None,
+        kid_num_subsets: int = 20,
     ) -> None:
         from .evaluation import DigitsFeatureExtractor
 
-        self.extractor = DigitsFeatureExtractor.from_dataset(train)
+        # the evaluation feature space: fitted on ``train`` unless a fitted one is given
+        self.extractor = DigitsFeatureExtractor.from_dataset(train) if extractor is None else extractor
         self.real_features = self.extractor(test["image"])
         self.num_classes = len(train.features["label"].names)
         self.labels = np.repeat(np.arange(self.num_classes), samples_per_class)
         self.num_inference_steps = num_inference_steps
         self.guidance_scale = guidance_scale
         self.seed = seed
+        self.kid_num_subsets = kid_num_subsets
 
     def sample(self, pipeline: Any, labels: Sequence[int] | None = None) -> np.ndarray:
         labels = self.labels if labels is None else labels
@@ -358,11 +346,25 @@ class DigitsQuality:
             real_features=self.real_features,
             classifier=self.extractor,
             requested_labels=labels,
+            kid_num_subsets=self.kid_num_subsets,
             seed=self.seed,
         )
 
     def __call__(self, pipeline: Any) -> dict[str, float]:
         return self.score_images(self.sample(pipeline))
+
+    def evaluate(
+        self, pipeline: Any, *, seed: int | None = None, guidance_scale: float | None = None
+    ) -> dict[str, float]:
+        """Like calling the evaluator, with another sampling ``seed`` and/or ``guidance_scale`` (CFG)."""
+        images = sample_images(
+            pipeline,
+            self.labels,
+            seed=self.seed if seed is None else seed,
+            num_inference_steps=self.num_inference_steps,
+            guidance_scale=self.guidance_scale if guidance_scale is None else guidance_scale,
+        )
+        return self.score_images(images)
 
     def real_reference(self, dataset: Any, seed: int = 0) -> dict[str, float]:
         """The metrics of as many *real* images (drawn per class from ``dataset``, e.g. the training
@@ -457,22 +459,30 @@ def train_sit_run(
     seed: int,
     quality: DigitsQuality | None = None,
     train_script: str | os.PathLike | None = None,
+    evaluate_at: Collection[int] | None = None,
 ) -> dict[str, Any]:
-    """Train a SiT with ``examples/train_sit.py`` on a condensed set; score it at every validation step.
+    """Train a SiT with ``examples/train_sit.py`` on a condensed set; score it at every validation step
+    (only at the steps in ``evaluate_at`` and the last one, if given).
 
     Returns ``train_sit.main``'s result plus ``"curve"``: ``[{"step": s, **metrics}, ...]`` (empty
-    without ``quality``) and ``"train_seconds"``.
+    without ``quality``), ``"train_seconds"`` and ``"eval_seconds"`` (the part of it spent scoring).
     """
     module = load_train_script(train_script)
     args = module.parse_args(
         settings.args(dataset_dir, output_dir, use_text=use_text, use_visual=use_visual, seed=seed)
     )
     curve: list[dict[str, float]] = []
+    wanted = None if evaluate_at is None else {int(s) for s in evaluate_at} | {settings.max_train_steps}
+    eval_seconds = 0.0
 
     def on_eval(step: int, pipeline: Any) -> None:
+        nonlocal eval_seconds
+        if wanted is not None and int(step) not in wanted:
+            return
         start = time.perf_counter()
         metrics = quality(pipeline)
         curve.append({"step": int(step), **metrics})
+        eval_seconds += time.perf_counter() - start
         logger.info(
             "step %d: %s (%.1fs)",
             step,
@@ -486,6 +496,7 @@ def train_sit_run(
     ):  # the script seeds the global RNGs (accelerate's set_seed); the caller's stay as they were
         result = dict(module.main(args, eval_callback=on_eval if quality is not None else None))
     result["train_seconds"] = time.perf_counter() - start
+    result["eval_seconds"] = eval_seconds
     # a final evaluation at the last step is part of the contract; keep one entry per step
     by_step = {entry["step"]: entry for entry in curve}
     result["curve"] = [by_step[s] for s in sorted(by_step)]

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .checks import check_positive_int, check_positive_number, check_seed
-from .data import pixels_to_tensor, preprocess_images
+from .data import dataset_pixels, first_image_side, pixels_to_tensor
 from .files import staged_dir, write_json
 from .hub import model_provenance, resolve_device
 from .scoring import SCORER_INFO_FILE
@@ -109,39 +109,6 @@ def _own_label_dropout(model: torch.nn.Module):
     finally:
         for m, p in zip(tables, probs):
             m.dropout_prob = p
-
-
-def _dataset_pixels(dataset: Any, image_column: str, resolution: int, batch_size: int = 256) -> np.ndarray:
-    """Decode and centre-crop a whole (small) dataset: ``(N, R, R, 3)`` uint8; errors name the row."""
-    from datasets import Image
-
-    feature = dataset.features[image_column]
-    raw = dataset.cast_column(image_column, Image(decode=False)) if feature.decode else dataset
-    raw = raw.select_columns([image_column]).with_format(None)
-    out, upsampled = [], 0
-    for start in range(0, len(raw), batch_size):
-        rows = list(range(start, min(start + batch_size, len(raw))))
-        pixels, n = preprocess_images(raw[start : start + batch_size][image_column], resolution, rows=rows)
-        out.append(pixels)
-        upsampled += n
-    if upsampled:
-        logger.warning(
-            "train_scorer: %d of %d images are smaller than %dpx and are upsampled (bicubic)",
-            upsampled,
-            len(raw),
-            resolution,
-        )
-    return np.concatenate(out)
-
-
-def _first_image_side(dataset: Any, image_column: str) -> int:
-    from datasets import Image
-
-    from .data import decode_image
-
-    feature = dataset.features[image_column]
-    raw = dataset.cast_column(image_column, Image(decode=False)) if feature.decode else dataset
-    return min(decode_image(raw[0][image_column], 0).size)
 
 
 def train_scorer(
@@ -232,7 +199,7 @@ def train_scorer(
     vae_model = None if is_pixel_space(vae) else load_vae(vae)
     factor = downsample_factor(vae_model)
     if resolution is None:
-        resolution = _first_image_side(dataset, image_column) // factor * factor
+        resolution = first_image_side(dataset, image_column) // factor * factor
     resolution = check_positive_int(resolution, "resolution")
     if resolution % factor:
         raise ValueError(
@@ -257,7 +224,7 @@ def train_scorer(
         )
 
     # ---- data: the whole dataset as one tensor -----------------------------------------------------------
-    pixels = _dataset_pixels(dataset, image_column, resolution)
+    pixels = dataset_pixels(dataset, image_column, resolution, what="train_scorer")
     labels = torch.from_numpy(
         np.asarray(dataset.with_format("numpy", columns=[label_column])[:][label_column])
     )

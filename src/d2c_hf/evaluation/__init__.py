@@ -6,7 +6,8 @@ an MLP fitted on the bundled digits (:mod:`.digits`), or any callable (:mod:`.ex
 :mod:`.adm` writes and reads ``.npz`` files for the standard ADM evaluator (streaming, for 50K
 samples), :func:`evaluate_samples` runs the whole suite on images in memory, and :mod:`.fid` (the
 ``d2c fid`` command) scores a sample ``.npz`` or folder against a reference batch the way papers
-report FID-50K. See docs/evaluation.md.
+report FID-50K. :mod:`.comparison` compares training runs (paired bootstrap differences, steps to a
+threshold, area under a metric-vs-log-step curve). See docs/evaluation.md.
 """
 
 from .adm import (
@@ -16,6 +17,14 @@ from .adm import (
     npz_images_shape,
     save_npz,
     save_npz_batches,
+)
+from .comparison import (
+    PairedDifference,
+    bootstrap_mean_ci,
+    log_step_area,
+    paired_difference,
+    separation,
+    steps_to_reach,
 )
 from .digits import DigitsFeatureExtractor
 from .extractors import CallableFeatureExtractor, FeatureExtractor, as_feature_extractor
@@ -47,11 +56,13 @@ __all__ = [
     "InceptionScoreResult",
     "InceptionV3FeatureExtractor",
     "KIDResult",
+    "PairedDifference",
     "PrecisionRecall",
     "Reference",
     "ReferenceBatch",
     "UnreliableEstimateWarning",
     "as_feature_extractor",
+    "bootstrap_mean_ci",
     "compute_metrics",
     "evaluate_samples",
     "feature_statistics",
@@ -62,12 +73,16 @@ __all__ = [
     "kid",
     "load_fid_metric",
     "load_reference_npz",
+    "log_step_area",
     "mmd2_unbiased",
     "npz_images_shape",
     "open_images",
     "open_reference",
+    "paired_difference",
     "precision_recall",
     "save_npz",
     "save_npz_batches",
+    "separation",
+    "steps_to_reach",
     "to_uint8_images",
 ]
