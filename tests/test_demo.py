@@ -23,14 +23,18 @@ EXPECTED_FILES = (
     "selection.png",
     "grids/real.png",
     "grids/d2c.png",
+    "grids/random_attach.png",
     "grids/random.png",
     "condensed/README.md",
     "condensed/d2c_info.json",
     "condensed/figures/difficulty.png",
+    "random_attach/d2c_info.json",
     "random_subset/d2c_info.json",
     "models/scorer/d2c_scorer.json",
     "models/t5-stand-in/config.json",
-    "models/dinov2-stand-in/preprocessor_config.json",
+    "models/dinov2-trained/config.json",
+    "models/dinov2-trained/preprocessor_config.json",
+    "models/dinov2-trained/d2c_encoder.json",
     "models/digits_extractor.safetensors",
 )
 
@@ -62,19 +66,19 @@ def test_demo_writes_every_promised_file(demo_output):
 def test_demo_readme_embeds_existing_files(demo_output):
     text = (demo_output / "README.md").read_text()
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    assert {"grids/real.png", "grids/d2c.png", "grids/random.png", "curves.png", "selection.png"} <= set(
-        links
-    )
+    grids = {"grids/real.png", "grids/d2c.png", "grids/random_attach.png", "grids/random.png"}
+    assert grids | {"curves.png", "selection.png"} <= set(links)
     assert any(link.startswith("condensed/figures/") for link in links)
     for link in links:
         assert (demo_output / link).is_file(), link
-    assert "stand-in" in text  # says that T5/DINOv2 are untrained stand-ins
+    assert "stand-in" in text  # says that the T5 is an untrained stand-in
+    assert "trained self-supervised" in text  # and that the vision encoder was trained by the demo
     assert "condensed/README.md" in text
 
 
 def test_demo_metrics_are_finite_and_consistent(demo_output):
     record = json.loads((demo_output / "metrics.json").read_text())
-    assert set(record["metrics"]) == {"D2C", "Random"}
+    assert set(record["metrics"]) == {"D2C", "Random + Attach", "Random"}
     for name, values in record["metrics"].items():
         for key in demo.METRIC_KEYS:
             assert math.isfinite(values[key]), (name, key)
@@ -93,7 +97,7 @@ def test_demo_metrics_are_finite_and_consistent(demo_output):
     assert record["condensed_size"] == 10 * record["images_per_class"]
     table = (demo_output / "metrics.md").read_text()
     assert table.splitlines()[0].startswith("| training set | FD")
-    assert "| D2C |" in table and "| Random |" in table
+    assert "| D2C |" in table and "| Random + Attach |" in table and "| Random |" in table
 
 
 def test_demo_condensed_sets(demo_output):
@@ -105,6 +109,14 @@ def test_demo_condensed_sets(demo_output):
     assert condensed.info["selection"]["strategy"] == "interval"
     assert any("stand-in" in note for note in condensed.info["notes"])
     assert "stand-in" in (demo_output / "condensed" / "README.md").read_text()
+    random_attach = CondensedDataset.load(demo_output / "random_attach")
+    assert random_attach.info["selection"]["strategy"] == "random"
+    assert "visual_embeds" in random_attach.samples.column_names
+    assert "text_embeds" in random_attach.classes.column_names
+    # both Attach sets carry the visual tokens of the vision encoder the demo trained
+    for attached in (condensed, random_attach):
+        assert attached.info["visual"]["encoder"]["name_or_path"].endswith("dinov2-trained")
+    np.testing.assert_array_equal(random_attach.counts, condensed.counts)
     random_subset = CondensedDataset.load(demo_output / "random_subset")
     assert random_subset.info["selection"]["strategy"] == "random"
     assert len(random_subset) == len(condensed)  # same size
@@ -116,12 +128,14 @@ def test_demo_grids_and_pipelines(demo_output):
     from d2c_hf import SiTPipeline
 
     tile = demo.GRID_TILE + 2 * demo.GRID_BORDER
-    for name in ("real", "d2c", "random"):
+    for name in ("real", "d2c", "random_attach", "random"):
         with Image.open(demo_output / "grids" / f"{name}.png") as image:
             assert image.size == (demo.QUICK.grid_per_class * tile, 10 * tile)
     record = json.loads((demo_output / "metrics.json").read_text())
     pipe = SiTPipeline.from_pretrained(str(demo_output / record["pipelines"]["D2C"]))
     assert pipe.transformer.config.text_embed_dim is not None  # trained with the DC-Embedding
+    attached = SiTPipeline.from_pretrained(str(demo_output / record["pipelines"]["Random + Attach"]))
+    assert attached.transformer.config.text_embed_dim is not None
     plain = SiTPipeline.from_pretrained(str(demo_output / record["pipelines"]["Random"]))
     assert plain.transformer.config.text_embed_dim is None
 

@@ -6,16 +6,20 @@ What it runs (every step is the library's public code path, at toy scale):
    and train on; test split: 360 images, the reference for the metrics).
 2. **Scorer**: :func:`d2c_hf.scoring.train_scorer` trains a small class-conditional DiT from scratch in
    pixel space (the paper's "scorer trained from scratch" setting).
-3. **Select + Attach**: :func:`d2c_hf.condensed.condense` scores every training image, keeps ~10 % by
-   D2C interval sampling and attaches pixel-space "latents", visual tokens of a DINOv2 and a T5
-   embedding per class prompt. The Hub is offline, so the DINOv2 and the T5 are **tiny, randomly
-   initialised stand-ins** that the demo builds and saves itself (recorded in the card's notes).
-4. **Baseline**: a random subset of the same size, without Attach (the paper's "Random" baseline).
-5. **Train**: ``examples/train_sit.py`` trains the same small SiT with the same steps on each set; an
+3. **Vision encoder**: :func:`d2c_hf.train_vision_encoder` trains a tiny DINOv2 self-supervised on all
+   1,437 training images (labels unused): the analogue of the paper's DINOv2, which knows far more
+   images than the condensed set holds. The class text encoder stays a **tiny, randomly initialised T5
+   stand-in** (the Hub is offline; digit names carry no meaning to learn), recorded in the card's notes.
+4. **Select + Attach**: :func:`d2c_hf.condensed.condense` scores every training image, keeps ~10 % by
+   D2C interval sampling and attaches pixel-space "latents", the trained encoder's visual tokens and a
+   T5 embedding per class prompt.
+5. **Baselines**: a random subset of the same size with the same Attach (*Random + Attach*: what Select
+   adds on top of Attach) and without Attach (the paper's *Random*).
+6. **Train**: ``examples/train_sit.py`` trains the same small SiT with the same steps on each set; an
    evaluation callback scores the EMA model every ``validation_steps``.
-6. **Evaluate**: sample grids (PNG), and Fréchet distance, KID, precision/recall and class accuracy in
+7. **Evaluate**: sample grids (PNG), and Fréchet distance, KID, precision/recall and class accuracy in
    the independent :class:`~d2c_hf.evaluation.DigitsFeatureExtractor` space against the test split.
-7. **Report**: ``metrics.md``/``metrics.json``, a metric-vs-step plot and a ``README.md`` saying what is
+8. **Report**: ``metrics.md``/``metrics.json``, a metric-vs-step plot and a ``README.md`` saying what is
    where. The folder is built beside the target and renamed into place when complete.
 
 The helpers (:func:`load_train_script`, :func:`build_stand_in_encoders`, :class:`DigitsQuality`,
@@ -46,13 +50,16 @@ from .files import json_round_trip, staged_dir
 logger = logging.getLogger(__name__)
 
 STAND_IN_NOTE = (
-    "The text encoder (T5) and the vision encoder (DINOv2) are tiny, randomly initialised stand-ins built by "
-    "`d2c demo` because the Hub is offline: their embeddings carry no pretrained semantics. Use "
-    "google/flan-t5-xl and facebook/dinov2-base for real data."
+    "The text encoder (T5) is a tiny, randomly initialised stand-in built by `d2c demo` because the Hub is "
+    "offline: its class embeddings carry no pretrained semantics (a fixed random code per class). The vision "
+    "encoder is a tiny DINOv2 that `d2c demo` trained self-supervised on every training image "
+    "(`train_vision_encoder`, labels unused). Use google/flan-t5-xl and facebook/dinov2-base for real data."
 )
 # words the stand-in T5 tokenizer knows as whole pieces (everything else falls back to characters)
 _STAND_IN_VOCAB = "a photo of the digit zero one two three four five six seven eight nine".split()
 METRIC_KEYS = ("fd", "kid_mean", "precision", "recall", "class_accuracy")
+#: the demo's three training sets, and the folder / file stem of each one's run and grid
+RUN_SLUGS = {"D2C": "d2c", "Random + Attach": "random_attach", "Random": "random"}
 METRIC_LABELS = {
     "fd": "FD ↓",
     "kid_mean": "KID ↓",
@@ -130,12 +137,16 @@ class DemoSettings:
     samples_per_class: int = 36  # 360 generated images: the size of the test split
     grid_per_class: int = 10
     guidance_scale: float = 1.0
+    encoder_steps: int = 600
+    encoder_batch_size: int = 128
 
 
 FULL = DemoSettings()
 QUICK = DemoSettings(
     scorer_steps=20,
     num_timesteps=2,
+    encoder_steps=3,
+    encoder_batch_size=16,
     sit=SiTSettings(
         model_config_overrides={"depth": 2, "hidden_size": 32, "num_attention_heads": 2},
         encoder_depth=1,
@@ -187,28 +198,16 @@ def load_train_script(path: str | os.PathLike | None = None) -> ModuleType:
 _TRAIN_MODULES: dict[Path, ModuleType] = {}
 
 
-def build_stand_in_encoders(
-    folder: str | os.PathLike, seed: int = 0, num_tokens: int = 16
-) -> tuple[Path, Path]:
-    """Build and ``save_pretrained`` a tiny random T5 encoder (+ tokenizer) and a tiny random DINOv2
-    (+ image processor with DINOv2's real normalisation) under ``folder``.
+def build_stand_in_text_encoder(folder: str | os.PathLike, seed: int = 0) -> Path:
+    """Build and ``save_pretrained`` a tiny random T5 encoder (+ tokenizer) in ``folder / "t5-stand-in"``.
 
-    They stand in for google/flan-t5-xl and facebook/dinov2-base when the Hub is offline: same classes and
-    code paths, no pretrained semantics. The DINOv2 has the architecture of
-    :func:`d2c_hf.train_vision_encoder`'s (:data:`d2c_hf.encoder_training.TINY_DINOV2`, ``num_tokens``
-    patch tokens at its native input size), so "random encoder" and "trained encoder" differ only in
-    their weights. Weights are drawn from ``seed`` inside a forked RNG (the global RNG state is left
-    untouched), so the same seed gives the same files.
-
-    Returns:
-        ``(t5_folder, dinov2_folder)``.
+    It stands in for google/flan-t5-xl when the Hub is offline: same classes and code paths, no pretrained
+    semantics (a fixed random code per prompt). Weights are drawn from ``seed`` inside a forked RNG (the
+    global RNG state is left untouched), so the same seed gives the same files. Returns the folder.
     """
-    from transformers import Dinov2Model, T5Config, T5EncoderModel, T5Tokenizer
+    from transformers import T5Config, T5EncoderModel, T5Tokenizer
 
-    from .encoder_training import save_image_processor, tiny_dinov2
-
-    folder = Path(folder)
-    t5_dir, dino_dir = folder / "t5-stand-in", folder / "dinov2-stand-in"
+    t5_dir = Path(folder) / "t5-stand-in"
     vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
     vocab += [(f"\u2581{w}", -1.0 - i * 0.01) for i, w in enumerate(_STAND_IN_VOCAB)]
     vocab += [(c, -10.0) for c in "abcdefghijklmnopqrstuvwxyz0123456789\u2581"]
@@ -225,16 +224,44 @@ def build_stand_in_encoders(
         pad_token_id=0,
         eos_token_id=1,
     )
-    dino_config = tiny_dinov2(num_tokens)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         t5 = T5EncoderModel(t5_config).eval()
-        dino = Dinov2Model(dino_config).eval()
     t5.save_pretrained(t5_dir)
     T5Tokenizer(vocab=vocab, extra_ids=0).save_pretrained(t5_dir)
+    return t5_dir
+
+
+def build_stand_in_vision_encoder(folder: str | os.PathLike, seed: int = 0, num_tokens: int = 16) -> Path:
+    """Build and ``save_pretrained`` a tiny random DINOv2 (+ DINOv2's image processor) in
+    ``folder / "dinov2-stand-in"``: the architecture of :func:`d2c_hf.train_vision_encoder`'s
+    (:data:`d2c_hf.encoder_training.TINY_DINOV2`, ``num_tokens`` patch tokens at its native input size),
+    untrained, so that "random encoder" and "trained encoder" differ only in their weights. Drawn from
+    ``seed`` inside a forked RNG. Returns the folder.
+    """
+    from transformers import Dinov2Model
+
+    from .encoder_training import save_image_processor, tiny_dinov2
+
+    dino_dir = Path(folder) / "dinov2-stand-in"
+    config = tiny_dinov2(num_tokens)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        dino = Dinov2Model(config).eval()
     dino.save_pretrained(dino_dir)
-    save_image_processor(dino_dir, int(dino_config.image_size))
-    return t5_dir, dino_dir
+    save_image_processor(dino_dir, int(config.image_size))
+    return dino_dir
+
+
+def build_stand_in_encoders(
+    folder: str | os.PathLike, seed: int = 0, num_tokens: int = 16
+) -> tuple[Path, Path]:
+    """Both stand-ins: :func:`build_stand_in_text_encoder` and :func:`build_stand_in_vision_encoder`.
+
+    Returns:
+        ``(t5_folder, dinov2_folder)``.
+    """
+    return build_stand_in_text_encoder(folder, seed), build_stand_in_vision_encoder(folder, seed, num_tokens)
 
 
 def to_uint8(images: Any) -> np.ndarray:
@@ -614,6 +641,7 @@ def _run_demo(
 ) -> dict[str, Any]:
     from .condensing import condense
     from .data import load_digits_dataset
+    from .encoder_training import train_vision_encoder
     from .scorer_training import train_scorer
 
     timings: dict[str, float] = {}
@@ -642,11 +670,21 @@ def _run_demo(
     models.mkdir()
     quality.extractor.save(models / "digits_extractor.safetensors")
     patch_size = _patch_size(settings.sit)
-    # DINOv2's native grid = the SiT token grid, so its patch tokens need no resizing
-    t5_dir, dino_dir = build_stand_in_encoders(
-        models, seed=seed, image_size=(settings.resolution // patch_size) * 14
-    )
+    t5_dir = build_stand_in_text_encoder(models, seed=seed)
     stage("data and evaluator", t)
+
+    # the vision encoder: self-supervised on every training image; its patch grid = the SiT token grid ------
+    t = time.perf_counter()
+    dino_dir = train_vision_encoder(
+        train,
+        models / "dinov2-trained",
+        num_tokens=(settings.resolution // patch_size) ** 2,
+        resolution=settings.resolution,
+        num_steps=settings.encoder_steps,
+        batch_size=settings.encoder_batch_size,
+        seed=seed,
+    )
+    stage("vision encoder", t)
 
     # 2. scorer -------------------------------------------------------------------------------------
     t = time.perf_counter()
@@ -675,7 +713,10 @@ def _run_demo(
         num_timesteps=settings.num_timesteps,
         prompt_template="a photo of the digit {}",
         seed=seed,
-        notes=[STAND_IN_NOTE, "Made by `d2c demo` (pixel space, 16 px digits, scorer trained from scratch)."],
+        notes=[
+            STAND_IN_NOTE,
+            "Made by `d2c demo` (pixel space, 16 px digits, scorer and vision encoder trained from scratch).",
+        ],
     )
     condensed.save_to_disk(out / "condensed")
     ipc = int(condensed.info["budget"]["images_per_class"])
@@ -693,8 +734,26 @@ def _run_demo(
     )
     stage("condense", t)
 
-    # 4. the random baseline of the same size ---------------------------------------------------------------
+    # 4. the random baselines of the same size: with the same Attach, and plain ------------------------------
     t = time.perf_counter()
+    random_attach = condense(
+        train,
+        images_per_class=ipc,
+        scorer=None,
+        vae=None,
+        text_encoder=t5_dir,
+        vision_encoder=dino_dir,
+        strategy="random",
+        resolution=settings.resolution,
+        patch_size=patch_size,
+        prompt_template="a photo of the digit {}",
+        seed=seed,
+        notes=[
+            STAND_IN_NOTE,
+            "Random + Attach baseline of `d2c demo`: same size and Attach as the D2C set, no Select.",
+        ],
+    )
+    random_attach.save_to_disk(out / "random_attach", card=False)
     random_subset = condense(
         train,
         images_per_class=ipc,
@@ -708,16 +767,20 @@ def _run_demo(
         notes=["Random baseline of `d2c demo`: same size as the D2C set, no Select, no Attach."],
     )
     random_subset.save_to_disk(out / "random_subset", card=False)
-    stage("random subset", t)
+    stage("random subsets", t)
 
     # 5. training --------------------------------------------------------------------------------------
     runs: dict[str, dict[str, Any]] = {}
-    for name, folder, attach in (("D2C", "condensed", True), ("Random", "random_subset", False)):
+    for name, folder, attach in (
+        ("D2C", "condensed", True),
+        ("Random + Attach", "random_attach", True),
+        ("Random", "random_subset", False),
+    ):
         t = time.perf_counter()
         logger.info("demo: training the SiT on the %s set (%d steps)", name, settings.sit.max_train_steps)
         runs[name] = train_sit_run(
             out / folder,
-            out / "runs" / name.lower(),
+            out / "runs" / RUN_SLUGS[name],
             settings.sit,
             use_text=attach,
             use_visual=attach,
@@ -745,7 +808,7 @@ def _run_demo(
             num_inference_steps=settings.sit.num_inference_steps,
             guidance_scale=settings.guidance_scale,
         )
-        image_grid(images, rows, cols).save(grids / f"{name.lower()}.png")
+        image_grid(images, rows, cols).save(grids / f"{RUN_SLUGS[name]}.png")
         metrics[name] = dict(run["curve"][-1])  # the EMA model after the last step
     real_metrics = quality.real_reference(train, seed=seed)
     plot_curves(
@@ -842,18 +905,23 @@ def _readme(record: Mapping[str, Any], table: str, condensed: Any, settings: Dem
         f"(condensed and trained on), {record['num_test']} test images (the metrics' reference).",
         f"2. A class-conditional DiT scorer was trained from scratch in pixel space ({settings.scorer_steps} steps): "
         "`models/scorer/`.",
-        f"3. **Select**: every training image was scored (difficulty = mean denoising loss over "
+        f"3. A tiny DINOv2 was trained self-supervised on all {record['num_train']} training images "
+        f"({settings.encoder_steps} steps of `train_vision_encoder`: SimCLR + masked patches, labels unused): "
+        "`models/dinov2-trained/`. It plays the part of the paper's DINOv2, which has seen far more images than "
+        "the condensed set holds.",
+        f"4. **Select**: every training image was scored (difficulty = mean denoising loss over "
         f"{settings.num_timesteps} timesteps) and D2C interval sampling kept {record['images_per_class']} images "
         f"per class (stride {record['interval']}), {record['condensed_size']} in all (~{settings.ratio:.0%}). "
-        "**Attach**: pixel-space latents, visual tokens of a DINOv2 and a T5 embedding of each class prompt. "
-        f"{STAND_IN_NOTE}",
-        f"4. **Random** baseline: {record['condensed_size']} images drawn at random ({record['images_per_class']} "
-        "per class), no Select and no Attach (the paper's *Random*).",
-        f"5. The same SiT ({sit.model} with overrides `{json.dumps(dict(sit.model_config_overrides))}`) was "
+        "**Attach**: pixel-space latents, the trained DINOv2's visual tokens and a T5 embedding of each class "
+        f"prompt. {STAND_IN_NOTE}",
+        f"5. Two baselines of {record['condensed_size']} images drawn at random ({record['images_per_class']} per "
+        "class): **Random + Attach** (the same Attach, no Select: the difference to D2C is what Select adds) and "
+        "**Random** (no Select, no Attach: the paper's *Random*).",
+        f"6. The same SiT ({sit.model} with overrides `{json.dumps(dict(sit.model_config_overrides))}`) was "
         f"trained on each set with `examples/train_sit.py` for {sit.max_train_steps} steps (batch "
-        f"{sit.train_batch_size}, lr {sit.learning_rate}, EMA {sit.ema_decay}; the D2C run adds the "
-        f"DC-Embedding and the REPA projection loss, lambda {sit.proj_coeff}).",
-        f"6. Each EMA model generated {record['num_generated']} images ({settings.samples_per_class} per class, "
+        f"{sit.train_batch_size}, lr {sit.learning_rate}, EMA {sit.ema_decay}, seed {record['seed']} for all "
+        f"three; the Attach runs add the DC-Embedding and the REPA projection loss, lambda {sit.proj_coeff}).",
+        f"7. Each EMA model generated {record['num_generated']} images ({settings.samples_per_class} per class, "
         f"{sit.num_inference_steps} steps of REPA's SDE Euler-Maruyama sampler, guidance {settings.guidance_scale}); "
         "they were scored "
         "against the test split in the feature space of an MLP digit classifier fitted on the real training "
@@ -869,13 +937,19 @@ def _readme(record: Mapping[str, Any], table: str, condensed: Any, settings: Dem
         "against the same test split: what a perfect generator would score at this sample size. `metrics.json` holds every number, the "
         "metric-vs-step curves and the timings.",
         "",
+        "This is one seed of one small setting. D2C against Random + Attach shows what Select adds, Random + Attach "
+        "against Random what Attach adds; which of these differences survive several seeds, a calibrated training "
+        "regime and the controls (random encoders, a class-constant condition) is what the project's benchmark "
+        "`docs/benchmarks/quality_digits.md` measures.",
+        "",
         "![metrics vs training step](curves.png)",
         "",
         "## Samples (one row per digit, 0-9)",
         "",
-        "| real test digits | D2C | Random |",
-        "|---|---|---|",
-        "| ![real](grids/real.png) | ![D2C](grids/d2c.png) | ![Random](grids/random.png) |",
+        "| real test digits | D2C | Random + Attach | Random |",
+        "|---|---|---|---|",
+        "| ![real](grids/real.png) | ![D2C](grids/d2c.png) | ![Random + Attach](grids/random_attach.png) | "
+        "![Random](grids/random.png) |",
         "",
         "## What Select keeps",
         "",
@@ -898,15 +972,18 @@ def _readme(record: Mapping[str, Any], table: str, condensed: Any, settings: Dem
         "|---|---|",
         "| `README.md` | this page |",
         "| `metrics.md`, `metrics.json` | the metrics table; all numbers, curves, settings and timings |",
-        "| `curves.png` | FD and class accuracy vs training step for both runs |",
+        "| `curves.png` | FD and class accuracy vs training step for the three runs |",
         "| `selection.png` | what Min, D2C interval and Max keep at the same budget, per class |",
-        "| `grids/real.png`, `grids/d2c.png`, `grids/random.png` | sample grids, one row per class |",
+        "| `grids/real.png`, `grids/d2c.png`, `grids/random_attach.png`, `grids/random.png` | sample grids, one "
+        "row per class |",
         "| `condensed/` | the D2C condensed set (Select + Attach) with its card and figures |",
-        "| `random_subset/` | the random baseline set (latents only) |",
-        "| `runs/d2c/`, `runs/random/` | training outputs of `examples/train_sit.py`; the final `SiTPipeline`s "
-        f"(EMA weights) are `{record['pipelines']['D2C']}/` and `{record['pipelines']['Random']}/` |",
+        "| `random_attach/` | the Random + Attach set (random subset, same Attach) |",
+        "| `random_subset/` | the Random set (latents only) |",
+        "| `runs/d2c/`, `runs/random_attach/`, `runs/random/` | training outputs of `examples/train_sit.py`; each "
+        "folder is the final `SiTPipeline` (EMA weights) |",
         "| `models/scorer/` | the difficulty scorer (`DifficultyScorer.from_pretrained`) |",
-        "| `models/t5-stand-in/`, `models/dinov2-stand-in/` | the random stand-in encoders |",
+        "| `models/dinov2-trained/` | the vision encoder the demo trained (`VisualAttacher.from_pretrained`) |",
+        "| `models/t5-stand-in/` | the random stand-in text encoder |",
         "| `models/digits_extractor.safetensors` | the evaluation feature extractor / classifier |",
         "",
         "## Timings (seconds)",
