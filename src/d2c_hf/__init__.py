@@ -40,6 +40,7 @@ _EXPORTS: dict[str, str] = {
     "SiTTransformer2DModel": "models.transformer_sit",
     "SIT_PRESETS": "models.transformer_sit",
     "default_encoder_depth": "models.transformer_sit",
+    "preset_config": "models.transformer_sit",
     "SiTPipeline": "pipelines.pipeline_sit",
     "FlowMatchEulerMaruyamaScheduler": "pipelines.scheduling_sde",
     "load_repa_checkpoint": "convert",
@@ -88,7 +89,12 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         kid,
         precision_recall,
     )
-    from .models.transformer_sit import SIT_PRESETS, SiTTransformer2DModel, default_encoder_depth
+    from .models.transformer_sit import (
+        SIT_PRESETS,
+        SiTTransformer2DModel,
+        default_encoder_depth,
+        preset_config,
+    )
     from .pipelines.pipeline_sit import SiTPipeline
     from .pipelines.scheduling_sde import FlowMatchEulerMaruyamaScheduler
     from .scoring import PIXEL_SPACE, DifficultyScorer, train_scorer
