@@ -59,10 +59,20 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
 
+# Saved pipelines record d2c-hf components under the library name "d2c_hf" (see d2c_hf.remote_code). diffusers
+# looks up its base classes in that module to choose how to load or check a component, so they resolve here
+# too (lazily, and outside __all__: they are diffusers', not part of this API).
+_DIFFUSERS_BASES: dict[str, str] = {
+    "ModelMixin": "diffusers.models.modeling_utils",
+    "SchedulerMixin": "diffusers.schedulers.scheduling_utils",
+}
+
 
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
+        if name in _DIFFUSERS_BASES:
+            return getattr(importlib.import_module(_DIFFUSERS_BASES[name]), name)
         raise AttributeError(f"module 'd2c_hf' has no attribute {name!r}")
     value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
     globals()[name] = value

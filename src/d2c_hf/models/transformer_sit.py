@@ -27,6 +27,7 @@ The parameter names map 1:1 onto the original REPA / SiT (willisma) checkpoints,
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -389,6 +390,13 @@ class SiTTransformer2DModel(ModelMixin, ConfigMixin, AttentionMixin):
     # ------------------------------------------------------------------------------------------------
 
     @classmethod
+    def extract_init_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> tuple:
+        """``ConfigMixin.extract_init_dict`` without the ``auto_map`` entry of a saved ``config.json`` (it tells
+        ``diffusers.AutoModel`` where this code lives; it is not a constructor argument, so it is not warned about)."""
+        config_dict = {key: value for key, value in config_dict.items() if key != "auto_map"}
+        return super().extract_init_dict(config_dict, **kwargs)
+
+    @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> SiTTransformer2DModel:
         """Build a randomly initialised model from a named size (``"SiT-XL/2"``, ``"SiT-B/4"``, ...).
 
@@ -658,3 +666,25 @@ class SiTTransformer2DModel(ModelMixin, ConfigMixin, AttentionMixin):
         tokens = tokens.reshape(tokens.shape[0], grid, grid, p, p, self.out_channels)
         tokens = torch.einsum("nhwpqc->nchpwq", tokens)
         return tokens.reshape(tokens.shape[0], self.out_channels, grid * p, grid * p)
+
+    # ------------------------------------------------------------------------------------------------
+    # saving: what diffusers needs to load the folder without d2c-hf (d2c_hf.remote_code)
+    # ------------------------------------------------------------------------------------------------
+
+    def to_json_string(self) -> str:
+        """The saved ``config.json``, plus ``"auto_map": {"AutoModel": "d2c_hf.SiTTransformer2DModel"}`` naming the
+        self-contained ``d2c_hf.py`` that :meth:`save_config` writes beside it."""
+        from ..remote_code import add_auto_map
+
+        return add_auto_map(super().to_json_string(), type(self).__name__)
+
+    def save_config(
+        self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs: Any
+    ) -> None:
+        """``ConfigMixin.save_config`` (called by ``save_pretrained``), after writing ``d2c_hf.py``: this model's
+        code, generated from d2c-hf's source, so ``diffusers.AutoModel.from_pretrained(folder,
+        trust_remote_code=True)`` loads the folder where d2c-hf is not installed."""
+        from ..remote_code import write_component_file
+
+        write_component_file(save_directory)
+        super().save_config(save_directory, push_to_hub=push_to_hub, **kwargs)

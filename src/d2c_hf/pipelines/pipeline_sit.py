@@ -15,9 +15,9 @@ conditional-only forward is made):
 
     v = v_null + guidance_scale * (v_cond - v_null)
 
-Load saved pipelines with ``SiTPipeline.from_pretrained(path)`` (``import d2c_hf`` first is implied): diffusers
-resolves a third-party component class only from an already-imported module, recorded in ``model_index.json``
-as ``d2c_hf.models.transformer_sit``.
+Load saved pipelines with ``SiTPipeline.from_pretrained(path)``. A saved folder also carries self-contained copies
+of this code (:mod:`d2c_hf.remote_code`), so ``diffusers.DiffusionPipeline.from_pretrained(path,
+trust_remote_code=True)`` loads it where d2c-hf is not installed; ``SiTPipeline`` never runs those copies.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import math
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -102,6 +103,47 @@ class SiTPipeline(DiffusionPipeline):
         self.register_to_config(id2label={str(k): v for k, v in self.id2label.items()} if id2label else None)
         self.labels, self._shared_labels = _label_index(self.id2label)
         self.image_processor = VaeImageProcessor(vae_scale_factor=downsample_factor(vae), do_resize=False)
+
+    # ------------------------------------------------------------------------------------------------
+    # saving and loading: the files for loading without d2c-hf (d2c_hf.remote_code)
+    # ------------------------------------------------------------------------------------------------
+
+    def to_json_string(self) -> str:
+        """The saved ``model_index.json``: ``"_class_name": ["pipeline_sit", "SiTPipeline"]`` and d2c-hf
+        components as ``["d2c_hf", "<Class>"]``, the entries diffusers' remote-code loading reads."""
+        from ..remote_code import pipeline_index
+
+        return pipeline_index(super().to_json_string(), self.components)
+
+    def save_config(
+        self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs: Any
+    ) -> None:
+        """``ConfigMixin.save_config`` (the last step of ``save_pretrained``, before any upload), after writing
+        ``pipeline_sit.py`` and ``<component>/d2c_hf.py``, generated from d2c-hf's source."""
+        from ..remote_code import write_pipeline_files
+
+        write_pipeline_files(save_directory, self.components)
+        super().save_config(save_directory, push_to_hub=push_to_hub, **kwargs)
+
+    @classmethod
+    def load_config(cls, *args: Any, **kwargs: Any) -> Any:
+        """``ConfigMixin.load_config``, with the saved d2c-hf entries of ``model_index.json`` mapped to the
+        installed classes (:func:`d2c_hf.remote_code.resolve_index`): nothing is run from the folder."""
+        from ..remote_code import resolve_index
+
+        loaded = super().load_config(*args, **kwargs)
+        if isinstance(loaded, tuple):
+            return (resolve_index(loaded[0]), *loaded[1:])
+        return resolve_index(loaded)
+
+    @classmethod
+    def _dict_from_json_file(cls, json_file: str | os.PathLike) -> dict[str, Any]:
+        # diffusers' DiffusionPipeline.download reads model_index.json through this hook, not load_config: map
+        # "_class_name": ["pipeline_sit", ...] back to this class there too, or a Hub download would ask for
+        # trust_remote_code to run pipeline_sit.py
+        from ..remote_code import resolve_class_name
+
+        return resolve_class_name(super()._dict_from_json_file(json_file))
 
     # ------------------------------------------------------------------------------------------------
     # labels
