@@ -305,3 +305,78 @@ def test_the_library_module_resolves_what_diffusers_looks_up():
         "transformer": ["d2c_hf.models.transformer_sit", "SiTTransformer2DModel"],
         "x": ["d2c_hf", "Other"],
     }  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------
+# the model card
+# ---------------------------------------------------------------------------------------------------
+
+
+def _code_blocks(card: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", card, flags=re.S)
+
+
+def test_model_card_shows_both_ways_to_load_and_runs(saved):
+    card = (saved.pipeline / "README.md").read_text()
+    assert card.startswith("---\n") and "library_name: diffusers" in card and "license: other" in card
+    with_package, without_package = _code_blocks(card)
+    assert f'SiTPipeline.from_pretrained("{saved.pipeline}")' in with_package
+    assert f'DiffusionPipeline.from_pretrained("{saved.pipeline}", trust_remote_code=True)' in without_package
+    call = 'pipe(["tench", "goldfish"], num_inference_steps=250, guidance_scale=1.8,'
+    assert call in with_package and call in without_package and "guidance_interval=(0.0, 0.7)" in card
+    assert (
+        "not recorded" in card and "Apache-2.0" in card
+    )  # licence: unknown here; train_sit passes the data's
+    namespace: dict = {}
+    exec(with_package, namespace)  # ready to copy: REPA's 250-step SDE call, as printed
+    assert len(namespace["images"]) == 2 and namespace["images"][0].size == (32, 32)
+
+
+def test_model_card_options_and_push(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    pipe = _tiny_pipeline(scheduler=FlowMatchEulerDiscreteScheduler())
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "README.md").write_text("my card")
+    pipe.save_pretrained(tmp_path / "kept")
+    assert (tmp_path / "kept" / "README.md").read_text() == "my card"  # not overwritten without model_card=
+
+    calls = []
+    monkeypatch.setattr(
+        huggingface_hub,
+        "create_repo",
+        lambda repo_id, **kw: (
+            calls.append(("create", repo_id, kw)) or huggingface_hub.RepoUrl(f"https://hf.co/{repo_id}")
+        ),
+    )
+    monkeypatch.setattr(
+        huggingface_hub,
+        "upload_folder",
+        lambda **kw: calls.append(("upload", sorted(p.name for p in Path(kw["folder_path"]).iterdir()), kw)),
+    )
+    pipe.save_pretrained(
+        tmp_path / "pushed", push_to_hub=True, repo_id="me/sit-euler", token="t", private=True
+    )
+    assert calls[0] == ("create", "me/sit-euler", {"exist_ok": True, "private": True, "token": "t"})
+    _, names, upload = calls[1]
+    assert {"README.md", "pipeline_sit.py", "model_index.json", "transformer", "scheduler"} <= set(names)
+    assert upload["repo_id"] == "me/sit-euler" and upload["token"] == "t"
+    card = (tmp_path / "pushed" / "README.md").read_text()
+    with_package, without_package = _code_blocks(card)
+    assert 'SiTPipeline.from_pretrained("me/sit-euler")' in with_package
+    assert "pipe.scheduler = FlowMatchEulerMaruyamaScheduler()" in with_package  # REPA's sampler, switched to
+    assert "FlowMatchEulerMaruyamaScheduler" not in without_package  # the saved Euler sampler
+    assert "scheduler/d2c_hf.py" not in card  # no code file for a diffusers scheduler
+
+    from d2c_hf.pipelines.model_card import model_card
+
+    custom = model_card(
+        pipe, "me/x", license="cc-by-4.0", datasets=["me/digits-d2c"], licence_notes=["Note."]
+    )
+    pipe.save_pretrained(tmp_path / "kept", model_card=custom)
+    text = (tmp_path / "kept" / "README.md").read_text()
+    assert "license: cc-by-4.0" in text and "- me/digits-d2c" in text
+    assert (
+        "trained on `me/digits-d2c` and inherit its licence and terms: `cc-by-4.0`" in text
+        and "- Note." in text
+    )

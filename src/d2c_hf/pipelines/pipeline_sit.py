@@ -108,6 +108,68 @@ class SiTPipeline(DiffusionPipeline):
     # saving and loading: the files for loading without d2c-hf (d2c_hf.remote_code)
     # ------------------------------------------------------------------------------------------------
 
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        safe_serialization: bool = True,
+        variant: str | None = None,
+        max_shard_size: int | str | None = None,
+        push_to_hub: bool = False,
+        *,
+        model_card: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        """``DiffusionPipeline.save_pretrained``, plus a model card ``README.md``.
+
+        The folder also gets ``pipeline_sit.py`` and ``<component>/d2c_hf.py``, so diffusers loads it without
+        d2c-hf (see :meth:`save_config`).
+
+        Args:
+            model_card: the card to write (a ``huggingface_hub.ModelCard`` or its text). Default: one that shows
+                how to load the folder with and without d2c-hf, with REPA's FID sampler call
+                (:func:`d2c_hf.pipelines.model_card.model_card`); it does not know the training data, so its
+                licence is "other" (``examples/train_sit.py`` passes the training data's). Without
+                ``model_card`` an existing ``README.md`` in ``save_directory`` is kept.
+            push_to_hub, kwargs: as diffusers (``repo_id``, ``token``, ``private``, ``commit_message``,
+                ``create_pr``); the folder is uploaded with this card, not diffusers' generic one.
+        """
+        from huggingface_hub import ModelCard
+
+        from .model_card import model_card as default_card
+
+        hub = {key: kwargs.pop(key, None) for key in ("repo_id", "token", "private", "commit_message")}
+        create_pr = kwargs.pop("create_pr", False)
+        super().save_pretrained(
+            save_directory,
+            safe_serialization=safe_serialization,
+            variant=variant,
+            max_shard_size=max_shard_size,
+            push_to_hub=False,
+            **kwargs,
+        )
+        repo_id = None
+        if push_to_hub:
+            from huggingface_hub import create_repo
+
+            name = hub["repo_id"] or os.path.basename(os.path.normpath(save_directory))
+            repo_id = create_repo(name, exist_ok=True, private=hub["private"], token=hub["token"]).repo_id
+        card_path = os.path.join(save_directory, "README.md")
+        if model_card is not None or not os.path.exists(card_path):
+            card = (
+                model_card if model_card is not None else default_card(self, repo_id or str(save_directory))
+            )
+            ModelCard(str(card)).save(card_path)
+        if push_to_hub:
+            from huggingface_hub import upload_folder
+
+            upload_folder(
+                repo_id=repo_id,
+                folder_path=save_directory,
+                token=hub["token"],
+                commit_message=hub["commit_message"] or "Upload SiTPipeline (d2c-hf)",
+                create_pr=create_pr,
+            )
+
     def to_json_string(self) -> str:
         """The saved ``model_index.json``: ``"_class_name": ["pipeline_sit", "SiTPipeline"]`` and d2c-hf
         components as ``["d2c_hf", "<Class>"]``, the entries diffusers' remote-code loading reads."""
