@@ -110,6 +110,8 @@ ROUTES = [
     ("AutoModel transformer folder untrusted", "package", "auto_model_folder", "folder", True, "trust_remote_code=True"),
     ("DiTPipeline untrusted", "package", "dit_pipeline", "folder", True, "trust_remote_code=True"),
     ("DiTPipeline trusted", "package", "dit_pipeline_trusted", "folder", False, "sample"),
+    ("custom_pipeline", "package", "custom_pipeline", "folder", True, "sample"),
+    ("AutoModel transformer folder trusted", "package", "auto_model_folder_trusted", "folder", True, "forward"),
     # where d2c_hf cannot be imported
     ("no d2c_hf: DiffusionPipeline", "bare", "diffusion_pipeline", "folder", False, "sample"),
     ("no d2c_hf: DiffusionPipeline from the Hub", "bare", "diffusion_pipeline", "hub", False, "sample"),
@@ -118,6 +120,8 @@ ROUTES = [
     ("no d2c_hf: AutoModel model folder", "bare", "auto_model_trusted", "model", False, "forward"),
     ("no d2c_hf: AutoModel subfolder", "bare", "auto_model_subfolder", "folder", False, r"import d2c_hf before"),
     ("no d2c_hf: DiffusionPipeline untrusted", "bare", "diffusion_pipeline_untrusted", "folder", False, "trust_remote_code=True"),
+    ("no d2c_hf: AutoModel transformer folder untrusted", "bare", "auto_model_folder", "folder", False, "trust_remote_code=True"),
+    ("no d2c_hf: DiTPipeline untrusted", "bare", "dit_pipeline", "folder", False, "trust_remote_code=True"),
 ]  # fmt: skip
 
 
