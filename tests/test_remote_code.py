@@ -331,8 +331,22 @@ def test_model_card_shows_both_ways_to_load_and_runs(saved):
     assert (
         "not recorded" in card and "Apache-2.0" in card
     )  # licence: unknown here; train_sit passes the data's
+    # ready to copy: the d2c-hf snippet runs as printed, but for 2 instead of 250 steps (seconds, not a minute)
+    calls = []
+    real_call = SiTPipeline.__call__
+
+    def shortened(self, *args, **kwargs):
+        calls.append((args, dict(kwargs)))
+        return real_call(self, *args, **{**kwargs, "num_inference_steps": 2})
+
     namespace: dict = {}
-    exec(with_package, namespace)  # ready to copy: REPA's 250-step SDE call, as printed
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(SiTPipeline, "__call__", shortened)
+        exec(with_package, namespace)
+    ((args, kwargs),) = calls
+    assert args == (["tench", "goldfish"],) and kwargs.pop("generator").initial_seed() == 0
+    assert kwargs == {"num_inference_steps": 250, "guidance_scale": 1.8, "guidance_interval": (0.0, 0.7)}
+    assert type(namespace["pipe"].scheduler) is FlowMatchEulerMaruyamaScheduler  # REPA's SDE sampler
     assert len(namespace["images"]) == 2 and namespace["images"][0].size == (32, 32)
 
 
@@ -384,3 +398,14 @@ def test_model_card_options_and_push(tmp_path, monkeypatch):
         "trained on `me/digits-d2c` and inherit its licence and terms: `cc-by-4.0`" in text
         and "- Note." in text
     )
+
+
+def test_a_compiled_transformer_is_saved_with_its_code(tmp_path):
+    pipe = _tiny_pipeline()
+    pipe.transformer = torch.compile(pipe.transformer, backend="eager")  # compiles on first call: never here
+    pipe.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "model_index.json").read_text())["transformer"] == [
+        "d2c_hf",
+        "SiTTransformer2DModel",
+    ]
+    assert (tmp_path / "transformer" / "d2c_hf.py").read_text() == remote_code.component_module_source()

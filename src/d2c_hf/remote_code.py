@@ -138,7 +138,7 @@ def pipeline_index(index_json: str, components: Mapping[str, Any]) -> str:
     index = json.loads(index_json)
     index["_class_name"] = [PIPELINE_FILE.removesuffix(".py"), PIPELINE_CLASS]
     for name in _own_components(components):
-        index[name] = [LIBRARY, type(components[name]).__name__]
+        index[name] = [LIBRARY, type(getattr(components[name], "_orig_mod", components[name])).__name__]
     return json.dumps(index, indent=2, sort_keys=True) + "\n"
 
 
@@ -170,15 +170,13 @@ def resolve_index(index: dict[str, Any]) -> dict[str, Any]:
 
 
 def _own_components(components: Mapping[str, Any]) -> list[str]:
-    return [
-        name
-        for name, component in components.items()
-        if component is not None and COMPONENT_CLASSES.get(type(component).__name__) == _module(component)
-    ]
-
-
-def _module(obj: Any) -> str:
-    return type(obj).__module__
+    """Names of the components whose class is a d2c-hf component class (``torch.compile`` wrappers unwrapped)."""
+    own = []
+    for name, component in components.items():
+        cls = type(getattr(component, "_orig_mod", component))
+        if component is not None and COMPONENT_CLASSES.get(cls.__name__) == cls.__module__:
+            own.append(name)
+    return own
 
 
 def _write_text(path: Path, text: str) -> None:
