@@ -254,6 +254,8 @@ def test_generated_modules_hold_the_package_code(generated, modules):
 
 
 def test_generation_refuses_what_it_cannot_make_self_contained(monkeypatch):
+    code = "import torch\n\nclass A:\n    x = torch.zeros(1)\n\n    def f(self):\n        return helper(self.x) + len([])\n"
+    assert remote_code._undefined_globals(code) == ["helper"]  # a name used only inside a method counts
     monkeypatch.setattr(remote_code, "_INLINED", ())
     with pytest.raises(
         RuntimeError, match=r"imports d2c_hf\.vae\.downsample_factor: not bundled, copied or aliased"

@@ -38,10 +38,13 @@ package; ``tests/test_remote_code.py`` loads them where d2c_hf cannot be importe
 from __future__ import annotations
 
 import ast
+import builtins
 import functools
 import json
 import os
+import symtable
 import sys
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,8 +183,9 @@ def _own_components(components: Mapping[str, Any]) -> list[str]:
 
 
 def _write_text(path: Path, text: str) -> None:
+    """Write through a temporary file and a rename: a reader never sees half a module."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
@@ -338,26 +342,23 @@ def _inline(module: str, names: Iterable[str]) -> tuple[str, list[ast.stmt]]:
     """The top-level definitions ``names`` of ``module`` and those they use, in source order, and the module's
     import statements (pruned later to what the file uses)."""
     source = _source(module)
-    definitions = {
-        node.name: node
-        for node in source.tree.body
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-    }
-    needed: set[str] = set()
+    definitions: dict[str, ast.stmt] = {}
+    for node in source.tree.body:
+        for name in _top_level_names(ast.Module(body=[node], type_ignores=[])):
+            definitions[name] = node
+    needed: set[ast.stmt] = set()
     todo = list(names)
     while todo:
         name = todo.pop()
-        if name in needed:
-            continue
         if name not in definitions:
-            raise RuntimeError(f"cannot copy {name!r} from {module}: only functions and classes are copied")
-        needed.add(name)
+            raise RuntimeError(f"cannot copy {name!r} from {module}: not a top-level definition there")
+        if definitions[name] in needed:
+            continue
+        needed.add(definitions[name])
         todo += [n for n in _used_names(ast.unparse(definitions[name])) if n in definitions]
     lines = source.lines
     chunks = [
-        "".join(lines[_start(node) - 1 : node.end_lineno])
-        for node in source.tree.body
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name in needed
+        "".join(lines[_start(node) - 1 : node.end_lineno]) for node in source.tree.body if node in needed
     ]
     text = "\n\n".join(chunk.rstrip("\n") + "\n" for chunk in chunks)
     used = _used_names(text)
@@ -471,8 +472,33 @@ def _bundle(modules: tuple[str, ...], *, summary: str, usage: str) -> str:
             "\n".join([rule, f"# {title}", *(["#", *doc] if doc else []), rule, "", body.rstrip("\n")])
         )
     text = "\n\n\n".join(parts) + "\n"
-    compile(text, "<d2c_hf.remote_code>", "exec")
+    missing = _undefined_globals(text)
+    if missing:
+        raise RuntimeError(f"the generated module would use undefined names: {missing}")
     return text
+
+
+def _undefined_globals(text: str) -> list[str]:
+    """Global names that ``text`` reads but neither defines, imports nor gets from builtins (``symtable``: every
+    scope's implicit globals, so a name used only inside a method counts too)."""
+    top = symtable.symtable(text, "<d2c_hf.remote_code>", "exec")
+    allowed = {
+        s.get_name() for s in top.get_symbols() if s.is_assigned() or s.is_imported() or s.is_namespace()
+    }
+    allowed |= set(dir(builtins)) | {"__file__", "__name__", "__doc__"}
+    missing: set[str] = set()
+    tables = [top]
+    while tables:
+        table = tables.pop()
+        for symbol in table.get_symbols():
+            if (
+                symbol.is_referenced()
+                and (table is top or symbol.is_global())
+                and symbol.get_name() not in allowed
+            ):
+                missing.add(symbol.get_name())
+        tables += table.get_children()
+    return sorted(missing)
 
 
 def _render_imports(imports: list[_Import]) -> list[str]:
