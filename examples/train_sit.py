@@ -627,14 +627,27 @@ def write_model_card(
 ) -> None:
     from huggingface_hub import ModelCard, ModelCardData
 
+    from d2c_hf.pipelines.model_card import licence_section, usage_section
+
     selection = condensed.info.get("selection") or {}
     budget = condensed.info.get("budget") or {}
+    license = condensed.info.get("license") or "other"  # the weights inherit the training data's licence
     data = ModelCardData(
         library_name="diffusers",
-        tags=["d2c", "sit", "repa", "flow-matching", "class-conditional", "image-generation"],
+        license=license,
+        tags=["d2c", "d2c-hf", "sit", "repa", "flow-matching", "class-conditional", "image-generation"],
         datasets=[args.dataset]
         if args.dataset.count("/") == 1 and not os.path.exists(args.dataset)
         else None,
+    )
+    usage = usage_section(args.hub_model_id or args.output_dir, list(condensed.class_names[:2]))
+    licence = licence_section(
+        license,
+        [args.dataset],
+        notes=[
+            "The condensed dataset's card names the source dataset's licence, and carries a non-commercial note "
+            "when its difficulty scores came from DiT (CC BY-NC 4.0)."
+        ],
     )
     text = f"""---
 {data.to_yaml()}
@@ -652,18 +665,9 @@ A `{args.model}` SiT (overrides: `{args.model_config_overrides or "none"}`) trai
 * visual alignment (REPA): {result["use_visual"]} (proj_coeff {args.proj_coeff}); class text (DC-Embedding): {result["use_text"]}
 * final loss (mean of the last {args.logging_steps} steps): {result["final_loss"]:.4f}
 * weights: EMA; sampler: `FlowMatchEulerMaruyamaScheduler` (REPA's SDE)
-* licence: the weights are trained on the condensed images, so their terms follow the dataset's (see its
-  card: the source dataset's licence, and a non-commercial note when it was scored with DiT); the d2c-hf
-  code is Apache-2.0
 
-```python
-import d2c_hf
-from d2c_hf import SiTPipeline
-
-pipe = SiTPipeline.from_pretrained("{args.hub_model_id or args.output_dir}")
-images = pipe({list(condensed.class_names[:2])!r}, num_inference_steps=250).images
-```
-"""
+{usage}
+{licence}"""
     ModelCard(text).save(output_dir / "README.md")
 
 

@@ -49,7 +49,7 @@ from typing import Any
 import torch
 
 from .hub import DTYPE_ALIASES
-from .models.transformer_sit import SIT_PRESETS, SiTTransformer2DModel, _preset, default_encoder_depth
+from .models.transformer_sit import SIT_PRESETS, SiTTransformer2DModel, default_encoder_depth, preset_config
 
 logger = logging.getLogger(__name__)
 
@@ -394,7 +394,7 @@ def _infer_config(
                 "pass num_attention_heads (and any other config) explicitly"
             )
     if preset is not None:
-        cfg = _preset(preset)
+        cfg = preset_config(preset)
         if {k: cfg[k] for k in found} != found:
             hint = f"; it looks like {matching[0]}" if matching else ""
             raise ValueError(
