@@ -640,7 +640,9 @@ def test_cli_usage_errors_exit_2_with_argparse(capsys):
     assert info.value.code == 2 and "--dataset" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", ["score", "select", "attach", "condense", "info", "demo"])
+@pytest.mark.parametrize(
+    "command", ["score", "select", "attach", "condense", "info", "demo", "fid", "convert-repa", "convert-sit"]
+)
 def test_help_imports_nothing_heavy(command):
     """`d2c <command> --help` answers without importing torch, datasets or diffusers (it took 4-11 s)."""
     code = (
