@@ -699,3 +699,8 @@ def test_a_scorer_that_ships_its_vae_is_scored_and_attached_with_it(scorer_with_
     np.testing.assert_array_equal(
         np.asarray(explicit.scores["difficulty"]), np.asarray(got.scores["difficulty"])
     )
+
+
+def test_the_default_vae_offline_names_pixel_space(ds):
+    with pytest.raises(OSError, match=r"vae 'stabilityai/sd-vae-ft-ema' is not a local folder.*vae=None"):
+        condense(ds, images_per_class=2, scorer=None, attach=("latents",))
