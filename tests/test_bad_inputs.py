@@ -337,7 +337,7 @@ API_CASES = [
         "the default scorer offline",
         lambda f: condense(f["ds"].remove_columns("difficulty"), images_per_class=2, attach=()),
         OSError,
-        r"offline \(HF_HUB_OFFLINE=1\).*hf download facebook/DiT-XL-2-256.*local folder",
+        r"offline \(HF_HUB_OFFLINE=1\).*hf download facebook/DiT-XL-2-256.*local folder.*train_scorer",
         early=False,
     ),
     Case(
