@@ -348,7 +348,8 @@ def check_reliability(
                 f"min_reliability={min_reliability} was asked for but the reliability is not computable: "
                 f"{report.reason}"
             )
-        logger.warning("%s: %s", where, report.summary())
+        if report.method != "none":  # measured, but too few rows or constant scores: worth a warning
+            logger.warning("%s: %s", where, report.summary())
         return
     value = report.reliability
     if min_reliability is not None and value < min_reliability:
