@@ -100,6 +100,11 @@ def test_split_half_predicts_the_reliability_of_the_full_estimate():
     retest = score_reliability(errors[:, :, :draws].mean((1, 2)), errors[:, :, draws:].mean((1, 2)), labels)
     assert report.reliability == pytest.approx(theory, abs=0.03)
     assert report.reliability == pytest.approx(retest.reliability, abs=0.03)
+    # the prediction for other draw counts: exact for D, and close to the truth for 2 D
+    assert report.predict(draws) == pytest.approx(report.reliability)
+    assert report.predict(2 * draws) == pytest.approx(1 / (1 + 4 / (steps * 2 * draws)), abs=0.03)
+    need = report.draws_for(0.95)
+    assert report.predict(need) >= 0.95 > report.predict(need - 1)
     # odd D: the last draw is in neither half, the correction uses k = D / floor(D / 2)
     odd = reliability_from_halves(halves, labels, num_draws=3)
     assert odd.length_factor == 3 and odd.reliability > report.correlation

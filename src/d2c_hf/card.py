@@ -484,7 +484,7 @@ def reliability_text(scoring: Mapping[str, Any]) -> str:
 
 def reliability_warning(scoring: Mapping[str, Any]) -> list[str]:
     """A warning paragraph when the score's reliability is below the run's threshold (else nothing)."""
-    from .reliability import RAISE_ADVICE, Reliability
+    from .reliability import RAISE_ADVICE, Reliability, projection
 
     record, threshold = scoring.get("reliability"), scoring.get("warn_reliability")
     if not record or threshold is None:
@@ -496,7 +496,7 @@ def reliability_warning(scoring: Mapping[str, Any]) -> list[str]:
         f"> **Warning: the selection is close to random.** The difficulty score's reliability is "
         f"{report.reliability:.2f} (below {threshold:.2f}): two independent scorings of this data would rank the "
         f"images of a class very differently, so interval sampling over them is in effect random sampling. To "
-        f"condense again, {RAISE_ADVICE}. See the *score reliability* row below.",
+        f"condense again, {RAISE_ADVICE}{projection(report)}. See the *score reliability* row below.",
         "",
     ]
 

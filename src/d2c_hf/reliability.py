@@ -92,6 +92,33 @@ class Reliability:
         q = np.quantile(values, [0.0, 0.25, 0.5, 0.75, 1.0])
         return {k: float(v) for k, v in zip(("min", "q25", "median", "q75", "max"), q)}
 
+    @property
+    def draws_per_estimate(self) -> int | None:
+        """Draws per timestep behind each of the two correlated estimates (``floor(D / 2)`` for split
+        halves, ``D`` for test-retest), when the report records ``num_draws``."""
+        draws = self.details.get("num_draws")
+        if not draws:
+            return None
+        return int(draws) // 2 if self.method == "split-half" else int(draws)
+
+    def predict(self, num_draws: int) -> float | None:
+        """The Spearman–Brown prediction of the reliability with ``num_draws`` draws per timestep (same
+        grid and options): ``k r / (1 + (k - 1) r)`` with ``k = num_draws / draws_per_estimate``."""
+        per = self.draws_per_estimate
+        if self.correlation is None or not per or self.correlation <= 0:
+            return None
+        return spearman_brown(self.correlation, num_draws / per)
+
+    def draws_for(self, target: float) -> int | None:
+        """The fewest draws per timestep predicted to reach ``target`` (``None`` if the correlation is not
+        positive): ``ceil(h * target (1 - r) / (r (1 - target)))``."""
+        per, r = self.draws_per_estimate, self.correlation
+        if r is None or not per or r <= 0 or not 0 < target < 1:
+            return None
+        if r >= target:
+            return per
+        return max(1, math.ceil(per * target * (1 - r) / (r * (1 - target)) - 1e-9))
+
     def summary(self) -> str:
         """One line: ``reliability 0.83 (split-half, 4 draws: within-class Spearman 0.71, ...)``."""
         what = self.method
@@ -360,13 +387,22 @@ def check_reliability(
         )
     if warn_below is not None and value < warn_below:
         logger.warning(
-            "%s: the difficulty score's reliability is %.3f (below %.2f): the selection is close to random; %s "
+            "%s: the difficulty score's reliability is %.3f (below %.2f): the selection is close to random; %s%s "
             "(docs/scoring.md, Reliability)",
             where,
             value,
             warn_below,
             RAISE_ADVICE,
+            projection(report),
         )
+
+
+def projection(report: Reliability, target: float = 0.8) -> str:
+    """``"; num_draws=12 is predicted to reach 0.8"`` (Spearman–Brown), or ``""`` when it cannot be said."""
+    draws = report.draws_for(target)
+    if draws is None or draws <= int(report.details.get("num_draws") or 0):
+        return ""
+    return f"; num_draws={draws} is predicted to reach {target}"
 
 
 def check_threshold(value: Any, name: str) -> float | None:
