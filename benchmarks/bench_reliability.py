@@ -51,7 +51,9 @@ class Pool:
 
     @property
     def name(self) -> str:
-        extra = ("-antithetic" if self.antithetic else "") + ("" if self.grid == "midpoints" else f"-{self.grid}")
+        extra = ("-antithetic" if self.antithetic else "") + (
+            "" if self.grid == "midpoints" else f"-{self.grid}"
+        )
         return f"T{self.num_timesteps}{extra}"
 
     def passes(self, draws: int) -> int:
@@ -65,7 +67,7 @@ FULL_POOLS = (
     Pool(10, 4, antithetic=True),
     Pool(10, 4, grid="stratified"),
 )
-QUICK_POOLS = (Pool(4, 4), Pool(4, 2, antithetic=True), Pool(4, 2, grid="stratified"))
+QUICK_POOLS = (Pool(2, 4), Pool(2, 2, antithetic=True), Pool(2, 2, grid="stratified"))
 
 
 # --------------------------------------------------------------------------------------
@@ -221,7 +223,13 @@ def cheapest(curve: list[dict[str, Any]], target: float) -> dict[str, Any] | Non
     if not hits:
         return None
     passes, _, pool, draws, key, value = min(hits)
-    return {"pool": pool, "draws": draws, "standardized": key == "std", "passes": passes, "reliability": value}
+    return {
+        "pool": pool,
+        "draws": draws,
+        "standardized": key == "std",
+        "passes": passes,
+        "reliability": value,
+    }
 
 
 # --------------------------------------------------------------------------------------
@@ -247,7 +255,12 @@ def run(
     cache.mkdir(parents=True, exist_ok=True)
     train = digits(resolution, max_rows)
     labels = np.asarray(train["label"], np.int64)
-    results: dict[str, Any] = {"rows": len(train), "resolution": resolution, "threads": torch.get_num_threads(), "scorers": []}
+    results: dict[str, Any] = {
+        "rows": len(train),
+        "resolution": resolution,
+        "threads": torch.get_num_threads(),
+        "scorers": [],
+    }
     for steps in scorer_steps:
         folder, train_seconds = scorer_folder(cache, train, steps, resolution, seed)
         print(f"scorer {steps} steps: {train_seconds:.0f} s", flush=True)
@@ -261,10 +274,14 @@ def run(
                 "pairs_per_s": len(train) * pool.passes(pool.max_draws) / seconds,
             }
             entry["curve"].extend(reliability_curve(errors, labels, pool))
-            if pool.grid == "midpoints" and not pool.antithetic and pool.num_timesteps == min(
-                p.num_timesteps for p in pools
+            if (
+                pool.grid == "midpoints"
+                and not pool.antithetic
+                and pool.num_timesteps == min(p.num_timesteps for p in pools)
             ):
-                grid = DifficultyScorer.from_pretrained(folder, num_timesteps=pool.num_timesteps, device="cpu").timesteps
+                grid = DifficultyScorer.from_pretrained(
+                    folder, num_timesteps=pool.num_timesteps, device="cpu"
+                ).timesteps
                 entry["timesteps"] = timestep_signal(errors, labels, grid)
         entry["cheapest"] = {str(t): cheapest(entry["curve"], t) for t in (0.8, 0.9)}
         results["scorers"].append(entry)
@@ -279,7 +296,9 @@ def report(results: dict[str, Any]) -> str:
     lines = [f"digits: {results['rows']} rows at {results['resolution']} px, {results['threads']} threads"]
     for entry in results["scorers"]:
         lines.append(f"\n## scorer trained {entry['steps']} steps ({entry['train_seconds']:.0f} s)\n")
-        lines.append("| estimator | draws | passes/image | test-retest raw | split-half raw | test-retest std. | split-half std. |")
+        lines.append(
+            "| estimator | draws | passes/image | test-retest raw | split-half raw | test-retest std. | split-half std. |"
+        )
         lines.append("|---|---|---|---|---|---|---|")
         for row in entry["curve"]:
             lines.append(
@@ -287,7 +306,9 @@ def report(results: dict[str, Any]) -> str:
                 f"{fmt(row.get('split_raw'))} | {fmt(row.get('retest_std'))} | {fmt(row.get('split_std'))} |"
             )
         if entry.get("timesteps"):
-            lines.append("\n| timestep | mean error | signal SD | noise SD / draw | own reliability | share of raw variance |")
+            lines.append(
+                "\n| timestep | mean error | signal SD | noise SD / draw | own reliability | share of raw variance |"
+            )
             lines.append("|---|---|---|---|---|---|")
             for row in entry["timesteps"]:
                 own = next(v for k, v in row.items() if k.startswith("reliability_"))
@@ -299,15 +320,19 @@ def report(results: dict[str, Any]) -> str:
         for target, best in entry["cheapest"].items():
             lines.append(f"cheapest to reach {target}: {best}")
         for name, pool in entry["pools"].items():
-            lines.append(f"pool {name}: {pool['seconds']:.0f} s, {pool['pairs_per_s']:.0f} (image, timestep) pairs/s")
+            lines.append(
+                f"pool {name}: {pool['seconds']:.0f} s, {pool['pairs_per_s']:.0f} (image, timestep) pairs/s"
+            )
     return "\n".join(lines)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cache", default="benchmarks/.cache/reliability", help="scorers and pools (resumable)")
+    parser.add_argument(
+        "--cache", default="benchmarks/.cache/reliability", help="scorers and pools (resumable)"
+    )
     parser.add_argument("--scorer-steps", type=int, nargs="+", default=[400, 2000])
-    parser.add_argument("--quick", action="store_true", help="a 20-step scorer, 80 rows, T=4: seconds")
+    parser.add_argument("--quick", action="store_true", help="a 5-step scorer, 40 rows, T=2: seconds")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", default=None, help="also write the results here")
@@ -319,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.quick:
-        results = run(Path(args.cache), [20], QUICK_POOLS, max_rows=80, batch_size=16)
+        results = run(Path(args.cache), [5], QUICK_POOLS, max_rows=40, batch_size=16)
     else:
         results = run(Path(args.cache), args.scorer_steps, FULL_POOLS, batch_size=args.batch_size)
     print(report(results), flush=True)
