@@ -237,9 +237,8 @@ class ShardedRunner:
                         x0 = scorer.encode(pixels)
                     scored = scorer.score_batch(x0, part["label"], part["key"])
                 else:
-                    scored = scorer.score_batch(
-                        torch.zeros((0, scorer.channels, scorer.latent_size, scorer.latent_size)), [], []
-                    )
+                    empty = torch.zeros((0, scorer.channels, scorer.latent_size, scorer.latent_size))
+                    scored = scorer.score_batch(empty, np.zeros(0, np.int64), np.zeros(0, np.uint64))
                     if store_posterior:
                         shape = (2 * scorer.channels, scorer.latent_size, scorer.latent_size)
                         part["posterior"] = np.zeros((0, *shape), np.float16)
