@@ -333,6 +333,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--scorer-steps", type=int, nargs="+", default=[400, 2000])
     parser.add_argument("--quick", action="store_true", help="a 5-step scorer, 40 rows, T=2: seconds")
+    parser.add_argument(
+        "--pools",
+        nargs="+",
+        default=None,
+        help="only these estimators (e.g. T10 T100 T10-antithetic); default all",
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", default=None, help="also write the results here")
@@ -346,7 +352,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         results = run(Path(args.cache), [5], QUICK_POOLS, max_rows=40, batch_size=16)
     else:
-        results = run(Path(args.cache), args.scorer_steps, FULL_POOLS, batch_size=args.batch_size)
+        pools = tuple(p for p in FULL_POOLS if args.pools is None or p.name in args.pools)
+        if not pools:
+            raise SystemExit(f"--pools: none of {args.pools} is one of {[p.name for p in FULL_POOLS]}")
+        results = run(Path(args.cache), args.scorer_steps, pools, batch_size=args.batch_size)
     print(report(results), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
