@@ -9,12 +9,19 @@ benchmark measures, side by side in one process, in (image, timestep) pairs per 
   (keys, noise, noising, the same ``B*T`` forward, MSE);
 * **apply**: ``scorer.apply(dataset)`` on PNG-encoded digits (adds ``datasets.map``, PNG decoding and
   the ADM crop, and writing the column),
-* **end_to_end**: ``d2c score``'s engine (:func:`d2c_hf.distributed.run_score`) on ``--e2e-rows`` encoded
+* **end_to_end**: ``d2c score``'s engine (:func:`d2c_hf.sharded.run_score`) on ``--e2e-rows`` encoded
   images (``--image-format png|jpeg``): decoding and cropping in ``--num-workers`` DataLoader workers, the
   scorer, atomic shard files and the final merge into ``scores/``,
 
 and prints each as a ratio of the raw forward throughput (1.0 = no overhead). Timings alternate
 between the three (median of ``--repeats``) so that a machine whose load drifts affects them alike.
+
+The estimator options (``--num-draws``, ``--antithetic``, ``--timestep-grid stratified``) multiply the
+forward passes per image; pairs/s count every forward pass, so the ratios stay comparable. With
+``--num-draws >= 2`` the benchmark also measures what the split-half **reliability** costs, side by side:
+``score_batch`` (the draws' mean *and* the two halves) against ``draw_errors`` plus the mean alone, and
+the dataset-level step (:func:`d2c_hf.scoring.finish_scores`: standardisation statistics and the
+within-class rank correlation) on ``--finish-rows`` rows, as a fraction of scoring those rows.
 
 Models: random diffusers ``DiTTransformer2DModel`` s (scores do not depend on the weights' quality):
 ``dit-s`` has DiT-S's width and depth (hidden 384, 6 heads, 12 layers) with patch 4 on 32x32 RGB
@@ -25,6 +32,7 @@ ratio: the least compute per byte of overhead.
     python benchmarks/bench_scoring.py --preset dit-s --batch-size 16 --repeats 5
     python benchmarks/bench_scoring.py --device cuda --dtype bf16 --batch-size 64
     python benchmarks/bench_scoring.py --preset dit-s --batch-size 16 --e2e-rows 512 --num-workers 1
+    python benchmarks/bench_scoring.py --preset dit-s --num-draws 2 --repeats 5   # + the reliability's cost
 """
 
 from __future__ import annotations
@@ -80,11 +88,11 @@ def timed(function: Callable[[], Any]) -> float:
 def raw_forward(scorer, batch_size: int) -> Callable[[], Any]:
     """The model alone on a ready (B*T) batch, chunked like the scorer."""
     model, steps = scorer.model, scorer.num_timesteps
-    n = batch_size * steps
+    n = batch_size * scorer.forward_passes_per_image
     generator = torch.Generator().manual_seed(0)
     x = torch.randn((n, scorer.channels, scorer.latent_size, scorer.latent_size), generator=generator)
     x = x.to(scorer.device)
-    t = scorer.adapter.model_timesteps(torch.arange(steps, device=scorer.device).repeat(batch_size))
+    t = scorer.adapter.timesteps[torch.arange(steps, device=scorer.device).repeat(n // steps)]
     y = torch.randint(0, scorer.num_classes, (n,), generator=generator).to(scorer.device)
     chunk = scorer.max_forward_batch or n
 
@@ -141,36 +149,78 @@ def encoded_dataset(dataset, image_format: str):
 
 
 def end_to_end(scorer, dataset, *, batch_size: int, num_workers: int, workdir: str) -> Callable[[], Any]:
-    """``d2c score``'s engine on ``dataset`` into a fresh output folder each call (no resume)."""
-    import argparse
+    """``d2c score``'s engine (:func:`d2c_hf.sharded.run_score`) on ``dataset`` into a fresh output folder
+    each call (no resume)."""
     import shutil
     import uuid
+    from pathlib import Path
 
     from accelerate import PartialState
 
-    from d2c_hf.distributed import run_score, source_from_dataset
+    from d2c_hf.pipeline import CondenseOptions, ScoreOptions
+    from d2c_hf.sharded import RunOptions, ShardedRunner, run_score
+    from d2c_hf.sources import source_from_dataset
 
     state = PartialState(cpu=scorer.device.type == "cpu")
     source = source_from_dataset(dataset, {"dataset": "bench-digits"})
     rows = len(dataset)
+    options = CondenseOptions(
+        score=ScoreOptions(scorer=scorer), resolution=scorer.resolution, batch_size=batch_size
+    )
 
     def run() -> None:
-        out = f"{workdir}/run-{uuid.uuid4().hex[:8]}"
-        args = argparse.Namespace(
-            output_dir=out,
-            shard_size=max(batch_size, rows // 4 // batch_size * batch_size),
-            batch_size=batch_size,
-            num_timesteps=scorer.num_timesteps,
-            num_workers=num_workers,
-            skip_corrupt=False,
-            store_posterior=False,
-            max_forward_batch=scorer.max_forward_batch,
-            compile=False,
-        )
-        run_score(args, state, source, scorer=scorer)
+        out = Path(workdir) / f"run-{uuid.uuid4().hex[:8]}"
+        shard_size = max(batch_size, rows // 4 // batch_size * batch_size)
+        run_options = RunOptions(output_dir=out, shard_size=shard_size, num_workers=num_workers)
+        run_score(ShardedRunner(options, run_options, state, source))
         shutil.rmtree(out)
 
     return run
+
+
+def reliability_cost(
+    scorer, pixels: np.ndarray, labels: np.ndarray, repeats: int, finish_rows: int
+) -> dict[str, Any]:
+    """What the split-half reliability adds to scoring, measured side by side.
+
+    * per batch: ``score_batch`` (mean + halves) against ``draw_errors`` + the mean only (alternating,
+      median of ``repeats``);
+    * per dataset: :func:`finish_scores` on ``finish_rows`` synthetic rows, against the time scoring
+      those rows takes at the measured ``score_batch`` rate.
+    """
+    from d2c_hf.scoring import finish_scores, pixel_keys
+
+    x0, keys = scorer.encode(pixels), pixel_keys(pixels)
+    draws = range(scorer.num_draws)
+
+    def plain() -> None:
+        errors = scorer.draw_errors(x0, labels, keys, draws)
+        errors.mean(dim=2).mean(dim=1).cpu().numpy()
+
+    def tracked() -> None:
+        scorer.score_batch(x0, labels, keys)
+
+    plain(), tracked()  # warm-up
+    times: dict[str, list[float]] = {"plain": [], "tracked": []}
+    for _ in range(repeats):
+        times["plain"].append(timed(plain))
+        times["tracked"].append(timed(tracked))
+    plain_s, tracked_s = statistics.median(times["plain"]), statistics.median(times["tracked"])
+    rng = np.random.default_rng(0)
+    steps = scorer.num_timesteps
+    halves = rng.random((finish_rows, steps, 2), dtype=np.float32)
+    per_timestep = halves.mean(2)
+    finish_labels = np.arange(finish_rows) % scorer.num_classes
+    finish_s = timed(lambda: finish_scores(per_timestep, halves, finish_labels, scorer.config))
+    scoring_s = tracked_s * finish_rows / len(pixels)
+    return {
+        "batch_plain_s": plain_s,
+        "batch_tracked_s": tracked_s,
+        "ratio_batch": tracked_s / plain_s,
+        "finish_rows": finish_rows,
+        "finish_s": finish_s,
+        "finish_fraction": finish_s / scoring_s,
+    }
 
 
 def benchmark(
@@ -186,6 +236,10 @@ def benchmark(
     e2e_rows: int | None = None,
     num_workers: int = 1,
     image_format: str = "png",
+    num_draws: int = 1,
+    antithetic: bool = False,
+    timestep_grid: str = "midpoints",
+    finish_rows: int = 100_000,
 ) -> dict[str, Any]:
     """Throughputs in (image, timestep) pairs per second and their ratios to the raw forward."""
     import datasets
@@ -201,7 +255,11 @@ def benchmark(
         device=device,
         dtype=dtype,
         max_forward_batch=max_forward_batch,
+        num_draws=num_draws,
+        antithetic=antithetic,
+        timestep_grid=timestep_grid,
     )
+    passes = scorer.forward_passes_per_image
     apply_rows = apply_rows or 2 * batch_size
     dataset = digits_dataset(apply_rows, scorer.resolution)
     pixels, _ = preprocess_images(dataset.select(range(batch_size))["image"], scorer.resolution)
@@ -210,12 +268,12 @@ def benchmark(
     e2e_data = encoded_dataset(digits_dataset(e2e_rows, scorer.resolution), image_format)
     workdir = tempfile.mkdtemp(prefix="bench-e2e-")
     runs = {
-        "raw_forward": (raw_forward(scorer, batch_size), batch_size * num_timesteps),
-        "score_pixels": (score_pixels(scorer, pixels, labels), batch_size * num_timesteps),
-        "apply": (apply(scorer, dataset), apply_rows * num_timesteps),
+        "raw_forward": (raw_forward(scorer, batch_size), batch_size * passes),
+        "score_pixels": (score_pixels(scorer, pixels, labels), batch_size * passes),
+        "apply": (apply(scorer, dataset), apply_rows * passes),
         "end_to_end": (
             end_to_end(scorer, e2e_data, batch_size=batch_size, num_workers=num_workers, workdir=workdir),
-            e2e_rows * num_timesteps,
+            e2e_rows * passes,
         ),
     }
     try:
@@ -229,7 +287,15 @@ def benchmark(
         shutil.rmtree(workdir, ignore_errors=True)
     rates = {name: runs[name][1] / statistics.median(times[name]) for name in runs}
     params = sum(p.numel() for p in scorer.model.parameters())
+    reliability = (
+        reliability_cost(scorer, pixels, labels, repeats, finish_rows) if scorer.num_draws >= 2 else None
+    )
     return {
+        "num_draws": num_draws,
+        "antithetic": antithetic,
+        "timestep_grid": timestep_grid,
+        "forward_passes_per_image": passes,
+        "reliability": reliability,
         "preset": preset,
         "params": params,
         "tokens": (scorer.latent_size // scorer.model.config.patch_size) ** 2,
@@ -245,27 +311,35 @@ def benchmark(
         "e2e_rows": e2e_rows,
         "num_workers": num_workers,
         "image_format": image_format,
-        "e2e_images_per_s": rates["end_to_end"] / num_timesteps,
+        "e2e_images_per_s": rates["end_to_end"] / passes,
         "ratio_end_to_end": rates["end_to_end"] / rates["raw_forward"],
     }
 
 
 def report(result: dict[str, Any]) -> str:
     rates = result["pairs_per_s"]
-    return "\n".join(
-        [
-            f"{result['preset']}: {result['params'] / 1e6:.2f}M params, {result['tokens']} tokens, "
-            f"B={result['batch_size']} x T={result['num_timesteps']}, {result['device']} {result['dtype']}, "
-            f"{result['threads']} threads",
-            f"  raw forward   {rates['raw_forward']:9.1f} (image, timestep) pairs/s",
-            f"  score_pixels  {rates['score_pixels']:9.1f} pairs/s   ratio {result['ratio_score_pixels']:.3f}",
-            f"  apply         {rates['apply']:9.1f} pairs/s   ratio {result['ratio_apply']:.3f}"
-            f"   ({result['apply_rows']} PNG rows through datasets.map)",
-            f"  end_to_end    {rates['end_to_end']:9.1f} pairs/s   ratio {result['ratio_end_to_end']:.3f}"
-            f"   ({result['e2e_images_per_s']:.1f} images/s; {result['e2e_rows']} {result['image_format']} rows, "
-            f"{result['num_workers']} decode workers, shards + merge)",
-        ]
-    )
+    lines = [
+        f"{result['preset']}: {result['params'] / 1e6:.2f}M params, {result['tokens']} tokens, "
+        f"B={result['batch_size']} x T={result['num_timesteps']} x {result['num_draws']} draw(s)"
+        f"{' antithetic' if result['antithetic'] else ''} ({result['timestep_grid']}) = "
+        f"{result['forward_passes_per_image']} passes/image, {result['device']} {result['dtype']}, "
+        f"{result['threads']} threads",
+        f"  raw forward   {rates['raw_forward']:9.1f} (image, timestep) pairs/s",
+        f"  score_pixels  {rates['score_pixels']:9.1f} pairs/s   ratio {result['ratio_score_pixels']:.3f}",
+        f"  apply         {rates['apply']:9.1f} pairs/s   ratio {result['ratio_apply']:.3f}"
+        f"   ({result['apply_rows']} PNG rows through datasets.map)",
+        f"  end_to_end    {rates['end_to_end']:9.1f} pairs/s   ratio {result['ratio_end_to_end']:.3f}"
+        f"   ({result['e2e_images_per_s']:.1f} images/s; {result['e2e_rows']} {result['image_format']} rows, "
+        f"{result['num_workers']} decode workers, shards + merge)",
+    ]
+    rel = result.get("reliability")
+    if rel:
+        lines.append(
+            f"  reliability   score_batch (mean + halves) / mean only: ratio {rel['ratio_batch']:.3f} per batch; "
+            f"finish_scores on {rel['finish_rows']:,} rows {rel['finish_s']:.3f} s = "
+            f"{100 * rel['finish_fraction']:.3f} % of scoring them"
+        )
+    return "\n".join(lines)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -283,6 +357,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num-workers", type=int, default=1, help="DataLoader decode workers for end_to_end")
     parser.add_argument(
         "--image-format", choices=["png", "jpeg"], default="png", help="end_to_end input encoding"
+    )
+    parser.add_argument("--num-draws", type=int, default=1, help="noise draws per timestep")
+    parser.add_argument("--antithetic", action="store_true", help="antithetic pairs (eps, -eps)")
+    parser.add_argument("--timestep-grid", choices=["midpoints", "stratified"], default="midpoints")
+    parser.add_argument(
+        "--finish-rows", type=int, default=100_000, help="rows for the dataset-level reliability step"
     )
     parser.add_argument("--json", default=None, help="also write the results to this file")
     return parser.parse_args(argv)
@@ -307,6 +387,10 @@ def main(argv: list[str] | None = None) -> int:
             e2e_rows=args.e2e_rows,
             num_workers=args.num_workers,
             image_format=args.image_format,
+            num_draws=args.num_draws,
+            antithetic=args.antithetic,
+            timestep_grid=args.timestep_grid,
+            finish_rows=args.finish_rows,
         )
         print(report(result), flush=True)
         results.append(result)

@@ -189,3 +189,14 @@ def test_publish_dir_replaces_only_when_complete(tmp_path):
     afile.write_text("x")
     with pytest.raises(FileExistsError, match="not a folder"):
         demo.check_output_dir(afile, overwrite=True)
+
+
+def test_demo_reports_the_score_reliability(demo_output):
+    record = json.loads((demo_output / "metrics.json").read_text())
+    rel = record["reliability"]
+    assert rel["method"] == "split-half" and rel["details"]["num_draws"] == demo.QUICK.num_draws
+    readme = (demo_output / "README.md").read_text()
+    if rel["reliability"] is not None:
+        assert f"score reliability {rel['reliability']:.2f}" in readme
+    else:
+        assert "reliability not measured" in readme

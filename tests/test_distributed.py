@@ -286,3 +286,74 @@ def test_config_diff_names_nested_keys():
     new = {"a": 1, "scorer": {"seed": 1, "model": {"sha256": "y"}}, "new": 2}
     assert config_diff(old, new) == ["gone", "new", "scorer.model.sha256", "scorer.seed"]
     assert config_diff(old, old) == []
+
+
+ESTIMATOR = ["--num_timesteps", "3", "--num_draws", "2", "--antithetic", "--timestep_grid", "stratified"]
+
+
+def test_estimator_options_sharded_equal_apply_and_two_processes(local_hub, digits, tmp_path, capsys):
+    """More draws, antithetic pairs, stratified timesteps and the merge-time standardisation: one process
+    equals DifficultyScorer.apply (scores and reliability), two processes equal one bitwise, and a resume
+    with other estimator options is refused."""
+    from d2c_hf.reliability import ReliabilityError
+    from d2c_hf.scoring import DifficultyScorer
+    from d2c_hf.sharded import load_reliability
+    from d2c_hf.vae import load_vae
+
+    one = tmp_path / "one"
+    args = score_args(local_hub, one, *ESTIMATOR, "--standardize_timesteps")
+    with one_thread():
+        assert score_main(args) == 0
+    printed = capsys.readouterr().out
+    assert "reliability " in printed and "split-half, 2 draw(s) per timestep" in printed
+    vae = load_vae(local_hub.vae, dtype=torch.float32, device=torch.device("cpu"))
+    scorer = DifficultyScorer.from_pretrained(
+        local_hub.dit,
+        vae=vae,
+        resolution=32,
+        batch_size=BATCH,
+        num_timesteps=3,
+        num_draws=2,
+        antithetic=True,
+        timestep_grid="stratified",
+        standardize_timesteps=True,
+    )
+    with one_thread():
+        expected = np.asarray(scorer.apply(digits["train"].select(range(ROWS)))["difficulty"], np.float32)
+    got = load_scores(one)
+    np.testing.assert_array_equal(got["difficulty"], expected)
+    record = load_reliability(one)
+    assert record["reliability"]["reliability"] == pytest.approx(scorer.reliability.reliability, abs=1e-9)
+    assert record["standardization"]["mean"] == pytest.approx(scorer.standardization.mean.tolist())
+
+    two = tmp_path / "two"
+    command = [
+        str(VENV_BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "d2c_hf.cli", "score",
+        *score_args(local_hub, two, *ESTIMATOR, "--standardize_timesteps", "--cpu"),
+    ]  # fmt: skip
+    proc = subprocess.run(command, env={**ENV, "CUDA_VISIBLE_DEVICES": ""}, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_same_scores(load_scores(two), got)
+    assert load_reliability(two) == record
+
+    with pytest.raises(ValueError, match=r"differing keys: .*scorer\.num_draws"):
+        score_main(score_args(local_hub, one, "--num_timesteps", "3", "--num_draws", "3", "--antithetic",
+                              "--timestep_grid", "stratified", "--standardize_timesteps"))  # fmt: skip
+    with pytest.raises(ValueError, match=r"differing keys: .*scorer\.standardize_timesteps"):
+        score_main(score_args(local_hub, one, *ESTIMATOR))
+    # the opt-in gate: the scores are kept, the run stops (resumed: nothing is computed again)
+    with one_thread(), pytest.raises(ReliabilityError, match="min_reliability=0.99"):
+        score_main([*args, "--min_reliability", "0.99"])
+    assert manifest(one)["computed_shards"] == 0
+
+
+def test_one_draw_runs_report_the_probe(reference):
+    from d2c_hf.sharded import load_reliability
+
+    record = load_reliability(reference)["reliability"]
+    assert record["method"] == "test-retest" and record["details"]["probe_rows"] == 512
+    assert manifest(reference)["reliability"] == record
+    assert 0 < record["num_rows"] <= ROWS and record["details"]["extra_forward_passes"] == 10 * (
+        record["num_rows"] + sum(int(v.split()[0]) for v in record["skipped"].values() if "row" in v)
+    )

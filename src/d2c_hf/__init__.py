@@ -22,6 +22,9 @@ _EXPORTS: dict[str, str] = {
     "prepare_dataset": "data",
     # Select
     "DifficultyScorer": "scoring",
+    "Reliability": "reliability",
+    "ReliabilityError": "reliability",
+    "score_reliability": "reliability",
     "train_scorer": "scorer_training",
     "PIXEL_SPACE": "vae",
     "images_per_class_from_ratio": "selection",
@@ -112,6 +115,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .pipeline import CondenseOptions
     from .pipelines.pipeline_sit import SiTPipeline
     from .pipelines.scheduling_sde import FlowMatchEulerMaruyamaScheduler
+    from .reliability import Reliability, ReliabilityError, score_reliability
     from .scorer_training import train_scorer
     from .scoring import DifficultyScorer
     from .selection import (

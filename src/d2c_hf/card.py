@@ -214,6 +214,7 @@ def render_card(
         + f"{attached}. Made with d2c-hf"
         + (f" {version}." if version else "."),
         "",
+        *reliability_warning(info.get("scoring") or {}),
         "## What is D2C?",
         "",
         f"[D2C (Diffusion Dataset Condensation)]({PAPER_URL}) shrinks a class-labelled image dataset to a tiny "
@@ -303,8 +304,14 @@ def _config_section(condensed: CondensedLike) -> list[str]:
             )
         )
     timesteps = (scoring.get("noising") or {}).get("timesteps", scoring.get("timesteps"))
-    if timesteps is not None:
+    if isinstance(timesteps, str):
+        rows.append(("scoring timesteps", f"{timesteps} (one random timestep per bin, per image and draw)"))
+    elif timesteps is not None:
         rows.append(("scoring timesteps", ", ".join(_fmt(t) for t in timesteps)))
+    if "prediction_type" in scoring:
+        rows.append(("difficulty estimator", estimator_text(scoring)))
+    if "reliability" in scoring:
+        rows.append(("score reliability", _md_escape(reliability_text(scoring))))
     if scoring.get("reused_column"):
         rows.append(("scoring", "reused the dataset's existing `difficulty` column"))
     if latents:
@@ -446,6 +453,52 @@ def _is_official_dit(name: str | None) -> bool:
     """Meta's DiT checkpoints (``facebook/DiT-XL-2-256`` and its conversions), CC BY-NC."""
     lowered = str(name or "").lower()
     return "facebook/dit" in lowered or "dit-xl" in lowered
+
+
+def estimator_text(scoring: Mapping[str, Any]) -> str:
+    """How the difficulty was estimated: timesteps x draws (antithetic, standardised) and the cost."""
+    draws = int(scoring.get("num_draws", 1))
+    text = f"{scoring.get('num_timesteps')} timesteps x {draws} noise draw{'s' if draws > 1 else ''}"
+    if scoring.get("antithetic"):
+        text += " (antithetic pairs eps, -eps)"
+    passes = scoring.get("forward_passes_per_image")
+    if passes is not None:
+        text += f" = {passes} forward passes per image"
+    text += (
+        "; each timestep's error standardised over the data before averaging (`difficulty` is a mean z-score)"
+        if scoring.get("standardize_timesteps")
+        else "; `difficulty` is the mean denoising error"
+    )
+    return text
+
+
+def reliability_text(scoring: Mapping[str, Any]) -> str:
+    """The reliability line of the card (and of ``d2c info``)."""
+    from .reliability import Reliability
+
+    record = scoring.get("reliability")
+    if not record:
+        return "not measured"
+    return Reliability.from_dict(record).summary()
+
+
+def reliability_warning(scoring: Mapping[str, Any]) -> list[str]:
+    """A warning paragraph when the score's reliability is below the run's threshold (else nothing)."""
+    from .reliability import RAISE_ADVICE, Reliability, projection
+
+    record, threshold = scoring.get("reliability"), scoring.get("warn_reliability")
+    if not record or threshold is None:
+        return []
+    report = Reliability.from_dict(record)
+    if not report.computable or report.reliability >= threshold:
+        return []
+    return [
+        f"> **Warning: the selection is close to random.** The difficulty score's reliability is "
+        f"{report.reliability:.2f} (below {threshold:.2f}): two independent scorings of this data would rank the "
+        f"images of a class very differently, so interval sampling over them is in effect random sampling. To "
+        f"condense again, {RAISE_ADVICE}{projection(report)}. See the *score reliability* row below.",
+        "",
+    ]
 
 
 def _licence_section(condensed: CondensedLike) -> list[str]:

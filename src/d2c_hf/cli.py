@@ -135,7 +135,39 @@ def _add_score_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("scoring")
     g.add_argument("--scorer", default="facebook/DiT-XL-2-256")
     _add_vae_arg(g)
-    g.add_argument("--num_timesteps", type=int, default=10)
+    g.add_argument(
+        "--num_timesteps",
+        type=int,
+        default=None,
+        help="timesteps per draw (default 10, or the grid's length)",
+    )
+    g.add_argument(
+        "--timestep_grid",
+        default="midpoints",
+        help="midpoints (the paper's evenly spaced bins), stratified (one random timestep per bin), or a "
+        "comma-separated list of timesteps",
+    )
+    g.add_argument(
+        "--num_draws", type=int, default=1, help="independent noise draws per timestep (default 1)"
+    )
+    g.add_argument("--antithetic", action="store_true", help="also score every draw's -eps (2x the passes)")
+    g.add_argument(
+        "--standardize_timesteps",
+        action="store_true",
+        help="z-score each timestep's error over the data before averaging (beyond the paper)",
+    )
+    g.add_argument(
+        "--reliability_probe",
+        type=int,
+        default=512,
+        help="with one draw: rows re-scored with fresh noise to measure the reliability (0 = none)",
+    )
+    g.add_argument(
+        "--warn_reliability", type=float, default=0.5, help="warn below this reliability (default 0.5)"
+    )
+    g.add_argument(
+        "--min_reliability", type=float, default=None, help="stop before selecting below this reliability"
+    )
     g.add_argument(
         "--key_column", default=None, help="column whose value replaces the pixel hash as the noise key"
     )
@@ -191,6 +223,27 @@ def _interval(value: Any) -> int | str:
         raise ValueError(f"--interval must be a positive integer or 'auto', got {value!r}") from None
 
 
+def _timestep_grid(value: str) -> str | tuple[float, ...]:
+    """``--timestep_grid``: a grid name, or comma-separated timesteps (integers stay integers)."""
+    if value in ("midpoints", "stratified"):
+        return value
+    try:
+        return tuple(int(v) if v.strip().lstrip("-").isdigit() else float(v) for v in value.split(","))
+    except ValueError:
+        raise ValueError(
+            f"--timestep_grid must be midpoints, stratified or comma-separated timesteps (e.g. 50,150,250), got {value!r}"
+        ) from None
+
+
+def _reliability_line(record: dict | None) -> str:
+    """The line ``d2c score`` / ``d2c condense`` print about the scores' reliability."""
+    from .reliability import Reliability
+
+    if not record:
+        return "reliability: not recorded"
+    return Reliability.from_dict(record).summary()
+
+
 def _options(args: argparse.Namespace):
     """The typed options of a sharded run, from whichever flags the command has."""
     from .pipeline import AttachOptions, CondenseOptions, DataOptions, ScoreOptions, SelectOptions
@@ -200,7 +253,14 @@ def _options(args: argparse.Namespace):
     score = ScoreOptions(
         scorer=get("scorer", "facebook/DiT-XL-2-256"),
         vae=get("vae", "auto"),
-        num_timesteps=get("num_timesteps", 10),
+        num_timesteps=get("num_timesteps"),
+        timestep_grid=_timestep_grid(get("timestep_grid", "midpoints")),
+        num_draws=get("num_draws", 1),
+        antithetic=bool(get("antithetic", False)),
+        standardize_timesteps=bool(get("standardize_timesteps", False)),
+        reliability_probe=get("reliability_probe", 512),
+        warn_reliability=get("warn_reliability", 0.5),
+        min_reliability=get("min_reliability"),
         seed=seed,
         dtype=None if get("dtype") in (None, "auto") else get("dtype"),
         max_forward_batch=get("max_forward_batch"),
@@ -307,7 +367,9 @@ def score_main(argv: list[str] | None = None) -> int:
     runner = _runner(args, store_posterior=args.store_posterior)
     manifest = run_score(runner)
     if runner.state.is_main_process:
-        print(json.dumps({k: v for k, v in manifest.items() if k not in ("per_rank", "corrupt_rows")}))
+        hidden = ("per_rank", "corrupt_rows", "reliability")
+        print(json.dumps({k: v for k, v in manifest.items() if k not in hidden}))
+        print(_reliability_line(manifest.get("reliability")))
     return 0
 
 
@@ -378,6 +440,7 @@ def condense_main(argv: list[str] | None = None) -> int:
     condensed = run_condense(runner)
     if condensed is not None:
         print(json.dumps({"condensed": str(runner.output_dir / CONDENSED_DIR), "rows": len(condensed)}))
+        print(_reliability_line((condensed.info.get("scoring") or {}).get("reliability")))
     return 0
 
 

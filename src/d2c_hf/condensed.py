@@ -231,9 +231,18 @@ class CondensedDataset:
             f"scores={len(self.scores) if self.scores is not None else None})"
         )
 
+    @property
+    def reliability(self):
+        """The difficulty score's reliability (:class:`~d2c_hf.reliability.Reliability`) recorded when the
+        scores were computed, or ``None`` (scores reused, not measured, or not scored)."""
+        from .reliability import Reliability
+
+        record = (self.info.get("scoring") or {}).get("reliability")
+        return Reliability.from_dict(record) if record else None
+
     def summary(self) -> str:
         """A readable multi-line description (what ``d2c info`` prints)."""
-        from .card import describe_model, iter_models
+        from .card import describe_model, estimator_text, iter_models, reliability_text
 
         info = self.info
         counts = self.counts
@@ -269,6 +278,11 @@ class CondensedDataset:
             )
         for role, record in iter_models({k: info.get(k) for k in ("scoring", "latents", "visual", "text")}):
             lines.append(f"  model {role}: {describe_model(record)}")
+        scoring = info.get("scoring") or {}
+        if "prediction_type" in scoring:
+            lines.append(f"  difficulty estimator: {estimator_text(scoring)}")
+        if "reliability" in scoring:
+            lines.append(f"  score {reliability_text(scoring)}")
         latents = info.get("latents") or {}
         if latents:
             lines.append(

@@ -37,6 +37,8 @@ from .pipeline import (
     ScoreOptions,
     SelectOptions,
 )
+from .reliability import DEFAULT_WARN_RELIABILITY
+from .scoring import DEFAULT_PROBE_ROWS, MIDPOINTS
 from .vae import AUTO
 
 logger = logging.getLogger(__name__)
@@ -67,7 +69,14 @@ def condense(
     class_names: Sequence[str] | Mapping[int, str] | None = None,
     prompt_template: str = DEFAULT_PROMPT,
     seed: int = 0,
-    num_timesteps: int = 10,
+    num_timesteps: int | None = None,
+    timestep_grid: str | Sequence[float] = MIDPOINTS,
+    num_draws: int = 1,
+    antithetic: bool = False,
+    standardize_timesteps: bool = False,
+    reliability_probe: int = DEFAULT_PROBE_ROWS,
+    warn_reliability: float | None = DEFAULT_WARN_RELIABILITY,
+    min_reliability: float | None = None,
     batch_size: int = 32,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
@@ -119,7 +128,16 @@ def condense(
         image_column, label_column: input columns (stored as ``image``/``label``).
         class_names: names per class id (default: the ``ClassLabel`` names), needed for ``text``.
         prompt_template: the class prompt, with one ``{}``.
-        num_timesteps: scoring timestep grid size.
+        num_timesteps: scoring timestep grid size (``None``: 10, or the length of ``timestep_grid``).
+        timestep_grid, num_draws, antithetic, standardize_timesteps: the difficulty estimator (see
+            :class:`~d2c_hf.DifficultyScorer` and ``docs/scoring.md``); the defaults are the paper's (10
+            evenly spaced timesteps, one noise draw each, the raw mean).
+        reliability_probe: with one draw, rows re-scored with fresh noise to measure the score's reliability
+            (default 512, T forward passes each; 0 = none); with ``num_draws >= 2`` the split-half
+            reliability costs nothing. The result is ``info["scoring"]["reliability"]``, on the card.
+        warn_reliability: log a warning (and say so on the card) when the reliability is below this.
+        min_reliability: stop with :class:`~d2c_hf.reliability.ReliabilityError` before selecting when
+            the reliability is below this, or cannot be computed (opt-in).
         batch_size, device: for every model.
         dtype: the scorer's autocast dtype (``None``: bfloat16 on CUDA, float32 else) and the attach
             models' dtype (``None``: float32; Attach only sees the condensed subset).
@@ -160,6 +178,20 @@ def condense(
             raise ValueError(f"num_rows={num_rows!r} but the dataset has {len(dataset)} rows")
     if isinstance(scorer, DifficultyScorer) and scorer_kwargs:
         raise TypeError(f"scorer is already a DifficultyScorer; {sorted(scorer_kwargs)} would be ignored")
+    estimator = {
+        "num_timesteps": (num_timesteps, None),
+        "timestep_grid": (timestep_grid, MIDPOINTS),
+        "num_draws": (num_draws, 1),
+        "antithetic": (antithetic, False),
+        "standardize_timesteps": (standardize_timesteps, False),
+    }
+    if isinstance(scorer, DifficultyScorer):
+        ignored = sorted(k for k, (value, default) in estimator.items() if not _same(value, default))
+        if ignored:
+            raise TypeError(
+                f"scorer is already a DifficultyScorer, which has its own estimator; {ignored} would be ignored: "
+                "pass them to DifficultyScorer.from_pretrained instead"
+            )
     strategy_options = dict(selection_kwargs or {})
     features = strategy_options.pop("features", None)
     feature_column = strategy_options.pop("feature_column", None)
@@ -176,6 +208,13 @@ def condense(
             scorer=scorer,
             vae=vae,
             num_timesteps=num_timesteps,
+            timestep_grid=timestep_grid,
+            num_draws=num_draws,
+            antithetic=antithetic,
+            standardize_timesteps=standardize_timesteps,
+            reliability_probe=reliability_probe,
+            warn_reliability=warn_reliability,
+            min_reliability=min_reliability,
             seed=seed,
             dtype=dtype,
             max_forward_batch=scorer_kwargs.get("max_forward_batch"),
@@ -213,6 +252,10 @@ def condense(
             raise TypeError(f"selection_kwargs {given} are not supported for a streaming dataset")
         return _condense_stream(dataset, split, options, num_rows=num_rows, work_dir=work_dir)
     return MemoryRunner(dataset, split, options).run()
+
+
+def _same(value: Any, default: Any) -> bool:
+    return value is default or (isinstance(value, type(default)) and value == default)
 
 
 def pick_split(dataset):

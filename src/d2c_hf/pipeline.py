@@ -30,6 +30,8 @@ from .checks import check_positive_int, check_seed
 from .columns import column_numpy
 from .condensed import CondensedDataset, build_info, scores_features
 from .hub import normalise_reference
+from .reliability import DEFAULT_WARN_RELIABILITY, Reliability, check_reliability, check_threshold
+from .scoring import DEFAULT_PROBE_ROWS, MIDPOINTS, check_estimator
 from .vae import AUTO, DEFAULT_VAE, PIXEL_SPACE, normalise_vae
 
 logger = logging.getLogger(__name__)
@@ -82,26 +84,50 @@ class ScoreOptions:
         vae: ``"auto"`` = the scorer's own ``vae/``, else pixel space for a 3-channel scorer, else
             :data:`~d2c_hf.vae.DEFAULT_VAE`; ``"pixel"`` / ``None`` = pixel space; or a VAE (Hub id,
             folder, loaded). A VAE that encodes differently from the one the scorer ships is refused.
-        num_timesteps, seed, dtype, max_forward_batch, prediction_type: passed to the scorer.
+        num_timesteps, seed, dtype, max_forward_batch, prediction_type: passed to the scorer
+            (``num_timesteps=None``: 10, or the length of an explicit ``timestep_grid``).
+        timestep_grid, num_draws, antithetic, standardize_timesteps: the estimator (see
+            :class:`d2c_hf.DifficultyScorer`); the defaults are the paper's (10 evenly spaced timesteps, one
+            draw each).
+        reliability_probe: with one draw, the rows re-scored with fresh noise to measure the reliability
+            (default 512, spread over up to 8 classes; 0 = none). With ``num_draws >= 2`` the split-half
+            reliability needs no extra forward pass.
+        warn_reliability: warn (and say so on the card) when the reliability is below this; ``None`` = never.
+        min_reliability: stop before selecting (:class:`~d2c_hf.reliability.ReliabilityError`) when the
+            reliability is below this or cannot be computed; ``None`` (default) = never.
         compile: ``torch.compile`` the scorer (sharded runs).
         return_per_timestep: map-style runs: also add ``difficulty_per_timestep`` while scoring.
     """
 
     scorer: Any = DEFAULT_SCORER
     vae: Any = AUTO
-    num_timesteps: int = 10
+    num_timesteps: int | None = None
     seed: int = 0
     dtype: Any = None
     max_forward_batch: int | None = None
     prediction_type: str | None = None
     compile: bool = False
     return_per_timestep: bool = False
+    timestep_grid: Any = MIDPOINTS
+    num_draws: int = 1
+    antithetic: bool = False
+    standardize_timesteps: bool = False
+    reliability_probe: int = DEFAULT_PROBE_ROWS
+    warn_reliability: float | None = DEFAULT_WARN_RELIABILITY
+    min_reliability: float | None = None
 
     def __post_init__(self) -> None:
         vae = normalise_vae(self.vae)
         object.__setattr__(self, "vae", vae if vae in (AUTO, PIXEL_SPACE) else normalise_reference(vae))
         object.__setattr__(self, "scorer", normalise_reference(self.scorer))
-        check_positive_int(self.num_timesteps, "num_timesteps")
+        _, grid = check_estimator(
+            self.num_timesteps, self.timestep_grid, self.num_draws, self.antithetic, self.reliability_probe
+        )
+        object.__setattr__(self, "timestep_grid", grid)
+        object.__setattr__(
+            self, "warn_reliability", check_threshold(self.warn_reliability, "warn_reliability")
+        )
+        object.__setattr__(self, "min_reliability", check_threshold(self.min_reliability, "min_reliability"))
         check_seed(self.seed)
         if self.max_forward_batch is not None:
             check_positive_int(self.max_forward_batch, "max_forward_batch")
@@ -308,6 +334,12 @@ def load_scorer(options: CondenseOptions, device: torch.device, *, return_per_ti
         score.scorer,
         vae=vae,
         num_timesteps=score.num_timesteps,
+        timestep_grid=score.timestep_grid,
+        num_draws=score.num_draws,
+        antithetic=score.antithetic,
+        standardize_timesteps=score.standardize_timesteps,
+        reliability_probe=score.reliability_probe,
+        warn_reliability=score.warn_reliability,
         seed=score.seed,
         resolution=options.resolution,
         batch_size=options.batch_size,
@@ -359,6 +391,19 @@ def _describe(value: Any) -> str:
     if isinstance(value, (str, os.PathLike)):
         return repr(os.fspath(value))
     return f"<loaded {type(value).__name__}>"
+
+
+def scoring_record(
+    config: dict[str, Any], reliability: Any, standardization: Any, warn_reliability: float | None
+) -> dict[str, Any]:
+    """``info["scoring"]``: the scorer's config, the reliability report (and the threshold the card warns
+    below) and the standardisation statistics."""
+    record = dict(config)
+    record["reliability"] = None if reliability is None else reliability.to_dict()
+    record["warn_reliability"] = warn_reliability
+    if standardization is not None:
+        record["standardization"] = standardization.to_dict()
+    return record
 
 
 # --------------------------------------------------------------------------------------
@@ -630,7 +675,19 @@ class MemoryRunner:
             scored = dataset
             info = {"skipped": f"strategy {options.select.strategy!r} does not use difficulty scores"}
         else:
-            scored, info = scorer.apply(dataset), dict(scorer.config)
+            scored, info = (
+                scorer.apply(dataset),
+                scoring_record(
+                    scorer.config, scorer.reliability, scorer.standardization, scorer.warn_reliability
+                ),
+            )
+        if options.score.min_reliability is not None and "skipped" not in info:  # the opt-in gate
+            check_reliability(
+                Reliability.from_dict(info["reliability"]) if info.get("reliability") else None,
+                warn_below=None,
+                min_reliability=options.score.min_reliability,
+                where="condense",
+            )
         has_scores = "difficulty" in scored.column_names
         features = options.select.features
         if options.select.feature_column is not None:
@@ -703,6 +760,7 @@ __all__ = [
     "check_class_setup",
     "class_table",
     "load_scorer",
+    "scoring_record",
     "select_rows",
     "token_count",
 ]

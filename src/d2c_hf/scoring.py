@@ -41,7 +41,7 @@ import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -55,6 +55,15 @@ from .hub import (
     read_repo_json,
     resolve_device,
     resolve_dtype,
+)
+from .reliability import (
+    DEFAULT_WARN_RELIABILITY,
+    Reliability,
+    Standardization,
+    check_reliability,
+    check_threshold,
+    not_computable,
+    reliability_from_halves,
 )
 from .training import interpolate
 from .vae import (
@@ -86,6 +95,13 @@ NUM_CLASSES_KEYS = ("num_classes", "num_embeds_ada_norm", "num_class_embeds")
 #: Bump when the scores change for the same config (invalidates ``datasets`` caches).
 FINGERPRINT_VERSION = 1
 SCORER_INFO_FILE = "d2c_scorer.json"
+HALVES_COLUMN = "difficulty_halves"
+MIDPOINTS, STRATIFIED = "midpoints", "stratified"
+TIMESTEP_GRIDS = (MIDPOINTS, STRATIFIED)
+#: rows a one-draw run re-scores with fresh noise to measure its reliability (ScoreOptions' default)
+DEFAULT_PROBE_ROWS = 512
+#: classes the probe spreads its rows over (fewer when the data has fewer)
+PROBE_CLASSES = 8
 
 
 # --------------------------------------------------------------------------------------
@@ -112,6 +128,68 @@ def timestep_grid(num_timesteps: int, prediction_type: str, num_train_timesteps:
     if prediction_type == "flow":
         return (i.to(torch.float64) + 0.5).div(num_timesteps).to(torch.float32)
     raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+
+
+def check_estimator(
+    num_timesteps: Any = None,
+    timestep_grid: Any = "midpoints",
+    num_draws: Any = 1,
+    antithetic: Any = False,
+    reliability_probe: Any = 0,
+) -> tuple[int, str | tuple[float, ...]]:
+    """Check the estimator's options without a model: ``(T, grid)``.
+
+    Args:
+        num_timesteps: T; ``None`` = 10, or the length of an explicit grid.
+        timestep_grid: ``"midpoints"`` (the paper's evenly spaced bins), ``"stratified"`` (one random
+            timestep in each of T equal bins, drawn per sample and draw) or an explicit sequence of
+            timesteps (integers for epsilon models, times in [0, 1] for flow models).
+        num_draws: independent noise draws per timestep (>= 1).
+        antithetic: also use ``-eps`` for every draw (two forward passes per draw).
+        reliability_probe: rows re-scored with fresh noise to measure the reliability of a one-draw score
+            (0 = none).
+    """
+    from .checks import check_non_negative_int
+
+    check_positive_int(num_draws, "num_draws")
+    if not isinstance(antithetic, (bool, np.bool_)):
+        raise ValueError(f"antithetic must be True or False, got {antithetic!r}")
+    check_non_negative_int(reliability_probe, "reliability_probe")
+    if isinstance(timestep_grid, str):
+        if timestep_grid not in TIMESTEP_GRIDS:
+            raise ValueError(
+                f"timestep_grid must be one of {TIMESTEP_GRIDS} or a sequence of timesteps, got {timestep_grid!r}"
+            )
+        steps = 10 if num_timesteps is None else check_positive_int(num_timesteps, "num_timesteps")
+        return steps, timestep_grid
+    if not isinstance(timestep_grid, (Sequence, np.ndarray, torch.Tensor)) or isinstance(
+        timestep_grid, bytes
+    ):
+        raise ValueError(
+            f"timestep_grid must be 'midpoints', 'stratified' or a sequence of timesteps, got {timestep_grid!r}"
+        )
+    values = []
+    for t in list(np.asarray(timestep_grid, dtype=object).reshape(-1)):
+        if (
+            isinstance(t, (bool, np.bool_))
+            or not isinstance(t, (int, float, np.integer, np.floating))
+            or not np.isfinite(t)
+        ):
+            raise ValueError(f"timestep_grid must hold finite numbers, got {t!r} in {list(timestep_grid)}")
+        if t < 0:
+            raise ValueError(f"timestep_grid must hold non-negative timesteps, got {t!r}")
+        values.append(float(t))
+    if not values:
+        raise ValueError("timestep_grid is empty; give at least one timestep")
+    if len(set(values)) != len(values):
+        raise ValueError(
+            f"timestep_grid {list(timestep_grid)} repeats a timestep; use num_draws for more draws at each timestep"
+        )
+    if num_timesteps is not None and check_positive_int(num_timesteps, "num_timesteps") != len(values):
+        raise ValueError(
+            f"num_timesteps={num_timesteps} but timestep_grid lists {len(values)} timesteps; leave num_timesteps unset"
+        )
+    return len(values), tuple(values)
 
 
 # --------------------------------------------------------------------------------------
@@ -168,18 +246,23 @@ def value_keys(values: Sequence[Any], rows: Sequence[int] | None = None, column:
     return keys
 
 
-def noise_seed(seed: int, key: int) -> int:
-    """The CPU generator seed of one sample: a 64-bit blake2b hash of ``(seed, key)``."""
-    return _hash64(b"d2c-difficulty-noise", int(seed).to_bytes(8, "little"), int(key).to_bytes(8, "little"))
+def noise_seed(seed: int, key: int, draw: int = 0) -> int:
+    """The CPU generator seed of one sample's noise draw: a 64-bit blake2b hash of ``(seed, key)`` for draw
+    0 (the stream of every score computed with one draw) and of ``(seed, key, draw)`` for draw ``d >= 1``."""
+    parts = [b"d2c-difficulty-noise", int(seed).to_bytes(8, "little"), int(key).to_bytes(8, "little")]
+    if draw:
+        parts.append(int(draw).to_bytes(8, "little"))
+    return _hash64(*parts)
 
 
 def sample_noise(
-    keys: Sequence[int] | np.ndarray, seed: int, num_timesteps: int, shape: Sequence[int]
+    keys: Sequence[int] | np.ndarray, seed: int, num_timesteps: int, shape: Sequence[int], draw: int = 0
 ) -> torch.Tensor:
-    """Common random numbers: the noise of every (sample, timestep index).
+    """Common random numbers: the noise of every (sample, timestep index) of one draw.
 
     Sample b gets ``torch.randn((T, *shape), generator=torch.Generator("cpu").manual_seed(noise_seed(seed,
-    keys[b])))``; timestep index i uses slice i. Generated on CPU so every device sees the same numbers.
+    keys[b], draw)))``; timestep index i uses slice i. Generated on CPU so every device sees the same numbers.
+    Draw 0 is the stream of a one-draw score; each further draw is a new, independent stream.
 
     Returns:
         ``(B, T, *shape)`` float32 on CPU.
@@ -188,9 +271,48 @@ def sample_noise(
     out = torch.empty((len(keys), num_timesteps, *shape), dtype=torch.float32)
     generator = torch.Generator("cpu")
     for b, key in enumerate(keys.tolist()):
-        generator.manual_seed(noise_seed(seed, key))
+        generator.manual_seed(noise_seed(seed, key, draw))
         torch.randn((num_timesteps, *shape), generator=generator, out=out[b])
     return out
+
+
+def sample_bin_offsets(
+    keys: Sequence[int] | np.ndarray, seed: int, num_timesteps: int, draw: int
+) -> torch.Tensor:
+    """Stratified timesteps: a uniform offset in ``[0, 1)`` per (sample, timestep bin) of one draw, from a
+    CPU generator seeded with ``blake2b("d2c-difficulty-timesteps", seed, key, draw)``.
+
+    Returns:
+        ``(B, T)`` float64 on CPU.
+    """
+    keys = np.asarray(keys, dtype=np.uint64)
+    out = torch.empty((len(keys), num_timesteps), dtype=torch.float64)
+    generator = torch.Generator("cpu")
+    for b, key in enumerate(keys.tolist()):
+        generator.manual_seed(
+            _hash64(
+                b"d2c-difficulty-timesteps",
+                int(seed).to_bytes(8, "little"),
+                int(key).to_bytes(8, "little"),
+                int(draw).to_bytes(8, "little"),
+            )
+        )
+        torch.rand((num_timesteps,), generator=generator, dtype=torch.float64, out=out[b])
+    return out
+
+
+def probe_draws(keys: Sequence[int] | np.ndarray, seed: int) -> np.ndarray:
+    """``(B,)`` float64 in ``[0, 1)``: a row is in the reliability probe when this is below the probe's
+    fraction (and its class is a probe class); a function of ``(seed, key)`` only."""
+    keys = np.asarray(keys, dtype=np.uint64)
+    return np.array(
+        [
+            _hash64(b"d2c-reliability-probe", int(seed).to_bytes(8, "little"), int(k).to_bytes(8, "little"))
+            / 2.0**64
+            for k in keys.tolist()
+        ],
+        dtype=np.float64,
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -228,7 +350,9 @@ class EpsilonAdapter:
 
     prediction_type = "epsilon"
 
-    def __init__(self, num_timesteps: int, scheduler: Any = None) -> None:
+    def __init__(
+        self, num_timesteps: int, scheduler: Any = None, grid: str | Sequence[float] = MIDPOINTS
+    ) -> None:
         from diffusers import DDPMScheduler
 
         if scheduler is None:
@@ -243,7 +367,17 @@ class EpsilonAdapter:
             )
         self.scheduler = scheduler
         self.num_train_timesteps = int(scheduler.config.num_train_timesteps)
-        self.timesteps = timestep_grid(num_timesteps, "epsilon", self.num_train_timesteps)
+        self.grid = grid
+        if isinstance(grid, str):
+            self.timesteps = timestep_grid(num_timesteps, "epsilon", self.num_train_timesteps)
+        else:
+            values = [float(t) for t in grid]
+            if any(t != int(t) or not 0 <= t < self.num_train_timesteps for t in values):
+                raise ValueError(
+                    f"timestep_grid for an epsilon model must hold integer timesteps in [0, "
+                    f"{self.num_train_timesteps}), got {list(grid)}"
+                )
+            self.timesteps = torch.tensor([int(t) for t in values], dtype=torch.int64)
 
     def to(self, device: torch.device) -> EpsilonAdapter:
         # add_noise caches alphas_cumprod on the samples' device; do it once, outside inference mode
@@ -251,17 +385,27 @@ class EpsilonAdapter:
         self.timesteps = self.timesteps.to(device)
         return self
 
-    def interpolate(self, x0: torch.Tensor, noise: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
-        """``(N, C, H, W)`` float32 clean samples and noise, ``(N,)`` grid indices -> x_t ``(N, C, H, W)``."""
-        return self.scheduler.add_noise(x0, noise, self.timesteps[step])
+    def interpolate(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``(N, C, H, W)`` float32 clean samples and noise, ``(N,)`` int64 timesteps -> x_t ``(N, C, H, W)``."""
+        return self.scheduler.add_noise(x0, noise, t)
 
     def target(self, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """The regression target: ``eps``."""
         return noise
 
-    def model_timesteps(self, step: torch.Tensor) -> torch.Tensor:
-        """``(N,)`` int64 timesteps for the model."""
-        return self.timesteps[step]
+    def model_timesteps(self, t: torch.Tensor) -> torch.Tensor:
+        """``(N,)`` int64 timesteps for the model (as given)."""
+        return t
+
+    def stratified(self, offsets: torch.Tensor) -> torch.Tensor:
+        """``(..., T)`` uniform offsets in [0, 1) -> one integer timestep in each of T equal bins,
+        ``floor(i N / T) + floor(u (floor((i+1) N / T) - floor(i N / T)))``, int64."""
+        steps = offsets.shape[-1]
+        edges = torch.div(torch.arange(steps + 1) * self.num_train_timesteps, steps, rounding_mode="floor")
+        width = (edges[1:] - edges[:-1]).to(torch.float64)
+        return (edges[:-1] + (offsets.cpu() * width).floor().to(torch.int64)).clamp(
+            max=self.num_train_timesteps - 1
+        )
 
     @property
     def config(self) -> dict[str, Any]:
@@ -274,7 +418,9 @@ class EpsilonAdapter:
             "beta_start": float(c.beta_start),
             "beta_end": float(c.beta_end),
             "trained_betas": None if c.trained_betas is None else [float(b) for b in c.trained_betas],
-            "timesteps": [int(t) for t in self.timesteps.tolist()],
+            "timesteps": [int(t) for t in self.timesteps.tolist()]
+            if self.grid != STRATIFIED
+            else "stratified",
         }
 
 
@@ -286,32 +432,48 @@ class FlowAdapter:
 
     prediction_type = "flow"
 
-    def __init__(self, num_timesteps: int) -> None:
-        self.timesteps = timestep_grid(num_timesteps, "flow")
+    def __init__(self, num_timesteps: int, grid: str | Sequence[float] = MIDPOINTS) -> None:
+        self.grid = grid
+        if isinstance(grid, str):
+            self.timesteps = timestep_grid(num_timesteps, "flow")
+        else:
+            values = [float(t) for t in grid]
+            if any(not 0.0 <= t <= 1.0 for t in values):
+                raise ValueError(
+                    f"timestep_grid for a flow model must hold times t in [0, 1], got {list(grid)}"
+                )
+            self.timesteps = torch.tensor(values, dtype=torch.float32)
 
     def to(self, device: torch.device) -> FlowAdapter:
         self.timesteps = self.timesteps.to(device)
         return self
 
-    def interpolate(self, x0: torch.Tensor, noise: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
-        """``(N, C, H, W)`` clean samples and noise, ``(N,)`` grid indices -> ``(1 - t) x + t eps``
+    def interpolate(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``(N, C, H, W)`` clean samples and noise, ``(N,)`` float32 times -> ``(1 - t) x + t eps``
         (the training loss's interpolant, :func:`d2c_hf.training.interpolate`)."""
-        return interpolate(x0, noise, self.timesteps[step])[0]
+        return interpolate(x0, noise, t)[0]
 
     def target(self, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """The regression target: the velocity ``eps - x``."""
         return noise - x0
 
-    def model_timesteps(self, step: torch.Tensor) -> torch.Tensor:
-        """``(N,)`` float32 ``t`` in ``[0, 1]``."""
-        return self.timesteps[step]
+    def model_timesteps(self, t: torch.Tensor) -> torch.Tensor:
+        """``(N,)`` float32 ``t`` in ``[0, 1]`` (as given)."""
+        return t
+
+    def stratified(self, offsets: torch.Tensor) -> torch.Tensor:
+        """``(..., T)`` uniform offsets in [0, 1) -> ``t_i = (i + u_i) / T``, float32."""
+        steps = offsets.shape[-1]
+        return ((torch.arange(steps, dtype=torch.float64) + offsets.cpu()) / steps).to(torch.float32)
 
     @property
     def config(self) -> dict[str, Any]:
         return {
             "path": "linear",
             "target": "velocity",
-            "timesteps": [float(t) for t in self.timesteps.tolist()],
+            "timesteps": [float(t) for t in self.timesteps.tolist()]
+            if self.grid != STRATIFIED
+            else "stratified",
         }
 
 
@@ -444,6 +606,79 @@ def _load_model(repo: str) -> tuple[Any, dict[str, Any] | None, bool]:
 # --------------------------------------------------------------------------------------
 
 
+def finish_scores(
+    per_timestep: np.ndarray | None, halves: np.ndarray | None, labels: np.ndarray, config: Mapping[str, Any]
+):
+    """The dataset-level step after every row is scored: the per-timestep standardisation (with
+    ``standardize_timesteps``) and the reliability.
+
+    Args:
+        per_timestep: ``(N, T)`` raw per-timestep errors (needed with ``standardize_timesteps``).
+        halves: ``(N, T, 2)`` what :meth:`score_batch` returned, or ``None``.
+        labels: ``(N,)`` class ids.
+        config: the scorer's :attr:`DifficultyScorer.config` (``num_draws``, ``antithetic``,
+            ``standardize_timesteps``, ``reliability_probe``, ``num_timesteps``): a merge of score shards
+            has only the recorded config.
+
+    Returns:
+        ``(difficulty or None, standardization or None, reliability)``: the standardised scores when
+        ``standardize_timesteps`` (else ``None``: the raw mean stands), the statistics used, and the
+        :class:`~d2c_hf.reliability.Reliability` report (not computable, with the reason, when nothing
+        tracked it).
+    """
+    stats = difficulty = None
+    if bool(config.get("standardize_timesteps")):
+        if per_timestep is None:
+            raise ValueError("standardize_timesteps needs the per-timestep errors of every row")
+        stats = Standardization.fit(per_timestep)
+        difficulty = stats.apply(per_timestep)
+    details: dict[str, Any] = {
+        "num_timesteps": int(config["num_timesteps"]),
+        "antithetic": bool(config.get("antithetic")),
+        "standardized": bool(config.get("standardize_timesteps")),
+    }
+    if halves is None or len(halves) == 0:
+        reason = (
+            "one noise draw per timestep and no probe: score with num_draws >= 2 (split halves, no extra "
+            "forward pass) or reliability_probe > 0"
+        )
+        if halves is not None:
+            reason = "no rows"
+        report = not_computable(reason, num_draws=int(config.get("num_draws", 1)), **details)
+    else:
+        probed = int(config.get("num_draws", 1)) == 1
+        probe = (
+            config.get("reliability_probe") if isinstance(config.get("reliability_probe"), Mapping) else {}
+        )
+        if probed:
+            details.update(
+                probe_rows=probe.get("rows"),
+                probe_classes=probe.get("classes"),
+                extra_forward_passes=int(np.isfinite(halves[:, 0, 1]).sum())
+                * int(config["num_timesteps"])
+                * (2 if bool(config.get("antithetic")) else 1),
+            )
+        report = reliability_from_halves(
+            halves,
+            labels,
+            num_draws=int(config.get("num_draws", 1)),
+            standardization=stats,
+            probe=probed,
+            details=details,
+        )
+    return difficulty, stats, report
+
+
+class ScoredBatch(NamedTuple):
+    """One batch's scores: ``difficulty`` ``(B,)`` and ``per_timestep`` ``(B, T)`` float32 (means over the
+    draws), and ``halves`` ``(B, T, 2)`` float32 or ``None`` (what the reliability needs; see
+    :meth:`DifficultyScorer.score_batch`)."""
+
+    difficulty: np.ndarray
+    per_timestep: np.ndarray
+    halves: np.ndarray | None
+
+
 class DifficultyScorer:
     """The D2C diffusion difficulty score as a ``datasets`` map transform.
 
@@ -463,7 +698,19 @@ class DifficultyScorer:
         vae: a loaded ``AutoencoderKL`` (latent space) or ``None`` (pixel space).
         scheduler: epsilon models only: a diffusers scheduler or scheduler config giving the betas
             (``None`` = DiT's linear schedule).
-        num_timesteps: T, the size of the evenly spaced timestep grid.
+        num_timesteps: T, the number of timesteps per draw (``None`` = 10, or the length of an explicit grid).
+        timestep_grid: ``"midpoints"`` (default: the paper's evenly spaced bins, their midpoints),
+            ``"stratified"`` (one random timestep in each of T equal bins, per sample and draw: an unbiased
+            estimate of the average over all timesteps) or an explicit sequence of timesteps.
+        num_draws: independent noise draws per timestep (D); the score averages the T x D errors. Draw 0
+            is the noise of a one-draw score, so D = 1 gives the scores of earlier versions bitwise.
+        antithetic: pair every draw ``eps`` with ``-eps`` (2 T D forward passes per image).
+        standardize_timesteps: z-score each timestep's error over the dataset before averaging (done by
+            :meth:`apply` and the sharded runner, which see the whole dataset; beyond the paper).
+        reliability_probe: with one draw, the rows (spread over up to 8 classes) that :meth:`apply`
+            re-scores with fresh noise to measure the score's reliability; 0 = none. With
+            ``num_draws >= 2`` the reliability is the split-half one and costs no extra forward pass.
+        warn_reliability: :meth:`apply` warns when the reliability is below this (``None`` = never).
         seed: seed of the common random numbers (an int in ``[0, 2**64)``).
         resolution: side of the ADM centre crop in pixels; ``None`` = ``sample_size * vae factor``.
         batch_size: images per scoring step (and the default ``map`` batch size).
@@ -483,7 +730,13 @@ class DifficultyScorer:
         vae: Any = None,
         *,
         scheduler: Any = None,
-        num_timesteps: int = 10,
+        num_timesteps: int | None = None,
+        timestep_grid: str | Sequence[float] = MIDPOINTS,
+        num_draws: int = 1,
+        antithetic: bool = False,
+        standardize_timesteps: bool = False,
+        reliability_probe: int = 0,
+        warn_reliability: float | None = DEFAULT_WARN_RELIABILITY,
         seed: int = 0,
         resolution: int | None = None,
         batch_size: int = 32,
@@ -499,7 +752,16 @@ class DifficultyScorer:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a loaded torch.nn.Module, got {type(model).__name__}")
         check_denoiser(model)
-        self.num_timesteps = check_positive_int(num_timesteps, "num_timesteps")
+        self.num_timesteps, self.timestep_grid = check_estimator(
+            num_timesteps, timestep_grid, num_draws, antithetic, reliability_probe
+        )
+        self.num_draws, self.antithetic = int(num_draws), bool(antithetic)
+        self.standardize_timesteps = bool(standardize_timesteps)
+        self.reliability_probe = int(reliability_probe)
+        self.warn_reliability = check_threshold(warn_reliability, "warn_reliability")
+        self.probe: dict[str, Any] | None = None  # set by plan_probe once the data's size is known
+        self.reliability: Reliability | None = None  # of the last apply()
+        self.standardization: Standardization | None = None  # of the last apply(), with standardize_timesteps
         self.batch_size = check_positive_int(batch_size, "batch_size")
         if max_forward_batch is not None:
             check_positive_int(max_forward_batch, "max_forward_batch")
@@ -582,9 +844,11 @@ class DifficultyScorer:
         self.vae = load_vae(vae).to(self.device) if vae is not None else None
         self.scaling_factor, self.shift_factor = latent_scale(self.vae)
         if prediction_type == "epsilon":
-            self.adapter: EpsilonAdapter | FlowAdapter = EpsilonAdapter(self.num_timesteps, scheduler)
+            self.adapter: EpsilonAdapter | FlowAdapter = EpsilonAdapter(
+                self.num_timesteps, scheduler, self.timestep_grid
+            )
         else:
-            self.adapter = FlowAdapter(self.num_timesteps)
+            self.adapter = FlowAdapter(self.num_timesteps, self.timestep_grid)
         self.adapter.to(self.device)
         self._model_provenance = model_provenance(model)
         self._vae_provenance = model_provenance(self.vae) if self.vae is not None else None
@@ -599,7 +863,13 @@ class DifficultyScorer:
         model: Any,
         vae: Any = AUTO,
         *,
-        num_timesteps: int = 10,
+        num_timesteps: int | None = None,
+        timestep_grid: str | Sequence[float] = MIDPOINTS,
+        num_draws: int = 1,
+        antithetic: bool = False,
+        standardize_timesteps: bool = False,
+        reliability_probe: int = 0,
+        warn_reliability: float | None = DEFAULT_WARN_RELIABILITY,
         seed: int = 0,
         resolution: int | None = None,
         batch_size: int = 32,
@@ -627,7 +897,8 @@ class DifficultyScorer:
             other arguments: see the class docstring.
         """
         # cheap checks first: nothing is loaded for an argument that would be refused anyway
-        check_positive_int(num_timesteps, "num_timesteps")
+        check_estimator(num_timesteps, timestep_grid, num_draws, antithetic, reliability_probe)
+        check_threshold(warn_reliability, "warn_reliability")
         check_positive_int(batch_size, "batch_size")
         if max_forward_batch is not None:
             check_positive_int(max_forward_batch, "max_forward_batch")
@@ -680,6 +951,12 @@ class DifficultyScorer:
             vae_model,
             scheduler=scheduler,
             num_timesteps=num_timesteps,
+            timestep_grid=timestep_grid,
+            num_draws=num_draws,
+            antithetic=antithetic,
+            standardize_timesteps=standardize_timesteps,
+            reliability_probe=reliability_probe,
+            warn_reliability=warn_reliability,
             seed=seed,
             resolution=resolution,
             batch_size=batch_size,
@@ -700,17 +977,59 @@ class DifficultyScorer:
         return self.adapter.config["timesteps"]
 
     @property
+    def tracks_reliability(self) -> bool:
+        """Whether each scored row carries what the reliability needs (``difficulty_halves``): with
+        ``num_draws >= 2`` always, with one draw once :meth:`plan_probe` has planned a probe."""
+        return self.num_draws >= 2 or self.probe is not None
+
+    @property
     def features(self):
-        """The new columns: ``difficulty`` ``Value("float32")`` [+ ``difficulty_per_timestep``
-        ``List(Value("float32"), length=T)``]."""
-        from datasets import Features, Value
+        """The columns a call returns: ``difficulty`` ``Value("float32")`` [+ ``difficulty_per_timestep``
+        ``List(Value("float32"), length=T)`` with ``return_per_timestep`` or ``standardize_timesteps``]
+        [+ ``difficulty_halves`` ``Array2D((T, 2), "float32")`` when :attr:`tracks_reliability`].
+        :meth:`apply` keeps ``difficulty_per_timestep`` only with ``return_per_timestep`` and drops
+        ``difficulty_halves`` after computing the reliability (map-style datasets)."""
+        from datasets import Array2D, Features, List, Value
 
         columns = {DIFFICULTY_COLUMN: Value("float32")}
-        if self.return_per_timestep:
-            from datasets import List
-
+        if self.return_per_timestep or self.standardize_timesteps:
             columns[PER_TIMESTEP_COLUMN] = List(Value("float32"), length=self.num_timesteps)
+        if self.tracks_reliability:
+            columns[HALVES_COLUMN] = Array2D((self.num_timesteps, 2), "float32")
         return Features(columns)
+
+    @property
+    def forward_passes_per_image(self) -> int:
+        """Forward passes of the estimate per image: ``T * num_draws * (2 if antithetic else 1)``."""
+        return self.num_timesteps * self.num_draws * (2 if self.antithetic else 1)
+
+    def plan_probe(self, num_rows: int | None, num_classes: int) -> dict[str, Any] | None:
+        """Plan the reliability probe of a one-draw score over ``num_rows`` rows of ``num_classes`` classes.
+
+        The probe re-scores about ``reliability_probe`` rows with a fresh draw (draw 1): the rows of up to
+        8 evenly spaced classes whose ``(seed, key)`` hash falls below ``fraction = reliability_probe * C /
+        (K * num_rows)``, so a row's membership depends on its key only (not on order or sharding). Its cost
+        is ``T`` forward passes per probed row. No probe with ``num_draws >= 2`` (the split halves are
+        free), with ``reliability_probe=0`` or an unknown ``num_rows``.
+
+        Returns (and stores in :attr:`probe`, recorded in :attr:`config`) the plan, or None.
+        """
+        self.probe = None
+        if self.num_draws >= 2 or not self.reliability_probe or not num_rows or num_classes < 1:
+            return None
+        k = min(int(num_classes), PROBE_CLASSES)
+        classes = sorted({(j * int(num_classes)) // k for j in range(k)})
+        fraction = min(1.0, self.reliability_probe * int(num_classes) / (len(classes) * int(num_rows)))
+        self.probe = {"rows": self.reliability_probe, "classes": classes, "fraction": fraction}
+        return self.probe
+
+    def probe_mask(self, labels: np.ndarray, keys: np.ndarray) -> np.ndarray:
+        """``(B,)`` bool: the rows of a batch that the planned probe re-scores."""
+        labels = np.asarray(labels)
+        if self.probe is None or len(labels) == 0:
+            return np.zeros(len(labels), bool)
+        in_class = np.isin(labels, self.probe["classes"])
+        return in_class & (probe_draws(keys, self.seed) < self.probe["fraction"])
 
     @property
     def config(self) -> dict[str, Any]:
@@ -726,10 +1045,21 @@ class DifficultyScorer:
             "learned_sigma": self.learned_sigma,
             "num_classes": self.num_classes,
             "num_timesteps": self.num_timesteps,
-            "timestep_grid": "bin midpoints",
+            "timestep_grid": {MIDPOINTS: "bin midpoints", STRATIFIED: "stratified in bins"}.get(
+                self.timestep_grid if isinstance(self.timestep_grid, str) else "", "explicit"
+            ),
+            "num_draws": self.num_draws,
+            "antithetic": self.antithetic,
+            "forward_passes_per_image": self.forward_passes_per_image,
+            "standardize_timesteps": self.standardize_timesteps,
+            "reliability_probe": self.probe if self.probe is not None else self.reliability_probe,
             "noising": self.adapter.config,
             "seed": self.seed,
-            "noise": "torch.randn on a CPU generator seeded with blake2b(seed, key); slice i = timestep i",
+            "noise": (
+                "torch.randn on a CPU generator seeded with blake2b(seed, key) for draw 0 and blake2b(seed, key, d) "
+                "for draw d; slice i = timestep i"
+                + ("; each draw also as -eps (antithetic)" if self.antithetic else "")
+            ),
             "key": {"column": self.key_column} if self.key_column else "blake2b-64 of the uint8 crop",
             "resolution": self.resolution,
             "crop": "adm_center",
@@ -835,7 +1165,27 @@ class DifficultyScorer:
             keys: ``(B,)`` uint64 sample keys (the common random numbers' seeds).
 
         Returns:
-            ``(difficulty (B,), per_timestep (B, T))`` as for :meth:`score_pixels`.
+            ``(difficulty (B,), per_timestep (B, T))`` as for :meth:`score_pixels` (raw errors: the
+            per-timestep standardisation is a dataset-level step, see :meth:`apply`).
+        """
+        batch = self.score_batch(x0, labels, keys, probe=False)
+        return batch.difficulty, batch.per_timestep
+
+    def score_batch(
+        self,
+        x0: torch.Tensor,
+        labels: Sequence[int] | np.ndarray | torch.Tensor,
+        keys: Sequence[int] | np.ndarray,
+        *,
+        probe: bool = True,
+    ) -> ScoredBatch:
+        """Score a batch and keep what the reliability needs.
+
+        ``difficulty`` and ``per_timestep`` average the ``num_draws`` draws (each with its antithetic
+        mirror); ``halves`` ``(B, T, 2)`` holds the per-timestep errors of two independent estimates: the
+        even and the odd draws (``floor(D / 2)`` each) when ``num_draws >= 2``, or, with one draw and a
+        planned probe (``probe=True``), the estimate and a fresh draw (draw 1) for the probed rows, NaN
+        for the others. ``None`` when neither applies.
         """
         labels = check_labels(np.asarray(labels), self.num_classes, self.label_column)
         if len(labels) != len(x0):
@@ -846,36 +1196,98 @@ class DifficultyScorer:
         expected = (self.channels, self.latent_size, self.latent_size)
         if x0.ndim != 4 or tuple(x0.shape[1:]) != expected:
             raise ValueError(f"x0 must have shape (B, {expected}), got {tuple(x0.shape)}")
-        batch, steps = len(x0), self.num_timesteps
-        if batch == 0:
-            return np.zeros(0, np.float32), np.zeros((0, steps), np.float32)
+        steps, draws = self.num_timesteps, self.num_draws
+        track = draws >= 2 or (probe and self.probe is not None)
+        if len(x0) == 0:
+            empty = np.zeros((0, steps), np.float32)
+            return ScoredBatch(
+                np.zeros(0, np.float32), empty, np.zeros((0, steps, 2), np.float32) if track else None
+            )
+        errors = self.draw_errors(x0, labels, keys, range(draws))  # (B, T, D)
+        per_timestep = errors.mean(dim=2) if draws > 1 else errors[:, :, 0]
+        difficulty = per_timestep.mean(dim=1)
+        halves = None
+        if draws >= 2:
+            half = draws // 2
+            halves = (
+                torch.stack(
+                    [errors[:, :, 0 : 2 * half : 2].mean(dim=2), errors[:, :, 1 : 2 * half : 2].mean(dim=2)],
+                    dim=2,
+                )
+                .cpu()
+                .numpy()
+            )
+        elif track:
+            halves = np.full((len(x0), steps, 2), np.nan, np.float32)
+            halves[:, :, 0] = per_timestep.cpu().numpy()
+            mask = self.probe_mask(labels, keys)
+            if mask.any():
+                where = torch.as_tensor(np.flatnonzero(mask), device=x0.device)
+                fresh = self.draw_errors(x0[where], labels[mask], keys[mask], [draws])  # draw 1: fresh noise
+                halves[mask, :, 1] = fresh[:, :, 0].cpu().numpy()
+        return ScoredBatch(difficulty.cpu().numpy(), per_timestep.cpu().numpy(), halves)
 
+    def draw_errors(
+        self,
+        x0: torch.Tensor,
+        labels: np.ndarray,
+        keys: np.ndarray,
+        draws: Sequence[int] | range,
+    ) -> torch.Tensor:
+        """The per-(sample, timestep, draw) denoising errors.
+
+        For draw d the noise is :func:`sample_noise` ``(..., draw=d)`` (with ``antithetic``, also its
+        negation: the error is the mean of the two), and the timesteps are the grid, or with
+        ``timestep_grid="stratified"`` one per bin from :func:`sample_bin_offsets` ``(..., draw=d)``. All
+        ``B * T * S`` pairs (S = draws, times 2 if antithetic) go through the model in
+        ``ceil(B * T * S / max_forward_batch)`` calls; one draw without antithetic builds exactly the
+        pairs, in the same order, as a one-draw score always has.
+
+        Returns:
+            ``(B, T, len(draws))`` float32 on the scorer's device.
+        """
+        draws = [int(d) for d in draws]
+        batch, steps = len(x0), self.num_timesteps
+        signs = 2 if self.antithetic else 1
+        per_sample = len(draws) * signs * steps  # pairs per sample, ordered (draw, sign, timestep)
         if self.model.training:  # a caller may have switched it back: label dropout must stay off
             self.model.eval()
         x0 = x0.to(self.device)
-        noise = sample_noise(keys, self.seed, steps, x0.shape[1:]).to(self.device)  # (B, T, C, h, w)
-        noise = noise.flatten(0, 1)  # (B*T, ...), sample-major
-        sample = torch.arange(batch, device=self.device).repeat_interleave(steps)  # (B*T,)
-        step = torch.arange(steps, device=self.device).repeat(batch)  # (B*T,)
-        y = torch.as_tensor(labels, device=self.device).repeat_interleave(steps)
+        shape = tuple(x0.shape[1:])
+        noise = torch.empty((batch, len(draws), signs, steps, *shape), dtype=torch.float32)
+        times = []
+        for j, d in enumerate(draws):
+            eps = sample_noise(keys, self.seed, steps, shape, draw=d)  # (B, T, C, h, w)
+            noise[:, j, 0] = eps
+            if signs == 2:
+                noise[:, j, 1] = eps.neg()
+            if self.timestep_grid == STRATIFIED:
+                t = self.adapter.stratified(sample_bin_offsets(keys, self.seed, steps, d))  # (B, T)
+            else:
+                t = self.adapter.timesteps.cpu().expand(batch, steps)
+            times.append(t.unsqueeze(1).expand(batch, signs, steps))
+        timesteps = torch.stack(times, dim=1).reshape(batch * per_sample).to(self.device)
+        noise = noise.to(self.device).flatten(0, 3)  # (B*S*T, ...), sample-major
+        sample = torch.arange(batch, device=self.device).repeat_interleave(per_sample)
+        y = torch.as_tensor(labels, device=self.device).repeat_interleave(per_sample)
         param_dtype = next(self.model.parameters()).dtype
-        errors = torch.empty(batch * steps, dtype=torch.float32, device=self.device)
-        chunk = self.max_forward_batch or batch * steps
+        errors = torch.empty(batch * per_sample, dtype=torch.float32, device=self.device)
+        chunk = self.max_forward_batch or batch * per_sample
         with torch.inference_mode():
-            for start in range(0, batch * steps, chunk):
+            for start in range(0, batch * per_sample, chunk):
                 part = slice(start, start + chunk)
-                x, eps, i = x0[sample[part]], noise[part], step[part]
-                x_t = self.adapter.interpolate(x, eps, i)
+                x, eps, t = x0[sample[part]], noise[part], timesteps[part]
+                x_t = self.adapter.interpolate(x, eps, t)
                 with self._autocast():
                     out = self.model(
-                        x_t.to(param_dtype), timestep=self.adapter.model_timesteps(i), class_labels=y[part]
+                        x_t.to(param_dtype), timestep=self.adapter.model_timesteps(t), class_labels=y[part]
                     )
                 prediction = model_prediction(out, self.channels).float()
                 target = self.adapter.target(x, eps)
                 errors[part] = (prediction - target).square().mean(dim=(1, 2, 3))
-        per_timestep = errors.view(batch, steps)
-        difficulty = per_timestep.mean(dim=1)
-        return difficulty.cpu().numpy(), per_timestep.cpu().numpy()
+        errors = errors.view(batch, len(draws), signs, steps)
+        errors = errors.mean(dim=2) if signs == 2 else errors[:, :, 0]
+        return errors.permute(0, 2, 1)  # (B, T, draws)
 
     def __call__(
         self, batch: Mapping[str, Any], indices: Sequence[int] | None = None
@@ -888,13 +1300,15 @@ class DifficultyScorer:
             indices: the rows' indices, used in error messages.
 
         Returns:
-            ``{"difficulty": float32 (B,)}`` [+ ``{"difficulty_per_timestep": float32 (B, T)}``].
+            the columns of :attr:`features`: ``{"difficulty": float32 (B,)}`` [+ ``"difficulty_per_timestep"``
+            float32 ``(B, T)``] [+ ``"difficulty_halves"`` float32 ``(B, T, 2)``]. ``difficulty`` is the raw
+            mean error here, also with ``standardize_timesteps`` (which :meth:`apply` applies afterwards).
         """
         images = list(batch[self.image_column])
         labels = list(batch[self.label_column])
         rows = list(indices) if indices is not None else list(range(len(images)))
         key_values = list(batch[self.key_column]) if self.key_column else None
-        difficulty, per_timestep = [], []
+        parts: list[ScoredBatch] = []
         for start in range(0, len(images), self.batch_size):
             part = slice(start, start + self.batch_size)
             part_rows = rows[part]
@@ -909,19 +1323,26 @@ class DifficultyScorer:
                 keys = pixel_keys(pixels)
             else:
                 keys = value_keys(key_values[part], part_rows, self.key_column)
-            d, p = self.score_pixels(pixels, y, keys)
-            difficulty.append(d)
-            per_timestep.append(p)
+            parts.append(self.score_batch(self.encode(pixels), y, keys))
+        steps = self.num_timesteps
         out = {
-            DIFFICULTY_COLUMN: np.concatenate(difficulty) if difficulty else np.zeros(0, np.float32),
+            DIFFICULTY_COLUMN: np.concatenate([p.difficulty for p in parts])
+            if parts
+            else np.zeros(0, np.float32),
         }
-        if self.return_per_timestep:
+        if PER_TIMESTEP_COLUMN in self.features:
             out[PER_TIMESTEP_COLUMN] = (
-                np.concatenate(per_timestep)
-                if per_timestep
-                else np.zeros((0, self.num_timesteps), np.float32)
+                np.concatenate([p.per_timestep for p in parts]) if parts else np.zeros((0, steps), np.float32)
+            )
+        if self.tracks_reliability:
+            out[HALVES_COLUMN] = (
+                np.concatenate([p.halves for p in parts]) if parts else np.zeros((0, steps, 2), np.float32)
             )
         return out
+
+    def finish(self, per_timestep: np.ndarray | None, halves: np.ndarray | None, labels: np.ndarray):
+        """:func:`finish_scores` with this scorer's options."""
+        return finish_scores(per_timestep, halves, labels, self.config)
 
     def _note_upsampled(self, count: int, total: int, rows: Sequence[int]) -> None:
         if not count:
@@ -978,6 +1399,16 @@ class DifficultyScorer:
         features = dataset.features
         if is_map_style:
             self.check_label_range(dataset, info.num_classes)
+            self.plan_probe(len(dataset), info.num_classes)
+        else:
+            if self.standardize_timesteps:
+                raise ValueError(
+                    "standardize_timesteps needs every row's errors before any score is final, which a lazily "
+                    "mapped IterableDataset cannot give: score a Dataset, or stream through `d2c score` / "
+                    "condense() (which standardise when the scores are merged)"
+                )
+            self.probe = None  # a stream's size is unknown; with num_draws >= 2 the halves column stays
+        self.reliability = self.standardization = None
         for column in self.features:
             if column in features:
                 raise ValueError(
@@ -1017,16 +1448,55 @@ class DifficultyScorer:
                 len(dataset),
                 self.resolution,
             )
+        out = self._finish_dataset(out, list(raw.column_names))
         if image_feature.decode:
             out = out.cast_column(self.image_column, image_feature)
         if original_format["type"] is not None:
             columns = original_format["columns"]
             out = out.with_format(
                 original_format["type"],
-                columns=None if columns is None else [*columns, *self.features],
+                columns=None if columns is None else [*columns, *self.output_columns],
                 output_all_columns=original_format["output_all_columns"],
                 **original_format["format_kwargs"],
             )
+        return out
+
+    @property
+    def output_columns(self) -> list[str]:
+        """The columns :meth:`apply` adds to a map-style dataset: ``difficulty`` [+ ``difficulty_per_timestep``
+        with ``return_per_timestep``]."""
+        return [DIFFICULTY_COLUMN, *([PER_TIMESTEP_COLUMN] if self.return_per_timestep else [])]
+
+    def _finish_dataset(self, out: Any, input_columns: list[str]) -> Any:
+        """After the map: standardise (``standardize_timesteps``), measure the reliability, log and warn,
+        drop the helper columns; ``difficulty`` keeps its place after the input columns."""
+        from datasets import Value
+        from datasets.fingerprint import Hasher
+
+        from .columns import column_numpy, read_fixed_shape
+
+        labels = column_numpy(out, self.label_column).astype(np.int64)
+        cpu, steps = torch.device("cpu"), self.num_timesteps
+        per_timestep = halves = None
+        if PER_TIMESTEP_COLUMN in out.column_names:
+            per_timestep = read_fixed_shape(out, PER_TIMESTEP_COLUMN, (steps,), np.float32, cpu).numpy()
+        if HALVES_COLUMN in out.column_names:
+            halves = read_fixed_shape(out, HALVES_COLUMN, (steps, 2), np.float32, cpu).numpy()
+        difficulty, self.standardization, self.reliability = self.finish(per_timestep, halves, labels)
+        check_reliability(self.reliability, warn_below=self.warn_reliability, where="DifficultyScorer.apply")
+        helpers = [
+            c
+            for c in (HALVES_COLUMN, PER_TIMESTEP_COLUMN)
+            if c in out.column_names and c not in self.output_columns
+        ]
+        if helpers:
+            out = out.remove_columns(helpers)
+        if difficulty is not None:  # the standardised score replaces the raw mean
+            fingerprint = Hasher.hash([out._fingerprint, "standardized", self.standardization.to_dict()])
+            out = out.remove_columns(DIFFICULTY_COLUMN).add_column(
+                DIFFICULTY_COLUMN, difficulty, feature=Value("float32"), new_fingerprint=fingerprint
+            )
+            out = out.select_columns([*input_columns, *self.output_columns])
         return out
 
     def map_fingerprint(self, dataset: Any) -> str:

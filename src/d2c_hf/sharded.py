@@ -15,9 +15,10 @@ Work folder::
 
     d2c_run.json                          run config per phase (the resume fingerprint)
     score/shard-00000-of-00626.npz        rows, label, difficulty, per_timestep, key, corrupt
+                                          [, halves: (rows, T, 2) what the reliability needs]
                                           [, posterior: VAE mean|std float16, with store_posterior]
     score/manifest.json                   counts of the last run (skipped / computed shards, corrupt rows)
-    scores/                               merged scores (datasets.save_to_disk)
+    scores/                               merged scores (datasets.save_to_disk) + reliability.json
     selection.json                        selected source rows + the selection record
     attach/shard-00000-of-00003.npz       rows, image bytes, latents, visual_embeds
     attach/manifest.json
@@ -75,6 +76,7 @@ logger = logging.getLogger(__name__)
 
 SCORE_DIR, SCORES_DIR, ATTACH_DIR, CONDENSED_DIR = "score", "scores", "attach", "condensed"
 SELECTION_FILE = "selection.json"
+RELIABILITY_FILE = "reliability.json"
 SCORE_REQUIRED = ("rows", "difficulty", "label", "corrupt")
 ATTACH_REQUIRED = ("rows", "bytes", "offsets", "label")
 
@@ -184,6 +186,7 @@ class ShardedRunner:
             token_count(options, scorer.vae)
         if not source.streaming:
             scorer.check_label_range(source.data, len(source.class_names))
+        scorer.plan_probe(source.num_rows, len(source.class_names))  # a function of the keys: shard-invariant
         config = scorer.config
         config.pop("return_per_timestep", None)
         config = {
@@ -232,13 +235,16 @@ class ShardedRunner:
                         part["posterior"] = torch.cat([mean, std], dim=1).to("cpu", torch.float16).numpy()
                     else:
                         x0 = scorer.encode(pixels)
-                    d, p = scorer.score_inputs(x0, part["label"], part["key"])
+                    scored = scorer.score_batch(x0, part["label"], part["key"])
                 else:
-                    d, p = np.zeros(0, np.float32), np.zeros((0, scorer.num_timesteps), np.float32)
+                    empty = torch.zeros((0, scorer.channels, scorer.latent_size, scorer.latent_size))
+                    scored = scorer.score_batch(empty, np.zeros(0, np.int64), np.zeros(0, np.uint64))
                     if store_posterior:
                         shape = (2 * scorer.channels, scorer.latent_size, scorer.latent_size)
                         part["posterior"] = np.zeros((0, *shape), np.float16)
-                part["difficulty"], part["per_timestep"] = d, p
+                part["difficulty"], part["per_timestep"] = scored.difficulty, scored.per_timestep
+                if scored.halves is not None:
+                    part["halves"] = scored.halves
                 parts[shard].append(part)
                 if len(parts[shard]) == per_shard[shard]:
                     done = parts.pop(shard)
@@ -258,13 +264,32 @@ class ShardedRunner:
             merged = merge_scores(self.output_dir)
             manifest["corrupt_rows"] = merged["corrupt_rows"]
             manifest["scored_rows"] = merged["scored_rows"]
+            manifest["reliability"] = merged["reliability"]
             write_json(folder / "manifest.json", manifest, sort_keys=True)
         state.wait_for_everyone()
+        manifest["reliability"] = self.check_reliability(warn=state.is_main_process)
         return manifest
 
+    def check_reliability(self, warn: bool = True) -> dict[str, Any] | None:
+        """The gate on the merged scores (every process reads the same record, so all stop together):
+        log the reliability, warn below ``warn_reliability``, raise below ``min_reliability``."""
+        from .reliability import Reliability, check_reliability
+
+        record = load_reliability(self.output_dir).get("reliability")
+        report = Reliability.from_dict(record) if record else None
+        score = self.options.score
+        check_reliability(
+            report,
+            warn_below=score.warn_reliability if warn else None,
+            min_reliability=score.min_reliability,
+            where="d2c score",
+        )
+        return record
+
     # -- phase 2: select (main process only; cheap) -------------------------------------
-    def select(self) -> dict[str, Any]:
-        """Select from the merged scores and write ``selection.json``; returns its record."""
+    def select(self, check: bool = True) -> dict[str, Any]:
+        """Select from the merged scores and write ``selection.json``; returns its record. ``check``: pass
+        the scores' reliability through the gate first (``d2c condense`` did so when it scored)."""
         if self.options.select is None:
             raise ValueError("no budget: pass images_per_class or ratio")
         config = phase_config(self.output_dir, SCORE_DIR)
@@ -277,6 +302,8 @@ class ShardedRunner:
             difficulty=arrays["difficulty"].astype(np.float32),
             info=config["scorer"],
         )
+        if check:
+            self.check_reliability()
         result, rows = select_rows(self.options, scores, len(config["class_names"]))
         record = {
             "source_indices": rows.tolist(),
@@ -471,7 +498,11 @@ class ShardedRunner:
             source_index=arrays["source_index"],
             labels=arrays["label"],
             difficulty=arrays["difficulty"],
-            info=score_cfg["scorer"],
+            info={
+                **score_cfg["scorer"],
+                **load_reliability(self.output_dir),
+                "warn_reliability": self.options.score.warn_reliability,
+            },
         )
         condensed = assemble(plan, scores, selection["result"], attached, classes, text_info)
         condensed.save_to_disk(self.output_dir / CONDENSED_DIR, overwrite=True, card=self.run.card)
@@ -485,8 +516,16 @@ class ShardedRunner:
 
 def merge_scores(output_dir: str | os.PathLike) -> dict[str, Any]:
     """Concatenate the score shards in shard order into ``scores/`` (a ``datasets`` folder with
-    ``source_index``, ``label``, ``difficulty``, ``difficulty_per_timestep``), atomically."""
-    from datasets import ClassLabel, Dataset, Features, List, Value
+    ``source_index``, ``label``, ``difficulty``, ``difficulty_per_timestep`` [, ``difficulty_halves``]),
+    atomically, with ``reliability.json`` beside the table.
+
+    The dataset-level step happens here, once every row is scored: with ``standardize_timesteps`` the
+    merged ``difficulty`` is the mean z-score of the per-timestep errors over all scored rows (the shards
+    keep the raw mean), and the reliability is computed from the halves
+    (:func:`d2c_hf.scoring.finish_scores`)."""
+    from datasets import Array2D, ClassLabel, Dataset, Features, List, Value
+
+    from .scoring import finish_scores
 
     output_dir = Path(output_dir)
     config = phase_config(output_dir, SCORE_DIR)
@@ -494,32 +533,44 @@ def merge_scores(output_dir: str | os.PathLike) -> dict[str, Any]:
     shards = load_all_shards(output_dir / SCORE_DIR, num_shards, SCORE_REQUIRED)
     cat = {name: np.concatenate([s[name] for s in shards]) for name in ("rows", "label", "difficulty")}
     per_timestep = np.concatenate([s["per_timestep"] for s in shards])
+    steps = config["scorer"]["num_timesteps"]
+    halves = np.concatenate([s["halves"] for s in shards]) if all("halves" in s for s in shards) else None
     corrupt = np.concatenate([s["corrupt"] for s in shards]).astype(np.int64)
-    table = Dataset.from_dict(
-        {
-            "source_index": cat["rows"],
-            "label": cat["label"],
-            "difficulty": cat["difficulty"].astype(np.float32),
-            "difficulty_per_timestep": per_timestep.astype(np.float32),
-        },
-        features=Features(
-            {
-                "source_index": Value("int64"),
-                "label": ClassLabel(names=config["class_names"]),
-                "difficulty": Value("float32"),
-                "difficulty_per_timestep": List(Value("float32"), length=config["scorer"]["num_timesteps"]),
-            }
-        ),
-    )
+    labels = cat["label"].astype(np.int64)
+    standardized, stats, report = finish_scores(per_timestep, halves, labels, config["scorer"])
+    difficulty = cat["difficulty"] if standardized is None else standardized
+    columns = {
+        "source_index": cat["rows"],
+        "label": cat["label"],
+        "difficulty": difficulty.astype(np.float32),
+        "difficulty_per_timestep": per_timestep.astype(np.float32),
+    }
+    features = {
+        "source_index": Value("int64"),
+        "label": ClassLabel(names=config["class_names"]),
+        "difficulty": Value("float32"),
+        "difficulty_per_timestep": List(Value("float32"), length=steps),
+    }
+    if halves is not None:
+        columns["difficulty_halves"] = halves.astype(np.float32)
+        features["difficulty_halves"] = Array2D((steps, 2), "float32")
+    table = Dataset.from_dict(columns, features=Features(features))
+    record = {"reliability": report.to_dict(), "standardization": None if stats is None else stats.to_dict()}
     with staged_dir(output_dir / SCORES_DIR, "the merged scores") as staging:
         table.save_to_disk(str(staging))
+        write_json(Path(staging) / RELIABILITY_FILE, record, sort_keys=True)
     if len(corrupt):
         logger.warning(
             "%d corrupt images were skipped (rows %s...); they are excluded from selection",
             len(corrupt),
             corrupt[:5].tolist(),
         )
-    return {"scored_rows": len(table), "corrupt_rows": corrupt.tolist(), "num_shards": num_shards}
+    return {
+        "scored_rows": len(table),
+        "corrupt_rows": corrupt.tolist(),
+        "num_shards": num_shards,
+        "reliability": record["reliability"],
+    }
 
 
 def load_scores(output_dir: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -531,6 +582,13 @@ def load_scores(output_dir: str | os.PathLike) -> dict[str, np.ndarray]:
         name: np.asarray(table[name])
         for name in ("source_index", "label", "difficulty", "difficulty_per_timestep")
     }
+
+
+def load_reliability(output_dir: str | os.PathLike) -> dict[str, Any]:
+    """``{"reliability": ..., "standardization": ...}`` of the merged scores (``scores/reliability.json``);
+    empty for scores merged before reliability was recorded."""
+    path = Path(output_dir) / SCORES_DIR / RELIABILITY_FILE
+    return read_json(path, "the scores' reliability record") if path.is_file() else {}
 
 
 def _posterior_lookup(output_dir: Path, rows: np.ndarray) -> np.ndarray | None:
@@ -576,7 +634,7 @@ def run_condense(runner: ShardedRunner) -> CondensedDataset | None:
     plan = runner.plan()
     runner.score(plan, check_tokens=True)
     if runner.state.is_main_process:
-        runner.select()
+        runner.select(check=False)
     runner.state.wait_for_everyone()
     runner.attach(plan)
     condensed = runner.assemble() if runner.state.is_main_process else None
@@ -601,6 +659,7 @@ __all__ = [
     "SELECTION_FILE",
     "RunOptions",
     "ShardedRunner",
+    "load_reliability",
     "load_scores",
     "merge_scores",
     "run_attach",
