@@ -138,7 +138,7 @@ def test_report_prints_the_numbers(bench, known, tmp_path):
             "num_train": 1437,
             "num_test": 360,
             "seconds": 1.0,
-            "reliability": {"split_half": 0.9, "half_correlation": 0.82, "raw_split_half": 0.7},
+            "reliability": {"reliability": 0.9, "correlation": 0.82, "method": "split-half"},
             "encoder_probes": {"grey pixels": {"dim": 256, "linear_probe": 0.96, "knn5": 0.97}},
         },
         "real_reference": _metrics(0.3, 1.0),
@@ -158,7 +158,7 @@ def test_report_prints_the_numbers(bench, known, tmp_path):
     }
     text = bench.write_report(tmp_path, settings, record).read_text()
     assert "Runtime: **1.0 min**" in text
-    assert "**Split-half reliability of the score used: 0.900**" in text
+    assert "**Split-half reliability of the score: 0.900**" in text
     rows = {r[0]: r for r in _rows(text, "## Budget 10%")}
     assert rows["D2C interval"][2] == "2.250 ± 0.129"  # FD mean ± std
     steps = float(rows["D2C interval"][-2])
@@ -212,7 +212,8 @@ def test_quick_report_and_json(bench, quick):
         for values in run["final"].values():
             assert all(math.isfinite(values[k]) for k in bench.METRIC_KEYS)
     reliability = record["prepared"]["reliability"]
-    assert -1.0 <= reliability["half_correlation"] <= 1.0
+    assert reliability["method"] == "split-half" and -1.0 <= reliability["correlation"] <= 1.0
+    assert "Split-half reliability of the score:" in text
     probes = record["prepared"]["encoder_probes"]
     assert set(probes) == {"grey pixels", "random encoder", "trained encoder"}
     for name in ("select", "attach"):
