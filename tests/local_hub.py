@@ -154,3 +154,32 @@ def build_local_hub(root: Path) -> LocalHub:
         dinov2=root / "dinov2",
         dinov2_reg=root / "dinov2_reg",
     )
+
+
+def add_to_hub_cache(cache_dir: Path, repo_id: str, folder: Path, commit: str = "d2c0" * 10) -> Path:
+    """Put ``folder`` into a Hugging Face cache as model repo ``repo_id`` at ``commit`` (branch ``main``).
+
+    With ``HF_HUB_CACHE=cache_dir`` and ``HF_HUB_OFFLINE=1``, ``from_pretrained(repo_id)`` then takes the same
+    path as after a real download: ``refs/main``, ``snapshots/<commit>/`` and the tree listing
+    ``trees/<commit>.json`` (huggingface_hub's documented cache layout; diffusers reads the listing offline).
+    """
+    import hashlib
+    import json
+    import shutil
+
+    repo = Path(cache_dir) / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / commit
+    shutil.copytree(folder, snapshot)
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    files = {
+        path.relative_to(snapshot).as_posix(): {
+            "size": path.stat().st_size,
+            "blob_id": hashlib.sha1(path.read_bytes()).hexdigest(),
+        }
+        for path in sorted(snapshot.rglob("*"))
+        if path.is_file()
+    }
+    (repo / "trees").mkdir(exist_ok=True)
+    (repo / "trees" / f"{commit}.json").write_text(json.dumps({"format_version": 1, "files": files}))
+    return snapshot

@@ -337,7 +337,7 @@ API_CASES = [
         "the default scorer offline",
         lambda f: condense(f["ds"].remove_columns("difficulty"), images_per_class=2, attach=()),
         OSError,
-        r"offline \(HF_HUB_OFFLINE=1\).*hf download facebook/DiT-XL-2-256.*local folder",
+        r"offline \(HF_HUB_OFFLINE=1\).*hf download facebook/DiT-XL-2-256.*local folder.*train_scorer",
         early=False,
     ),
     Case(
@@ -640,7 +640,9 @@ def test_cli_usage_errors_exit_2_with_argparse(capsys):
     assert info.value.code == 2 and "--dataset" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", ["score", "select", "attach", "condense", "info", "demo"])
+@pytest.mark.parametrize(
+    "command", ["score", "select", "attach", "condense", "info", "demo", "fid", "convert-repa", "convert-sit"]
+)
 def test_help_imports_nothing_heavy(command):
     """`d2c <command> --help` answers without importing torch, datasets or diffusers (it took 4-11 s)."""
     code = (
@@ -697,3 +699,8 @@ def test_a_scorer_that_ships_its_vae_is_scored_and_attached_with_it(scorer_with_
     np.testing.assert_array_equal(
         np.asarray(explicit.scores["difficulty"]), np.asarray(got.scores["difficulty"])
     )
+
+
+def test_the_default_vae_offline_names_pixel_space(ds):
+    with pytest.raises(OSError, match=r"vae 'stabilityai/sd-vae-ft-ema' is not a local folder.*vae=None"):
+        condense(ds, images_per_class=2, scorer=None, attach=("latents",))

@@ -40,3 +40,17 @@ def test_cli_commands_point_at_real_functions():
         except ModuleNotFoundError as error:  # a command whose module is not written yet must not ship
             raise AssertionError(f"d2c {name}: module {module} is missing") from error
         assert callable(getattr(imported, function)), name
+
+
+def test_import_structure_has_no_circles_and_no_private_names_across_modules():
+    """The layering of docs/architecture.md, checked with the project's shared tool (CI has ../shared)."""
+    from pathlib import Path
+
+    import pytest
+
+    root = Path(__file__).resolve().parents[1]
+    tool = root.parent / "shared" / "tools" / "structure_check.py"
+    if not tool.is_file():
+        pytest.skip(f"{tool} is not beside the checkout")
+    out = subprocess.run([sys.executable, str(tool), str(root)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout

@@ -291,3 +291,8 @@ def test_push_to_hub_uploads_the_pipeline_with_a_model_card(digits_condensed, tm
     assert "checkpoint-*" in ignore and any(name.startswith("checkpoint-") for name in names)
     card = calls[3][1]
     assert str(digits_condensed) in card and 'SiTPipeline.from_pretrained("me/sit-digits")' in card
+    # both ways to load, REPA's FID sampler call, the licence inherited from the data
+    assert 'DiffusionPipeline.from_pretrained("me/sit-digits", trust_remote_code=True)' in card
+    assert "num_inference_steps=250, guidance_scale=1.8" in card and "guidance_interval=(0.0, 0.7)" in card
+    assert "license: other" in card and "inherit its licence" in card
+    assert {"pipeline_sit.py"} <= set(names)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file, save_file
 
+from d2c_hf.checkpoints import checkpoint_problems, resume_verdict
 from helpers_train_sit import OURS, base_args, load_script, make_condensed, reset_accelerate_state, snapshot
 
 train_sit = load_script("train_sit_recovery")
@@ -170,23 +171,23 @@ def test_two_process_checkpoints_need_every_process_rng_file(trained, tmp_path):
     shutil.copy(path / "random_states_0.pkl", path / "random_states_1.pkl")
     state = json.loads((path / "data_state.json").read_text())
     (path / "data_state.json").write_text(json.dumps({**state, "num_processes": 2}))
-    assert train_sit.checkpoint_problems(path, 2) == ([], [])
-    assert train_sit.checkpoint_problems(path, 1) == ([], [])  # fewer processes: each finds its file
+    assert checkpoint_problems(path, 2) == ([], [])
+    assert checkpoint_problems(path, 1) == ([], [])  # fewer processes: each finds its file
 
     (path / "random_states_1.pkl").unlink()
-    assert train_sit.checkpoint_problems(path, 2) == ([], ["random_states_1.pkl is missing"])
-    error, warning = train_sit.resume_verdict(path, 2)
+    assert checkpoint_problems(path, 2) == ([], ["random_states_1.pkl is missing"])
+    error, warning = resume_verdict(path, 2)
     assert warning is None and "random_states_1.pkl is missing" in error and "as many processes" not in error
     assert "--allow_inexact_resume" in error and "no complete earlier checkpoint" in error
-    error, warning = train_sit.resume_verdict(path, 2, allow_inexact=True)
+    error, warning = resume_verdict(path, 2, allow_inexact=True)
     assert error is None and "random_states_1.pkl is missing" in warning
 
     (path / "data_state.json").write_text(json.dumps({**state, "num_processes": 1}))  # a 1-process checkpoint
-    _, inexact = train_sit.checkpoint_problems(path, 2)
+    _, inexact = checkpoint_problems(path, 2)
     assert inexact == [
         "random_states_1.pkl is missing (the checkpoint was written by 1 process(es), this run has 2)"
     ]
-    error, _ = train_sit.resume_verdict(path, 2)
+    error, _ = resume_verdict(path, 2)
     assert "resume with as many processes as wrote it" in error
 
 

@@ -7,7 +7,12 @@ import math
 import pytest
 import torch
 
-from d2c_hf.models.transformer_sit import SIT_PRESETS, SiTTransformer2DModel, default_encoder_depth
+from d2c_hf.models.transformer_sit import (
+    SIT_PRESETS,
+    SiTTransformer2DModel,
+    default_encoder_depth,
+    preset_config,
+)
 from helpers_sit import TINY, randomize_, tiny_sit
 
 TEXT = dict(text_embed_dim=6, text_seq_len=5)
@@ -61,6 +66,12 @@ def test_presets_and_unknown_name():
     assert SIT_PRESETS["SiT-S/8"]["hidden_size"] == 384  # REPA's S configs wrongly use a 768-wide final layer
     with pytest.raises(ValueError, match=r"SiT-XL/2.*Available presets: SiT-S/2"):
         SiTTransformer2DModel.from_preset("SiT-XL2")
+    config = preset_config("SiT-B/4")  # the public helper behind from_preset and the checkpoint converter
+    assert config == SIT_PRESETS["SiT-B/4"]
+    config["depth"] = 1  # a copy: the table is not changed through it
+    assert SIT_PRESETS["SiT-B/4"]["depth"] == 12
+    with pytest.raises(ValueError, match=r"Did you mean 'SiT-L/2'"):
+        preset_config("SiT-L2")
 
 
 def test_default_encoder_depth():
@@ -357,3 +368,56 @@ def test_input_validation():
         model(x, 500.0, y)
     with pytest.raises(ValueError, match="shape \\(3,\\)"):
         model(x, torch.rand(2), y)
+
+
+def test_check_class_labels_is_public_for_labels_on_any_device():
+    model = tiny_sit()
+    model.check_class_labels(torch.tensor([0, 9, 10]))  # 10 = the null class
+    with pytest.raises(ValueError, match=r"got \[11, -3\]"):
+        model.check_class_labels([1, 11, -3])
+    with pytest.raises(ValueError, match="has no null class"):
+        tiny_sit(class_dropout_prob=0.0).check_class_labels(torch.tensor([10]))
+
+
+# ---------------------------------------------------------------------------------------------------
+# no host synchronisation, no graph breaks
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_forward_reads_no_tensor_values():
+    """On the meta device a tensor has no values: any read (``.item()``, ``int()``, ``bool()``, ``.tolist()``)
+    raises. A forward that runs there never waits for a GPU either (labels on an accelerator are not checked)."""
+    model = tiny_sit(z_dims=[16], projector_dim=8, **TEXT)
+    model.set_class_text_table(*_text_table())
+    x, t, y = _inputs()
+    model(x, t, y)  # the one read per model: is the class text table set?
+    model = model.to("meta")
+    x, t, y = x.to("meta"), t.to("meta"), torch.tensor([1, 10, 2], device="meta")
+    out = model(x, t, y, return_projections=True)
+    assert out.sample.device.type == "meta" and out.sample.shape == x.shape
+    assert out.projections[0].shape == (3, 16, 16)
+    model.train()  # label dropout and the text lookup of dropped labels: still no reads
+    assert model(x, t, y).sample.shape == x.shape
+
+
+@pytest.mark.parametrize("text", [False, True])
+def test_forward_compiles_with_fullgraph(text):
+    """``torch.compile(fullgraph=True)`` fails on any graph break (a host read, data-dependent Python control
+    flow). ``aot_eager`` traces forward and backward like inductor without generating code, which takes over a
+    minute on a 2-core CPU (inductor compiles this model too: docs/models.md)."""
+    kwargs = dict(z_dims=[16], projector_dim=8, **(TEXT if text else {}))
+    model = tiny_sit(**kwargs)
+    if text:  # not called eagerly first: the check that the table is set is compiled too
+        model.set_class_text_table(*_text_table())
+    x, t, y = _inputs()
+    y[1] = 10  # the null class
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    with torch.no_grad():
+        out = compiled(x, t, y, return_projections=True)
+        ref = model(x, t, y, return_projections=True)
+    torch.testing.assert_close(out.sample, ref.sample, rtol=0, atol=1e-6)
+    torch.testing.assert_close(out.projections[0], ref.projections[0], rtol=0, atol=1e-6)
+    model.train()
+    sample = compiled(x, t, y).sample
+    sample.square().mean().backward()
+    assert model.proj_out.weight.grad is not None and torch.isfinite(model.proj_out.weight.grad).all()

@@ -44,6 +44,7 @@ _EXPORTS: dict[str, str] = {
     "SiTTransformer2DModel": "models.transformer_sit",
     "SIT_PRESETS": "models.transformer_sit",
     "default_encoder_depth": "models.transformer_sit",
+    "preset_config": "models.transformer_sit",
     "SiTPipeline": "pipelines.pipeline_sit",
     "FlowMatchEulerMaruyamaScheduler": "pipelines.scheduling_sde",
     "load_repa_checkpoint": "convert",
@@ -62,10 +63,20 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
 
+# Saved pipelines record d2c-hf components under the library name "d2c_hf" (see d2c_hf.remote_code). diffusers
+# looks up its base classes in that module to choose how to load or check a component, so they resolve here
+# too (lazily, and outside __all__: they are diffusers', not part of this API).
+_DIFFUSERS_BASES: dict[str, str] = {
+    "ModelMixin": "diffusers.models.modeling_utils",
+    "SchedulerMixin": "diffusers.schedulers.scheduling_utils",
+}
+
 
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
+        if name in _DIFFUSERS_BASES:
+            return getattr(importlib.import_module(_DIFFUSERS_BASES[name]), name)
         raise AttributeError(f"module 'd2c_hf' has no attribute {name!r}")
     value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
     globals()[name] = value
@@ -93,7 +104,12 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         kid,
         precision_recall,
     )
-    from .models.transformer_sit import SIT_PRESETS, SiTTransformer2DModel, default_encoder_depth
+    from .models.transformer_sit import (
+        SIT_PRESETS,
+        SiTTransformer2DModel,
+        default_encoder_depth,
+        preset_config,
+    )
     from .pipeline import CondenseOptions
     from .pipelines.pipeline_sit import SiTPipeline
     from .pipelines.scheduling_sde import FlowMatchEulerMaruyamaScheduler

@@ -28,11 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "condense": ("d2c_hf.cli:condense_main", "score + select + attach in one resumable run"),
     "info": ("d2c_hf.cli:info_main", "describe a condensed dataset folder"),
     "fid": ("d2c_hf.cli:fid_main", "FID, sFID, IS, precision/recall of samples vs a reference"),
-    "convert-repa": ("d2c_hf.convert:convert_repa_main", "convert a REPA SiT checkpoint to diffusers format"),
-    "convert-sit": (
-        "d2c_hf.convert:convert_sit_main",
-        "convert an original SiT checkpoint to diffusers format",
-    ),
+    "convert-repa": ("d2c_hf.cli:convert_repa_main", "convert a REPA SiT checkpoint to diffusers format"),
+    "convert-sit": ("d2c_hf.cli:convert_sit_main", "convert an original SiT checkpoint to diffusers format"),
 }
 
 
@@ -582,6 +579,117 @@ def fid_main(argv: list[str] | None = None) -> int:
         write_json(args.output, result)
     print(json.dumps(result, indent=2))
     return 0
+
+
+# --------------------------------------------------------------------------------------
+# d2c convert-repa | convert-sit
+# --------------------------------------------------------------------------------------
+
+
+def _convert_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    parser = _parser(prog, description)
+    parser.add_argument("checkpoint", help="original checkpoint (.pt/.pth, or .safetensors)")
+    parser.add_argument("output_dir", help="where to write the diffusers folder (save_pretrained)")
+    parser.add_argument(
+        "--preset", default=None, help="SiT-XL/2, SiT-L/2, ... (default: from the checkpoint)"
+    )
+    parser.add_argument(
+        "--weights", choices=("ema", "model"), default="ema", help="which weights of a training checkpoint"
+    )
+    parser.add_argument("--sample-size", type=int, default=None, help="latent size (default: from pos_embed)")
+    parser.add_argument(
+        "--dtype", choices=("fp32", "fp16", "bf16"), default="fp32", help="weights dtype to save"
+    )
+    parser.add_argument(
+        "--pipeline",
+        action="store_true",
+        help="write a SiTPipeline folder (transformer/, scheduler/[, vae/]) instead of the model alone",
+    )
+    parser.add_argument(
+        "--vae",
+        default=None,
+        help="with --pipeline: VAE Hub id or local folder (e.g. stabilityai/sd-vae-ft-ema)",
+    )
+    parser.add_argument(
+        "--scheduler",
+        choices=("sde", "euler"),
+        default="sde",
+        help="with --pipeline: FlowMatchEulerMaruyamaScheduler (REPA's SDE) or FlowMatchEulerDiscreteScheduler",
+    )
+    parser.add_argument("--id2label", default=None, help="with --pipeline: JSON file {class id: name}")
+    return parser
+
+
+def convert_repa_parser() -> argparse.ArgumentParser:
+    parser = _convert_parser(
+        "d2c convert-repa", "Convert a REPA (sihyun-yu/REPA) SiT checkpoint to d2c-hf's diffusers format."
+    )
+    parser.add_argument(
+        "--encoder-depth", type=int, default=None, help="projector tap block (default: from args / preset)"
+    )
+    parser.add_argument(
+        "--drop-projectors", action="store_true", help="drop the REPA projectors (inference only)"
+    )
+    return parser
+
+
+def convert_sit_parser() -> argparse.ArgumentParser:
+    parser = _convert_parser(
+        "d2c convert-sit",
+        "Convert an original SiT (willisma/SiT) checkpoint to d2c-hf's diffusers format, in REPA convention "
+        "(t = sigma, v = eps - x; the time reversal and sign are folded into the weights).",
+    )
+    parser.add_argument(
+        "--keep-sigma-half", action="store_true", help="keep the unused learned-sigma channels"
+    )
+    return parser
+
+
+def _convert(args: argparse.Namespace, load: Any, **options: Any) -> int:
+    from .convert import save_converted
+    from .hub import DTYPE_ALIASES
+
+    if not args.pipeline and (args.vae or args.id2label):
+        raise ValueError("--vae and --id2label need --pipeline")
+    id2label = None
+    if args.id2label:
+        from .files import read_json
+
+        id2label = read_json(args.id2label, "the --id2label file")
+    if args.sample_size is not None:
+        options["sample_size"] = args.sample_size
+    model = load(
+        args.checkpoint, args.preset, weights=args.weights, dtype=DTYPE_ALIASES[args.dtype], **options
+    )
+    out = save_converted(
+        model,
+        args.output_dir,
+        pipeline=args.pipeline,
+        vae=args.vae,
+        scheduler=args.scheduler,
+        id2label=id2label,
+    )
+    print(f"wrote {'SiTPipeline' if args.pipeline else type(model).__name__} to {out}")
+    return 0
+
+
+def convert_repa_main(argv: list[str] | None = None) -> int:
+    """``d2c convert-repa CHECKPOINT OUTPUT_DIR [...]``: a REPA checkpoint to a diffusers folder."""
+    args = convert_repa_parser().parse_args(argv)
+    from .convert import load_repa_checkpoint
+
+    options: dict[str, Any] = {"keep_projectors": not args.drop_projectors}
+    if args.encoder_depth is not None:
+        options["encoder_depth"] = args.encoder_depth
+    return _convert(args, load_repa_checkpoint, **options)
+
+
+def convert_sit_main(argv: list[str] | None = None) -> int:
+    """``d2c convert-sit CHECKPOINT OUTPUT_DIR [...]``: an original SiT checkpoint to a REPA-convention folder."""
+    args = convert_sit_parser().parse_args(argv)
+    from .convert import load_sit_checkpoint
+
+    return _convert(args, load_sit_checkpoint, keep_sigma_half=args.keep_sigma_half)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -202,7 +202,7 @@ def condense(
             image_column=image_column,
             label_column=label_column,
             key_column=scorer_kwargs.get("key_column"),
-            class_names=None if class_names is None else _names_tuple(class_names),
+            class_names=class_names,
         ),
         score=ScoreOptions(
             scorer=scorer,
@@ -276,12 +276,6 @@ def pick_split(dataset):
         logger.info("condense: got a %s with splits %s; condensing %r", kind, splits, name)
         return dataset[name], name
     return dataset, (str(dataset.split) if getattr(dataset, "split", None) is not None else None)
-
-
-def _names_tuple(names: Sequence[str] | Mapping[int, str]) -> tuple[str, ...]:
-    from .attach import check_class_names
-
-    return tuple(check_class_names(names))
 
 
 def _check_scorer_kwargs(kwargs: Mapping[str, Any], streaming: bool) -> None:

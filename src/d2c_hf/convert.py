@@ -37,31 +37,27 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import json
 import logging
 import math
 import os
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .hub import DTYPE_ALIASES
-from .models.transformer_sit import SIT_PRESETS, SiTTransformer2DModel, _preset, default_encoder_depth
+from .models.transformer_sit import SIT_PRESETS, SiTTransformer2DModel, default_encoder_depth, preset_config
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "convert_repa_main",
     "convert_repa_state_dict",
-    "convert_sit_main",
     "convert_sit_state_dict",
     "load_original_checkpoint",
     "load_repa_checkpoint",
     "load_sit_checkpoint",
     "reversed_time_matrix",
+    "save_converted",
 ]
 
 _PREFIXES = ("module.", "_orig_mod.")  # DDP and torch.compile wrappers
@@ -394,7 +390,7 @@ def _infer_config(
                 "pass num_attention_heads (and any other config) explicitly"
             )
     if preset is not None:
-        cfg = _preset(preset)
+        cfg = preset_config(preset)
         if {k: cfg[k] for k in found} != found:
             hint = f"; it looks like {matching[0]}" if matching else ""
             raise ValueError(
@@ -491,123 +487,37 @@ def load_sit_checkpoint(
 
 
 # ----------------------------------------------------------------------------------------------------
-# command line
+# saving (what `d2c convert-repa` / `d2c convert-sit` do with the converted model)
 # ----------------------------------------------------------------------------------------------------
 
-_DTYPE_CHOICES = ("fp32", "fp16", "bf16")
 
-
-def _parser(prog: str, description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("checkpoint", help="original checkpoint (.pt/.pth, or .safetensors)")
-    parser.add_argument("output_dir", help="where to write the diffusers folder (save_pretrained)")
-    parser.add_argument(
-        "--preset", choices=list(SIT_PRESETS), default=None, help="default: from the checkpoint"
-    )
-    parser.add_argument(
-        "--weights", choices=("ema", "model"), default="ema", help="which weights of a training checkpoint"
-    )
-    parser.add_argument("--sample-size", type=int, default=None, help="latent size (default: from pos_embed)")
-    parser.add_argument("--dtype", choices=_DTYPE_CHOICES, default="fp32", help="weights dtype to save")
-    parser.add_argument(
-        "--pipeline",
-        action="store_true",
-        help="write a SiTPipeline folder (transformer/, scheduler/[, vae/]) instead of the model alone",
-    )
-    parser.add_argument(
-        "--vae",
-        default=None,
-        help="with --pipeline: VAE Hub id or local folder (e.g. stabilityai/sd-vae-ft-ema)",
-    )
-    parser.add_argument(
-        "--scheduler",
-        choices=("sde", "euler"),
-        default="sde",
-        help="with --pipeline: FlowMatchEulerMaruyamaScheduler (REPA's SDE) or FlowMatchEulerDiscreteScheduler",
-    )
-    parser.add_argument("--id2label", default=None, help="with --pipeline: JSON file {class id: name}")
-    return parser
-
-
-def _save(model: SiTTransformer2DModel, options: argparse.Namespace) -> None:
-    output = Path(options.output_dir)
-    if not options.pipeline:
+def save_converted(
+    model: SiTTransformer2DModel,
+    output_dir: str | os.PathLike,
+    *,
+    pipeline: bool = False,
+    vae: str | os.PathLike | None = None,
+    scheduler: str = "sde",
+    id2label: Mapping[int, str] | None = None,
+) -> Path:
+    """Save a converted model: the model folder alone, or (``pipeline=True``) a ``SiTPipeline`` folder with
+    ``scheduler`` (``"sde"``: REPA's Euler-Maruyama, ``"euler"``: the flow ODE), an optional ``vae`` and
+    ``id2label``. Returns the folder."""
+    output = Path(output_dir)
+    if not pipeline:
+        if vae is not None or id2label is not None:
+            raise ValueError("vae and id2label need pipeline=True (--pipeline)")
         model.save_pretrained(output)
-        print(f"wrote {type(model).__name__} to {output}")
-        return
+        return output
     from diffusers import FlowMatchEulerDiscreteScheduler
 
     from .pipelines import FlowMatchEulerMaruyamaScheduler, SiTPipeline
     from .vae import load_vae
 
-    scheduler = (
-        FlowMatchEulerMaruyamaScheduler() if options.scheduler == "sde" else FlowMatchEulerDiscreteScheduler()
+    if scheduler not in ("sde", "euler"):
+        raise ValueError(f"scheduler must be 'sde' or 'euler', got {scheduler!r}")
+    flow = FlowMatchEulerMaruyamaScheduler() if scheduler == "sde" else FlowMatchEulerDiscreteScheduler()
+    SiTPipeline(transformer=model, scheduler=flow, vae=load_vae(vae), id2label=id2label).save_pretrained(
+        output
     )
-    id2label = None
-    if options.id2label:
-        with open(options.id2label) as handle:
-            id2label = json.load(handle)
-    pipe = SiTPipeline(transformer=model, scheduler=scheduler, vae=load_vae(options.vae), id2label=id2label)
-    pipe.save_pretrained(output)
-    print(f"wrote SiTPipeline to {output}")
-
-
-def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
-    options = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    if not options.pipeline and (options.vae or options.id2label):
-        parser.error("--vae and --id2label need --pipeline")
-    return options
-
-
-def _overrides(options: argparse.Namespace) -> dict[str, Any]:
-    return {"sample_size": options.sample_size} if options.sample_size is not None else {}
-
-
-def convert_repa_main(argv: list[str] | None = None) -> int:
-    """``d2c convert-repa CHECKPOINT OUTPUT_DIR [...]``: a REPA checkpoint to a diffusers folder."""
-    parser = _parser(
-        "d2c convert-repa", "Convert a REPA (sihyun-yu/REPA) SiT checkpoint to d2c-hf's diffusers format."
-    )
-    parser.add_argument(
-        "--encoder-depth", type=int, default=None, help="projector tap block (default: from args / preset)"
-    )
-    parser.add_argument(
-        "--drop-projectors", action="store_true", help="drop the REPA projectors (inference only)"
-    )
-    options = _parse(parser, argv)
-    overrides = _overrides(options)
-    if options.encoder_depth is not None:
-        overrides["encoder_depth"] = options.encoder_depth
-    model = load_repa_checkpoint(
-        options.checkpoint,
-        options.preset,
-        weights=options.weights,
-        keep_projectors=not options.drop_projectors,
-        dtype=DTYPE_ALIASES[options.dtype],
-        **overrides,
-    )
-    _save(model, options)
-    return 0
-
-
-def convert_sit_main(argv: list[str] | None = None) -> int:
-    """``d2c convert-sit CHECKPOINT OUTPUT_DIR [...]``: an original SiT checkpoint to a REPA-convention folder."""
-    parser = _parser(
-        "d2c convert-sit",
-        "Convert an original SiT (willisma/SiT) checkpoint to d2c-hf's diffusers format, in REPA convention "
-        "(t = sigma, v = eps - x; the time reversal and sign are folded into the weights).",
-    )
-    parser.add_argument(
-        "--keep-sigma-half", action="store_true", help="keep the unused learned-sigma channels"
-    )
-    options = _parse(parser, argv)
-    model = load_sit_checkpoint(
-        options.checkpoint,
-        options.preset,
-        weights=options.weights,
-        keep_sigma_half=options.keep_sigma_half,
-        dtype=DTYPE_ALIASES[options.dtype],
-        **_overrides(options),
-    )
-    _save(model, options)
-    return 0
+    return output

@@ -134,8 +134,18 @@ def hub_offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE)
 
 
+#: what else a user can do when a model of this role cannot be reached
+ROLE_HINTS = {
+    "scorer": "or train a scorer on your own data with d2c_hf.train_scorer",
+    "vae": "or pass vae=None (--vae pixel) to work in pixel space",
+    "text_encoder": "or leave 'text' out of attach",
+    "vision_encoder": "or leave 'visual' out of attach",
+}
+
+
 def explain_unreachable(name: str | os.PathLike, role: str, err: BaseException, hint: str = "") -> str:
     """Why ``name`` could not be loaded, and what to do: a local folder, offline mode, or the Hub's answer."""
+    hint = hint or ROLE_HINTS.get(role, "")
     text = os.fspath(name)
     if Path(text).expanduser().exists():
         return f"could not load {role} from the folder {text!r}: {err}"

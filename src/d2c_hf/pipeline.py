@@ -55,15 +55,15 @@ class DataOptions:
     Attributes:
         image_column, label_column: input columns (stored as ``image`` / ``label``).
         key_column: a column whose value replaces the pixel hash as the noise key of a row.
-        class_names: one name per class id (default: the ``ClassLabel`` names); needed for ``text``
-            when the labels are bare integers.
+        class_names: one name per class id, a sequence or a ``{label: name}`` mapping (default: the
+            ``ClassLabel`` names); needed for ``text`` when the labels are bare integers. Stored as a tuple.
         skip_corrupt: skip undecodable images (recorded) instead of failing on the first (sharded runs).
     """
 
     image_column: str = "image"
     label_column: str = "label"
     key_column: str | None = None
-    class_names: tuple[str, ...] | None = None
+    class_names: Sequence[str] | Mapping[int, str] | None = None
     skip_corrupt: bool = False
 
     def __post_init__(self) -> None:

@@ -24,7 +24,7 @@ from .checks import check_positive_int, check_positive_number, check_seed
 from .data import pixels_to_tensor, preprocess_images
 from .files import staged_dir, write_json
 from .hub import model_provenance, resolve_device
-from .scoring import SCORER_INFO_FILE
+from .scoring import SCORER_INFO_FILE, dit_ddpm_scheduler
 from .vae import (
     downsample_factor,
     encode_posterior,
@@ -200,7 +200,7 @@ def train_scorer(
         ``Path(output_dir)``.
     """
     from datasets import Dataset
-    from diffusers import DDPMScheduler, DiTPipeline, DiTTransformer2DModel
+    from diffusers import DiTPipeline, DiTTransformer2DModel
     from tqdm.auto import tqdm
 
     from . import __version__
@@ -281,14 +281,7 @@ def train_scorer(
         model = DiTTransformer2DModel(**config)
     _init_dit_weights(model, generator)
     model = model.to(device_).train()
-    scheduler = DDPMScheduler(
-        num_train_timesteps=1000,
-        beta_schedule="linear",
-        beta_start=1e-4,
-        beta_end=0.02,
-        prediction_type="epsilon",
-        clip_sample=False,
-    )
+    scheduler = dit_ddpm_scheduler()
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, betas=(0.9, 0.999), weight_decay=0.0)
     n = len(data)
     order = torch.empty(0, dtype=torch.int64)

@@ -329,6 +329,21 @@ def probe_draws(keys: Sequence[int] | np.ndarray, seed: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------
 
 
+def dit_ddpm_scheduler():
+    """DiT's training schedule as a diffusers ``DDPMScheduler``: linear betas 1e-4..0.02 over 1000 steps,
+    epsilon prediction (used when a scorer ships no scheduler, and by :func:`d2c_hf.train_scorer`)."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_schedule="linear",
+        beta_start=1e-4,
+        beta_end=0.02,
+        prediction_type="epsilon",
+        clip_sample=False,
+    )
+
+
 class EpsilonAdapter:
     """DDPM path with epsilon prediction (DiT).
 
@@ -350,14 +365,7 @@ class EpsilonAdapter:
         from diffusers import DDPMScheduler
 
         if scheduler is None:
-            scheduler = DDPMScheduler(
-                num_train_timesteps=1000,
-                beta_schedule="linear",
-                beta_start=1e-4,
-                beta_end=0.02,
-                prediction_type="epsilon",
-                clip_sample=False,
-            )
+            scheduler = dit_ddpm_scheduler()
         elif not isinstance(scheduler, DDPMScheduler):
             config = scheduler if isinstance(scheduler, Mapping) else scheduler.config
             scheduler = DDPMScheduler.from_config(dict(config))

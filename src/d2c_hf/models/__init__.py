@@ -5,6 +5,13 @@ from .transformer_sit import (
     SiTTransformer2DModel,
     SiTTransformer2DModelOutput,
     default_encoder_depth,
+    preset_config,
 )
 
-__all__ = ["SIT_PRESETS", "SiTTransformer2DModel", "SiTTransformer2DModelOutput", "default_encoder_depth"]
+__all__ = [
+    "SIT_PRESETS",
+    "SiTTransformer2DModel",
+    "SiTTransformer2DModelOutput",
+    "default_encoder_depth",
+    "preset_config",
+]

@@ -27,6 +27,7 @@ The parameter names map 1:1 onto the original REPA / SiT (willisma) checkpoints,
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -51,6 +52,7 @@ __all__ = [
     "SiTTransformer2DModelOutput",
     "SiTTransformerBlock",
     "default_encoder_depth",
+    "preset_config",
 ]
 
 # SiT / DiT model sizes (depth, width, heads), each with patch sizes 2, 4 and 8 (SiT and REPA ``SiT_models``).
@@ -80,7 +82,7 @@ def default_encoder_depth(preset_or_depth: str | int) -> int:
         preset_or_depth: a preset name from :data:`SIT_PRESETS` or a number of blocks.
     """
     if isinstance(preset_or_depth, str):
-        depth = _preset(preset_or_depth)["depth"]
+        depth = preset_config(preset_or_depth)["depth"]
     else:
         depth = int(preset_or_depth)
         if depth < 1:
@@ -88,7 +90,9 @@ def default_encoder_depth(preset_or_depth: str | int) -> int:
     return max(1, min(8, depth // 3))
 
 
-def _preset(name: str) -> dict[str, int]:
+def preset_config(name: str) -> dict[str, int]:
+    """A copy of ``SIT_PRESETS[name]`` (depth, width, heads, patch size); an unknown name raises with the closest
+    matches and the list of presets."""
     if name not in SIT_PRESETS:
         close = difflib.get_close_matches(name, SIT_PRESETS, n=3, cutoff=0.4)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
@@ -261,8 +265,9 @@ class SiTTransformer2DModel(ModelMixin, ConfigMixin, AttentionMixin):
         projector_dim: hidden width of the projectors (REPA: 2048).
         z_dims: output width of each projector, one per vision encoder (768 for DINOv2-B); empty = no projector.
 
-    Inputs of :meth:`forward` are validated (shapes, label range); parameter names map 1:1 onto REPA/SiT
-    checkpoints (:mod:`d2c_hf.convert`).
+    Inputs of :meth:`forward` are validated without reading device memory (shapes, dtypes; the label range when
+    the labels are on the CPU), so forward never synchronises with the GPU and compiles with
+    ``torch.compile(fullgraph=True)``. Parameter names map 1:1 onto REPA/SiT checkpoints (:mod:`d2c_hf.convert`).
     """
 
     _supports_gradient_checkpointing = True
@@ -385,6 +390,13 @@ class SiTTransformer2DModel(ModelMixin, ConfigMixin, AttentionMixin):
     # ------------------------------------------------------------------------------------------------
 
     @classmethod
+    def extract_init_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> tuple:
+        """``ConfigMixin.extract_init_dict`` without the ``auto_map`` entry of a saved ``config.json`` (it tells
+        ``diffusers.AutoModel`` where this code lives; it is not a constructor argument, so it is not warned about)."""
+        config_dict = {key: value for key, value in config_dict.items() if key != "auto_map"}
+        return super().extract_init_dict(config_dict, **kwargs)
+
+    @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> SiTTransformer2DModel:
         """Build a randomly initialised model from a named size (``"SiT-XL/2"``, ``"SiT-B/4"``, ...).
 
@@ -392,7 +404,7 @@ class SiTTransformer2DModel(ModelMixin, ConfigMixin, AttentionMixin):
         name raises, listing the presets. With projectors and no ``encoder_depth``, the REPA default
         :func:`default_encoder_depth` (8 for L/XL, 4 for S/B) is used.
         """
-        return cls(**{**_preset(name), **overrides})
+        return cls(**{**preset_config(name), **overrides})
 
     @torch.no_grad()
     def _init_weights(self) -> None:
@@ -487,7 +499,8 @@ class SiTTransformer2DModel(ModelMixin, ConfigMixin, AttentionMixin):
                 raise ValueError(
                     "text_mask was given without text_embeds; pass both, or neither to use the table."
                 )
-            if not self._text_table_ready:
+            if not self._text_table_ready and not torch.compiler.is_compiling():
+                # one host read per model (cached), never inside a compiled graph
                 if not bool(self.class_text_mask.any()):
                     raise ValueError(
                         "This model uses DC-Embedding but has no class text table: call "
@@ -518,7 +531,29 @@ class SiTTransformer2DModel(ModelMixin, ConfigMixin, AttentionMixin):
     # forward
     # ------------------------------------------------------------------------------------------------
 
+    def check_class_labels(self, class_labels: torch.Tensor | Sequence[int]) -> None:
+        """Raise a ``ValueError`` naming the bad labels unless all are in ``[0, num_classes)`` (or equal the null
+        class ``num_classes``, when the model has one).
+
+        This reads the label values: for labels on an accelerator it waits for the device. :meth:`forward` therefore
+        checks only labels that are on the CPU (where it costs a reduction and no sync); check labels that are
+        already on a GPU with this method, before the hot loop. ``SiTPipeline`` checks its labels itself.
+        """
+        cfg = self.config
+        labels = torch.as_tensor(class_labels)
+        top = cfg.num_classes if cfg.class_dropout_prob > 0 else cfg.num_classes - 1
+        bad = labels[(labels < 0) | (labels > top)]
+        if bad.numel():
+            null = f", or {cfg.num_classes} for the null class" if cfg.class_dropout_prob > 0 else ""
+            why = (
+                "" if cfg.class_dropout_prob > 0 else " (this model has no null class: class_dropout_prob=0)"
+            )
+            raise ValueError(
+                f"class_labels must be in [0, {cfg.num_classes - 1}]{null}{why}; got {bad[:5].tolist()}"
+            )
+
     def _check_inputs(self, hidden_states: torch.Tensor, class_labels: torch.Tensor) -> None:
+        """Shapes and dtypes only: metadata, so no device sync and no graph break under ``torch.compile``."""
         cfg = self.config
         expected = (cfg.in_channels, cfg.sample_size, cfg.sample_size)
         if hidden_states.ndim != 4 or tuple(hidden_states.shape[1:]) != expected:
@@ -533,16 +568,6 @@ class SiTTransformer2DModel(ModelMixin, ConfigMixin, AttentionMixin):
             )
         if class_labels.is_floating_point() or class_labels.is_complex():
             raise ValueError(f"class_labels must be integers, got {class_labels.dtype}")
-        if torch.compiler.is_compiling():
-            return
-        top = cfg.num_classes if cfg.class_dropout_prob > 0 else cfg.num_classes - 1
-        if class_labels.numel() and (int(class_labels.min()) < 0 or int(class_labels.max()) > top):
-            bad = class_labels[(class_labels < 0) | (class_labels > top)][:5].tolist()
-            null = f", or {cfg.num_classes} for the null class" if cfg.class_dropout_prob > 0 else ""
-            why = (
-                "" if cfg.class_dropout_prob > 0 else " (this model has no null class: class_dropout_prob=0)"
-            )
-            raise ValueError(f"class_labels must be in [0, {cfg.num_classes - 1}]{null}{why}; got {bad}")
 
     def _timesteps(self, timestep: torch.Tensor | float, batch: int, device: torch.device) -> torch.Tensor:
         if not torch.is_tensor(timestep):
@@ -580,6 +605,8 @@ class SiTTransformer2DModel(ModelMixin, ConfigMixin, AttentionMixin):
             timestep: ``t`` in ``[0, 1]`` (float tensor ``(B,)`` or scalar); 0 = data, 1 = noise.
             class_labels: ``(B,)`` int64 labels in ``[0, num_classes)``; ``num_classes`` = null class (CFG).
                 In training mode each label is replaced by the null class with probability ``class_dropout_prob``.
+                Their range is checked when they are on the CPU; labels already on an accelerator are not read
+                (that would stall the device): see :meth:`check_class_labels`.
             text_embeds: DC-Embedding only: ``(B, text_seq_len, text_embed_dim)`` per-sample T5 tokens; default:
                 looked up in the class text table by label.
             text_mask: ``(B, text_seq_len)`` 1 = token, 0 = padding (default all ones when ``text_embeds`` given).
@@ -588,8 +615,11 @@ class SiTTransformer2DModel(ModelMixin, ConfigMixin, AttentionMixin):
                 with ``return_projections``, ``(sample, projections)``.
         """
         cfg = self.config
-        class_labels = torch.as_tensor(class_labels, device=hidden_states.device)
+        class_labels = torch.as_tensor(class_labels)
         self._check_inputs(hidden_states, class_labels)
+        if class_labels.device.type == "cpu" and not torch.compiler.is_compiling():
+            self.check_class_labels(class_labels)  # label values on the host: cheap, no device sync
+        class_labels = class_labels.to(hidden_states.device)
         if text_embeds is not None and self.text_embedder is None:
             raise ValueError(
                 "text_embeds was given but this model has no DC-Embedding (text_embed_dim=None)."
@@ -636,3 +666,25 @@ class SiTTransformer2DModel(ModelMixin, ConfigMixin, AttentionMixin):
         tokens = tokens.reshape(tokens.shape[0], grid, grid, p, p, self.out_channels)
         tokens = torch.einsum("nhwpqc->nchpwq", tokens)
         return tokens.reshape(tokens.shape[0], self.out_channels, grid * p, grid * p)
+
+    # ------------------------------------------------------------------------------------------------
+    # saving: what diffusers needs to load the folder without d2c-hf (d2c_hf.remote_code)
+    # ------------------------------------------------------------------------------------------------
+
+    def to_json_string(self) -> str:
+        """The saved ``config.json``, plus ``"auto_map": {"AutoModel": "d2c_hf.SiTTransformer2DModel"}`` naming the
+        self-contained ``d2c_hf.py`` that :meth:`save_config` writes beside it."""
+        from ..remote_code import add_auto_map
+
+        return add_auto_map(super().to_json_string(), type(self).__name__)
+
+    def save_config(
+        self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs: Any
+    ) -> None:
+        """``ConfigMixin.save_config`` (called by ``save_pretrained``), after writing ``d2c_hf.py``: this model's
+        code, generated from d2c-hf's source, so ``diffusers.AutoModel.from_pretrained(folder,
+        trust_remote_code=True)`` loads the folder where d2c-hf is not installed."""
+        from ..remote_code import write_component_file
+
+        write_component_file(save_directory)
+        super().save_config(save_directory, push_to_hub=push_to_hub, **kwargs)

@@ -1,7 +1,7 @@
 """Pipelines and schedulers (diffusers ``DiffusionPipeline`` / ``SchedulerMixin`` classes).
 
-Importing this package registers both modules in ``sys.modules``, which is what lets
-``SiTPipeline.from_pretrained`` resolve the ``d2c_hf`` component classes recorded in ``model_index.json``.
+Saved pipelines record these classes as ``["d2c_hf", <Class>]`` in ``model_index.json`` (:mod:`d2c_hf.remote_code`);
+``SiTPipeline.from_pretrained`` maps them to these modules, which importing this package puts in ``sys.modules``.
 """
 
 from .pipeline_sit import SiTPipeline

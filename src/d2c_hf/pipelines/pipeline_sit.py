@@ -15,9 +15,9 @@ conditional-only forward is made):
 
     v = v_null + guidance_scale * (v_cond - v_null)
 
-Load saved pipelines with ``SiTPipeline.from_pretrained(path)`` (``import d2c_hf`` first is implied): diffusers
-resolves a third-party component class only from an already-imported module, recorded in ``model_index.json``
-as ``d2c_hf.models.transformer_sit``.
+Load saved pipelines with ``SiTPipeline.from_pretrained(path)``. A saved folder also carries self-contained copies
+of this code (:mod:`d2c_hf.remote_code`), so ``diffusers.DiffusionPipeline.from_pretrained(path,
+trust_remote_code=True)`` loads it where d2c-hf is not installed; ``SiTPipeline`` never runs those copies.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import math
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -102,6 +103,109 @@ class SiTPipeline(DiffusionPipeline):
         self.register_to_config(id2label={str(k): v for k, v in self.id2label.items()} if id2label else None)
         self.labels, self._shared_labels = _label_index(self.id2label)
         self.image_processor = VaeImageProcessor(vae_scale_factor=downsample_factor(vae), do_resize=False)
+
+    # ------------------------------------------------------------------------------------------------
+    # saving and loading: the files for loading without d2c-hf (d2c_hf.remote_code)
+    # ------------------------------------------------------------------------------------------------
+
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        safe_serialization: bool = True,
+        variant: str | None = None,
+        max_shard_size: int | str | None = None,
+        push_to_hub: bool = False,
+        *,
+        model_card: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        """``DiffusionPipeline.save_pretrained``, plus a model card ``README.md``.
+
+        The folder also gets ``pipeline_sit.py`` and ``<component>/d2c_hf.py``, so diffusers loads it without
+        d2c-hf (see :meth:`save_config`).
+
+        Args:
+            model_card: the card to write (a ``huggingface_hub.ModelCard`` or its text). Default: one that shows
+                how to load the folder with and without d2c-hf, with REPA's FID sampler call
+                (:func:`d2c_hf.pipelines.model_card.model_card`); it does not know the training data, so its
+                licence is "other" (``examples/train_sit.py`` passes the training data's). Without
+                ``model_card`` an existing ``README.md`` in ``save_directory`` is kept.
+            push_to_hub, kwargs: as diffusers (``repo_id``, ``token``, ``private``, ``commit_message``,
+                ``create_pr``); the folder is uploaded with this card, not diffusers' generic one.
+        """
+        from huggingface_hub import ModelCard
+
+        from .model_card import model_card as default_card
+
+        hub = {key: kwargs.pop(key, None) for key in ("repo_id", "token", "private", "commit_message")}
+        create_pr = kwargs.pop("create_pr", False)
+        super().save_pretrained(
+            save_directory,
+            safe_serialization=safe_serialization,
+            variant=variant,
+            max_shard_size=max_shard_size,
+            push_to_hub=False,
+            **kwargs,
+        )
+        repo_id = None
+        if push_to_hub:
+            from huggingface_hub import create_repo
+
+            name = hub["repo_id"] or os.path.basename(os.path.normpath(save_directory))
+            repo_id = create_repo(name, exist_ok=True, private=hub["private"], token=hub["token"]).repo_id
+        card_path = os.path.join(save_directory, "README.md")
+        if model_card is not None or not os.path.exists(card_path):
+            card = (
+                model_card if model_card is not None else default_card(self, repo_id or str(save_directory))
+            )
+            ModelCard(str(card)).save(card_path)
+        if push_to_hub:
+            from huggingface_hub import upload_folder
+
+            upload_folder(
+                repo_id=repo_id,
+                folder_path=save_directory,
+                token=hub["token"],
+                commit_message=hub["commit_message"] or "Upload SiTPipeline (d2c-hf)",
+                create_pr=create_pr,
+            )
+
+    def to_json_string(self) -> str:
+        """The saved ``model_index.json``: ``"_class_name": ["pipeline_sit", "SiTPipeline"]`` and d2c-hf
+        components as ``["d2c_hf", "<Class>"]``, the entries diffusers' remote-code loading reads."""
+        from ..remote_code import pipeline_index
+
+        return pipeline_index(super().to_json_string(), self.components)
+
+    def save_config(
+        self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs: Any
+    ) -> None:
+        """``ConfigMixin.save_config`` (the last step of ``save_pretrained``, before any upload), after writing
+        ``pipeline_sit.py`` and ``<component>/d2c_hf.py``, generated from d2c-hf's source."""
+        from ..remote_code import write_pipeline_files
+
+        write_pipeline_files(save_directory, self.components)
+        super().save_config(save_directory, push_to_hub=push_to_hub, **kwargs)
+
+    @classmethod
+    def load_config(cls, *args: Any, **kwargs: Any) -> Any:
+        """``ConfigMixin.load_config``, with the saved d2c-hf entries of ``model_index.json`` mapped to the
+        installed classes (:func:`d2c_hf.remote_code.resolve_index`): nothing is run from the folder."""
+        from ..remote_code import resolve_index
+
+        loaded = super().load_config(*args, **kwargs)
+        if isinstance(loaded, tuple):
+            return (resolve_index(loaded[0]), *loaded[1:])
+        return resolve_index(loaded)
+
+    @classmethod
+    def _dict_from_json_file(cls, json_file: str | os.PathLike) -> dict[str, Any]:
+        # diffusers' DiffusionPipeline.download reads model_index.json through this hook, not load_config: map
+        # "_class_name": ["pipeline_sit", ...] back to this class there too, or a Hub download would ask for
+        # trust_remote_code to run pipeline_sit.py
+        from ..remote_code import resolve_class_name
+
+        return resolve_class_name(super()._dict_from_json_file(json_file))
 
     # ------------------------------------------------------------------------------------------------
     # labels
