@@ -20,15 +20,24 @@ Two adapters, each a *path* (how x_t is built) and a *prediction* (what the outp
 * ``"flow"`` (d2c-hf's ``SiTTransformer2DModel``, REPA convention): ``x_t = (1 - t) x + t eps``, target
   ``eps - x`` (the velocity), ``t`` in ``[0, 1]`` passed to the model as a float.
 
-The timestep grid is fixed and evenly spaced: the midpoints of T equal bins,
+The timestep grid is by default fixed and evenly spaced: the midpoints of T equal bins,
 ``t_i = floor((i + 0.5) * N / T)`` for DDPM (N = ``num_train_timesteps``; 50, 150, ..., 950 for
-T = 10) and ``t_i = (i + 0.5) / T`` for flow (0.05, ..., 0.95).
+T = 10) and ``t_i = (i + 0.5) / T`` for flow (0.05, ..., 0.95); ``"stratified"`` draws one timestep
+inside each bin per sample and draw, and an explicit list is used as given.
 
-**Common random numbers.** The noise ``eps_i`` of a sample is slice ``i`` of one stream of N(0, 1)
-draws from a CPU ``torch.Generator`` seeded with ``blake2b(seed, key)``, where the key is a 64-bit
-blake2b hash of the sample's preprocessed uint8 pixels (or of a ``key_column`` value). A sample's
-score therefore depends only on (model, seed, grid, its pixels, its label): not on batch size, row
-order, shuffling, sharding, the number of processes or restarts.
+**The estimator.** With ``num_draws = D`` the mean runs over T x D (timestep, noise) pairs (each draw
+also as ``-eps`` with ``antithetic``); ``standardize_timesteps`` z-scores each timestep's error over the
+dataset before averaging (a dataset-level step, :func:`finish_scores`). Each row keeps two independent
+half-estimates (``difficulty_halves``) so that the score's split-half reliability
+(:mod:`d2c_hf.reliability`) needs no extra forward pass; a one-draw run can re-score a probe of rows
+with fresh noise instead.
+
+**Common random numbers.** The noise ``eps_i`` of draw d of a sample is slice ``i`` of one stream of
+N(0, 1) draws from a CPU ``torch.Generator`` seeded with ``blake2b(seed, key)`` for draw 0 (so one draw
+reproduces every earlier score bitwise) and ``blake2b(seed, key, d)`` for draw d >= 1, where the key is
+a 64-bit blake2b hash of the sample's preprocessed uint8 pixels (or of a ``key_column`` value). A
+sample's score therefore depends only on (model, seed, estimator, its pixels, its label): not on batch
+size, row order, shuffling, sharding, the number of processes or restarts.
 
 See ``docs/scoring.md`` for the user guide and :func:`train_scorer` for a scorer trained from scratch.
 """
