@@ -1320,6 +1320,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Select arms (default: random interval herding)",
     )
     parser.add_argument("--no-ablation", action="store_true", help="skip the Attach ablation")
+    parser.add_argument(
+        "--attach-modes",
+        nargs="+",
+        default=None,
+        choices=ATTACH_MODES[1:],
+        help="the Attach ablation's modes (default: random_encoders trained_encoders class_constant)",
+    )
     parser.add_argument("--no-full-data", action="store_true", help="skip the full-split reference")
     parser.add_argument("--steps", type=int, default=None, help="training steps per run")
     parser.add_argument("--width", type=int, default=None, help="SiT width (hidden size)")
@@ -1361,6 +1368,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         budgets=tuple(args.budgets) if args.budgets else settings.budgets,
         select=tuple(args.select) if args.select else settings.select,
         attach_ablation=settings.attach_ablation and not args.no_ablation,
+        attach_modes=tuple(args.attach_modes) if args.attach_modes else settings.attach_modes,
         full_data=settings.full_data and not args.no_full_data,
         widths=tuple(args.widths) if args.calibrate else (),
     )
