@@ -237,9 +237,26 @@ def test_a_work_dir_refuses_other_settings(bench, quick):
 
 
 def test_bad_arguments_are_refused(bench):
-    for argv in (["--quick"], ["--budgets", "5"], ["--select", "nope"], ["--calibrate"], ["--widths", "64"]):
+    for argv in (
+        ["--quick"],
+        ["--budgets", "5"],
+        ["--select", "nope"],
+        ["--calibrate"],
+        ["--widths", "64"],
+        ["--attach-modes", "none"],
+    ):
         with pytest.raises(SystemExit):
             bench.parse_args(argv)
+    only = bench.settings_from_args(
+        bench.parse_args(["--select", "random", "--attach-modes", "class_constant"])
+    )
+    assert [a.key for a in bench.arms_for(only)] == [
+        "random",
+        "random+class_constant",
+        "interval",
+        "interval+class_constant",
+    ]
+    assert any("random encoders" in c for c in bench.cut_from_grid(only))
     args = bench.parse_args(["--steps", "800", "--seeds", "3", "4", "--select", "min", "--no-ablation"])
     settings = bench.settings_from_args(args)
     assert settings.sit.max_train_steps == 800 and settings.sit.validation_steps == 50
