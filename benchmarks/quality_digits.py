@@ -991,7 +991,7 @@ def plot_curves_grid(path: Path, title: str, cells: Mapping[str, Any], keys: Seq
                 }
             (line,) = ax.plot(steps, mean, marker="o", ms=3, label=cells[key]["name"], **style)
             ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.12)
-        ax.set_xscale("log")
+        _log_step_axis(ax)
         if metric in ("fd", "kid_mean"):
             ax.set_yscale("symlog", linthresh=0.01) if metric == "kid_mean" else ax.set_yscale("log")
         ax.set_xlabel("training step")
@@ -1008,6 +1008,19 @@ def plot_curves_grid(path: Path, title: str, cells: Mapping[str, Any], keys: Seq
     plt.close(fig)
     os.replace(tmp, path)
     return path
+
+
+def _log_step_axis(ax: Any) -> None:
+    """A log-scale step axis (call after plotting) labelled at 1-2-5 steps in plain numbers: matplotlib's
+    default minor labels (4x10^2, 6x10^2, ...) overlap on a panel this narrow."""
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    ax.set_xscale("log")
+    low, high = ax.get_xlim()
+    ticks = [m * 10**e for e in range(0, 8) for m in (1, 2, 5) if low <= m * 10**e <= high]
+    ax.set_xticks(ticks)
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def plot_calibration(path: Path, calibration_results: Mapping[str, Any]) -> Path:
@@ -1033,7 +1046,7 @@ def plot_calibration(path: Path, calibration_results: Mapping[str, Any]) -> Path
     axes[1].axhline(3.0, color="grey", linestyle="--", linewidth=1)
     axes[2].axhline(0.8, color="grey", linestyle="--", linewidth=1)
     for ax, ylabel in zip(axes, ("FD ↓", "(FD random 10 % - FD full) / pooled seed std", "class acc. ↑")):
-        ax.set_xscale("log")
+        _log_step_axis(ax)
         ax.set_xlabel("training step")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3, which="both")
