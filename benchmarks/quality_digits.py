@@ -1003,6 +1003,13 @@ def plot_curves_grid(path: Path, title: str, cells: Mapping[str, Any], keys: Seq
     )
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.05 * math.ceil(len(labels) / 4) + 0.02, 1, 1))
+    return _save_figure(fig, path)
+
+
+def _save_figure(fig: Any, path: Path) -> Path:
+    """Write ``fig`` beside ``path`` and rename it into place (a reader never sees half a PNG); close it."""
+    import matplotlib.pyplot as plt
+
     tmp = path.with_name(f".{path.stem}.tmp.png")
     fig.savefig(tmp, dpi=90)
     plt.close(fig)
@@ -1055,11 +1062,7 @@ def plot_calibration(path: Path, calibration_results: Mapping[str, Any]) -> Path
     axes[1].legend(fontsize=7)
     fig.suptitle("calibration: when does the full split beat a random 10 % subset?", fontsize=10)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return _save_figure(fig, path)
 
 
 def _file_label(budget: float) -> str:

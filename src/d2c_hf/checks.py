@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,3 +42,11 @@ def check_positive_number(value: Any, name: str) -> float:
     if not math.isfinite(float(value)) or not value > 0:
         raise ValueError(f"{name} must be a positive number, got {value!r}")
     return float(value)
+
+
+def check_new_output_dir(value: str | os.PathLike) -> Path:
+    """``value`` as a ``Path`` that does not exist yet or is an empty folder (a trainer's ``output_dir``)."""
+    path = Path(value)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise FileExistsError(f"output_dir={str(path)!r} exists and is not an empty folder; choose another")
+    return path

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .checks import check_positive_int, check_positive_number, check_seed
+from .checks import check_new_output_dir, check_positive_int, check_positive_number, check_seed
 from .files import staged_dir, write_json
 from .hub import resolve_device
 
@@ -185,11 +185,7 @@ def train_vision_encoder(
     from .data import dataset_pixels, first_image_side
 
     # ---- cheap checks ----------------------------------------------------------------------------
-    output_dir = Path(output_dir)
-    if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
-        raise FileExistsError(
-            f"output_dir={str(output_dir)!r} exists and is not an empty folder; choose another"
-        )
+    output_dir = check_new_output_dir(output_dir)
     num_steps = check_positive_int(num_steps, "num_steps")
     batch_size = check_positive_int(batch_size, "batch_size")
     check_positive_number(learning_rate, "learning_rate")
