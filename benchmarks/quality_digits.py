@@ -44,7 +44,11 @@ and curve) and PNG curves to ``--output-dir`` (default ``docs/benchmarks``); a h
 ``quality_digits_reading.md`` beside them, if present, becomes the report's *Reading* section.
 
     python benchmarks/quality_digits.py --jobs 2                     # the committed run (see the report)
-    python benchmarks/quality_digits.py --calibrate --widths 64 96   # the regime calibration
+    python benchmarks/quality_digits.py --calibrate --widths 64 --steps 12000 --jobs 2 \
+        --work-dir quality_digits_work_12000                       # the regime calibration (horizon)
+    python benchmarks/quality_digits.py --steps 12000 --select random interval --no-ablation --jobs 2 \
+        --work-dir quality_digits_work_12000 \
+        --output-dir docs/benchmarks/quality_digits_12000_steps    # Select at that horizon (reuses it)
     python benchmarks/quality_digits.py --quick --output-dir /tmp/q  # smoke test (seconds)
 """
 
@@ -772,6 +776,33 @@ def calibration(random_runs, full_runs) -> list[dict[str, Any]]:
     return rows
 
 
+def final_regime(random_runs, full_runs) -> dict[str, Any]:
+    """The regime check on the measurement the arm tables use: each run's last-step unguided metrics
+    averaged over its sampling seeds (less evaluator noise than one checkpoint evaluation)."""
+    from d2c_hf.evaluation import separation
+
+    fd_random = [final_metrics(r, "unguided")["fd"] for r in random_runs]
+    fd_full = [final_metrics(r, "unguided")["fd"] for r in full_runs]
+    two = min(len(fd_random), len(fd_full)) > 1
+    return {
+        "step": full_runs[0]["curve"][-1]["step"],
+        "num_sampling_seeds": min(
+            sum(k.startswith("unguided_seed") for k in r["final"]) for r in [*random_runs, *full_runs]
+        ),
+        "fd_random": float(np.mean(fd_random)),
+        "fd_random_std": float(np.std(fd_random, ddof=1)) if two else 0.0,
+        "fd_full": float(np.mean(fd_full)),
+        "fd_full_std": float(np.std(fd_full, ddof=1)) if two else 0.0,
+        "separation": separation(fd_random, fd_full) if two else None,
+        "class_accuracy_full": float(
+            np.mean([final_metrics(r, "unguided")["class_accuracy"] for r in full_runs])
+        ),
+        "class_accuracy_random": float(
+            np.mean([final_metrics(r, "unguided")["class_accuracy"] for r in random_runs])
+        ),
+    }
+
+
 def analyse(settings: Settings, runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Group the run records and compute every table's numbers."""
     by_cell: dict[tuple[str, str, int], list[Mapping[str, Any]]] = {}
@@ -789,6 +820,7 @@ def analyse(settings: Settings, runs: Sequence[Mapping[str, Any]]) -> dict[str, 
             full_runs = by_cell[("full", "full", width)]
             results["calibration"][str(width)] = {
                 "checkpoints": calibration(random_runs, full_runs),
+                "final": final_regime(random_runs, full_runs),
                 "random": summarise(random_runs, None),
                 "full": summarise(full_runs, None),
             }
@@ -826,7 +858,12 @@ def analyse(settings: Settings, runs: Sequence[Mapping[str, Any]]) -> dict[str, 
                 )
         results["budgets"][label] = {"threshold_fd": threshold, "cells": cells, "ablation": ablation}
         if full_runs and math.isclose(budget, CALIBRATION_BUDGET):
-            results["calibration"] = {str(width): {"checkpoints": calibration(random_runs, full_runs)}}
+            results["calibration"] = {
+                str(width): {
+                    "checkpoints": calibration(random_runs, full_runs),
+                    "final": final_regime(random_runs, full_runs),
+                }
+            }
     return results
 
 
@@ -928,20 +965,37 @@ def calibration_table(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def regime_verdict(rows: Sequence[Mapping[str, Any]]) -> str:
-    last = rows[-1]
-    sep = last["separation"]
-    ok = sep is not None and sep > 3 and last["class_accuracy_full"] >= 0.8
+def regime_verdict(entry: Mapping[str, Any]) -> str:
+    """The regime check (> 3 pooled seed std and full-data class accuracy >= 0.8), judged on the final
+    evaluation (the arm tables' measurement: the mean over sampling seeds); the last checkpoint's single
+    evaluation is printed beside it, since its extra evaluator noise can move the verdict."""
+    final, last = entry.get("final"), entry["checkpoints"][-1]
+    judged = final or last
+    sep = judged["separation"]
+    ok = sep is not None and sep > 3 and judged["class_accuracy_full"] >= 0.8
     sep_text = "—" if sep is None else f"{sep:.1f}"
-    return (
-        f"At the last step the full split is ahead of random 10 % by {last['fd_random'] - last['fd_full']:.3f} FD, "
-        f"{sep_text} pooled seed standard deviations, and reaches class accuracy {last['class_accuracy_full']:.3f}: "
+    what = (
+        f"the final evaluation (mean of {final['num_sampling_seeds']} sampling seeds, as in the arm tables)"
+        if final
+        else "the last checkpoint"
+    )
+    text = (
+        f"On {what} the full split is ahead of random 10 % by {judged['fd_random'] - judged['fd_full']:.3f} FD "
+        f"({judged['fd_random']:.3f} ± {judged['fd_random_std']:.3f} vs {judged['fd_full']:.3f} ± "
+        f"{judged['fd_full_std']:.3f}), {sep_text} pooled seed standard deviations, and reaches class accuracy "
+        f"{judged['class_accuracy_full']:.3f}: "
         + (
             "**the regime check passes** (> 3 std, >= 0.8)."
             if ok
             else "**the regime check fails** (needs > 3 std and >= 0.8)."
         )
     )
+    if final and last["separation"] is not None:
+        text += (
+            f" On the last checkpoint's single evaluation (first sampling seed, the table above) the gap is "
+            f"{last['separation']:.1f} std."
+        )
+    return text
 
 
 def cut_from_grid(settings: Settings) -> list[str]:
@@ -1174,7 +1228,7 @@ def write_report(output_dir: Path, settings: Settings, record: Mapping[str, Any]
                 "",
                 calibration_table(entry["checkpoints"]),
                 "",
-                regime_verdict(entry["checkpoints"]),
+                regime_verdict(entry),
                 "",
             ]
         lines += ["![calibration](quality_digits_calibration.png)", ""]
@@ -1222,7 +1276,8 @@ def write_report(output_dir: Path, settings: Settings, record: Mapping[str, Any]
                     "",
                 ]
         if "calibration" in results:
-            rows = next(iter(results["calibration"].values()))["checkpoints"]
+            entry = next(iter(results["calibration"].values()))
+            rows = entry["checkpoints"]
             lines += [
                 "## The regime check: does data matter here?",
                 "",
@@ -1230,7 +1285,7 @@ def write_report(output_dir: Path, settings: Settings, record: Mapping[str, Any]
                 "",
                 calibration_table(rows),
                 "",
-                regime_verdict(rows),
+                regime_verdict(entry),
                 "",
             ]
     lines += [

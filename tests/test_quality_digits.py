@@ -130,6 +130,35 @@ def test_evaluator_spread_and_regime_check(known):
     assert last["class_accuracy_full"] == pytest.approx(0.85)
 
 
+def test_regime_check_is_judged_on_the_final_evaluation(bench):
+    """One noisy checkpoint evaluation (2.4 std) must not decide the check when the mean over the
+    sampling seeds (the arm tables' measurement) separates clearly, and the verdict prints both."""
+    noise = [0.0, 2.0, 0.0, 2.0]  # the first sampling seed's evaluator noise, cancelled by the second
+    random_runs, full_runs = [], []
+    for s in range(4):
+        random_runs.append(_run(0.1, "random", s, (10.0, 4.0), 4.0, spread=0.0))
+        run = _run(None, "full", s, (9.0, 1.0 + noise[s]), 1.0 + noise[s], acc=0.85)
+        run["final"]["unguided_seed1"] = _metrics(1.0 - noise[s] + 0.1 * s, 0.85)
+        full_runs.append(run)
+    final = bench.final_regime(random_runs, full_runs)
+    finals = [1.0 + 0.05 * s for s in range(4)]
+    assert final["num_sampling_seeds"] == 2 and final["step"] == 1000
+    assert final["fd_full"] == pytest.approx(np.mean(finals))
+    assert final["fd_random"] == pytest.approx(4.0) and final["fd_random_std"] == 0.0
+    pooled = math.sqrt(3 * np.var(finals, ddof=1) / 6)
+    assert final["separation"] == pytest.approx((4.0 - np.mean(finals)) / pooled)
+    checkpoints = bench.calibration(random_runs, full_runs)
+    assert checkpoints[-1]["separation"] == pytest.approx(2.0 / math.sqrt(2 / 3))  # 2.4: fails alone
+    text = bench.regime_verdict({"checkpoints": checkpoints, "final": final})
+    assert "the regime check passes" in text and "mean of 2 sampling seeds" in text and "2.4 std" in text
+    # the single evaluation alone (a record without the final entry) fails
+    assert "the regime check fails" in bench.regime_verdict({"checkpoints": checkpoints})
+    # and a full split that is not better fails on the final evaluation too
+    worse = bench.final_regime(full_runs, random_runs)
+    assert worse["separation"] < 0
+    assert "the regime check fails" in bench.regime_verdict({"checkpoints": checkpoints, "final": worse})
+
+
 def test_report_prints_the_numbers(bench, known, tmp_path):
     settings, runs, results = known
     record = {
