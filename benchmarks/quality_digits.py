@@ -43,7 +43,7 @@ Writes ``quality_digits.md`` (tables, protocol, command, runtime), ``quality_dig
 and curve) and PNG curves to ``--output-dir`` (default ``docs/benchmarks``); a hand-written
 ``quality_digits_reading.md`` beside them, if present, becomes the report's *Reading* section.
 
-    python benchmarks/quality_digits.py --jobs 2                     # the committed run (see the report)
+    python benchmarks/quality_digits.py --select random interval max herding --jobs 2  # the committed run
     python benchmarks/quality_digits.py --calibrate --widths 64 --steps 12000 --jobs 2 \
         --work-dir quality_digits_work_12000                       # the regime calibration (horizon)
     python benchmarks/quality_digits.py --steps 12000 --select random interval --no-ablation --jobs 2 \
