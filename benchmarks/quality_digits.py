@@ -748,59 +748,47 @@ def ablation_contrasts(arm_keys: Iterable[str]) -> list[tuple[str, str, str]]:
     return [row for row in rows if row[1] in keys and row[2] in keys]
 
 
+def _regime_row(
+    step: int, random_metrics: Sequence[Mapping[str, float]], full_metrics: Sequence[Mapping[str, float]]
+) -> dict[str, Any]:
+    """FD and class accuracy of random 10 % and of the full split (one metrics dict per seed), and their
+    FD gap in pooled seed standard deviations."""
+    from d2c_hf.evaluation import separation
+
+    row: dict[str, Any] = {"step": step}
+    for name, metrics in (("random", random_metrics), ("full", full_metrics)):
+        fd = [m["fd"] for m in metrics]
+        row[f"fd_{name}"] = float(np.mean(fd))
+        row[f"fd_{name}_std"] = float(np.std(fd, ddof=1)) if len(fd) > 1 else 0.0
+        row[f"class_accuracy_{name}"] = float(np.mean([m["class_accuracy"] for m in metrics]))
+    two = min(len(random_metrics), len(full_metrics)) > 1
+    row["separation"] = (
+        separation([m["fd"] for m in random_metrics], [m["fd"] for m in full_metrics]) if two else None
+    )
+    return row
+
+
 def calibration(random_runs, full_runs) -> list[dict[str, Any]]:
     """Per checkpoint: FD and class accuracy of random 10 % and of the full split, and their gap in
     pooled seed standard deviations (the regime check: > 3 and full-data class accuracy >= 0.8)."""
-    from d2c_hf.evaluation import separation
-
-    rows = []
-    for i, point in enumerate(full_runs[0]["curve"]):
-        fd_random = [r["curve"][i]["fd"] for r in random_runs]
-        fd_full = [r["curve"][i]["fd"] for r in full_runs]
-        rows.append(
-            {
-                "step": point["step"],
-                "fd_random": float(np.mean(fd_random)),
-                "fd_random_std": float(np.std(fd_random, ddof=1)) if len(fd_random) > 1 else 0.0,
-                "fd_full": float(np.mean(fd_full)),
-                "fd_full_std": float(np.std(fd_full, ddof=1)) if len(fd_full) > 1 else 0.0,
-                "separation": separation(fd_random, fd_full)
-                if min(len(fd_random), len(fd_full)) > 1
-                else None,
-                "class_accuracy_full": float(np.mean([r["curve"][i]["class_accuracy"] for r in full_runs])),
-                "class_accuracy_random": float(
-                    np.mean([r["curve"][i]["class_accuracy"] for r in random_runs])
-                ),
-            }
-        )
-    return rows
+    return [
+        _regime_row(point["step"], [r["curve"][i] for r in random_runs], [r["curve"][i] for r in full_runs])
+        for i, point in enumerate(full_runs[0]["curve"])
+    ]
 
 
 def final_regime(random_runs, full_runs) -> dict[str, Any]:
     """The regime check on the measurement the arm tables use: each run's last-step unguided metrics
     averaged over its sampling seeds (less evaluator noise than one checkpoint evaluation)."""
-    from d2c_hf.evaluation import separation
-
-    fd_random = [final_metrics(r, "unguided")["fd"] for r in random_runs]
-    fd_full = [final_metrics(r, "unguided")["fd"] for r in full_runs]
-    two = min(len(fd_random), len(fd_full)) > 1
-    return {
-        "step": full_runs[0]["curve"][-1]["step"],
-        "num_sampling_seeds": min(
-            sum(k.startswith("unguided_seed") for k in r["final"]) for r in [*random_runs, *full_runs]
-        ),
-        "fd_random": float(np.mean(fd_random)),
-        "fd_random_std": float(np.std(fd_random, ddof=1)) if two else 0.0,
-        "fd_full": float(np.mean(fd_full)),
-        "fd_full_std": float(np.std(fd_full, ddof=1)) if two else 0.0,
-        "separation": separation(fd_random, fd_full) if two else None,
-        "class_accuracy_full": float(
-            np.mean([final_metrics(r, "unguided")["class_accuracy"] for r in full_runs])
-        ),
-        "class_accuracy_random": float(
-            np.mean([final_metrics(r, "unguided")["class_accuracy"] for r in random_runs])
-        ),
-    }
+    row = _regime_row(
+        full_runs[0]["curve"][-1]["step"],
+        [final_metrics(r, "unguided") for r in random_runs],
+        [final_metrics(r, "unguided") for r in full_runs],
+    )
+    row["num_sampling_seeds"] = min(
+        sum(k.startswith("unguided_seed") for k in r["final"]) for r in [*random_runs, *full_runs]
+    )
+    return row
 
 
 def analyse(settings: Settings, runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
