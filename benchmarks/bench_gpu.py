@@ -185,7 +185,7 @@ def _mfu(flops_per_second: float, peak: float | None) -> float | None:
 def bench_scoring(args: argparse.Namespace, device: torch.device, peak: float | None) -> dict[str, Any]:
     from diffusers import AutoencoderKL, DiTTransformer2DModel
 
-    from d2c_hf.scoring import DifficultyScorer
+    from d2c_hf.selection.scorer import DifficultyScorer
 
     dit_config, vae_config = (TINY_DIT, TINY_VAE) if args.tiny else (DIT_XL_2_256, SD_VAE)
     with torch.device(device):
@@ -256,7 +256,7 @@ def bench_training(args: argparse.Namespace, device: torch.device, peak: float |
     from diffusers.training_utils import EMAModel
 
     from d2c_hf.models.transformer_sit import SiTTransformer2DModel
-    from d2c_hf.training import compute_loss, seeded_generator
+    from d2c_hf.train.losses import compute_loss, seeded_generator
 
     config = TINY_SIT if args.tiny else SIT_XL_2_D2C
     with torch.device(device):

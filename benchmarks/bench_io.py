@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    from d2c_hf.condensed import CondensedDataset
+    from d2c_hf.condensed.dataset import CondensedDataset
 
     workdir = Path(tempfile.mkdtemp(prefix="d2c-bench-io-", dir=args.workdir))
     try:

@@ -76,7 +76,7 @@ QUICK_POOLS = (Pool(2, 4), Pool(2, 2, antithetic=True), Pool(2, 2, grid="stratif
 
 
 def digits(resolution: int, max_rows: int | None):
-    from d2c_hf.data import load_digits_dataset
+    from d2c_hf.data.digits import load_digits_dataset
 
     train = load_digits_dataset(image_size=resolution)["train"]
     return train.select(range(max_rows)) if max_rows else train
@@ -84,7 +84,7 @@ def digits(resolution: int, max_rows: int | None):
 
 def scorer_folder(cache: Path, train, steps: int, resolution: int, seed: int) -> tuple[Path, float]:
     """The demo's scorer recipe (``d2c_hf.demo``: batch 64, lr default) trained for ``steps`` steps, cached."""
-    from d2c_hf.scorer_training import train_scorer
+    from d2c_hf.selection.train_scorer import train_scorer
 
     folder = cache / f"scorer-{steps}-r{resolution}-s{seed}-n{len(train)}"
     record = folder / "bench_train_seconds.json"
@@ -99,8 +99,8 @@ def scorer_folder(cache: Path, train, steps: int, resolution: int, seed: int) ->
 
 def pool_errors(cache: Path, folder: Path, train, pool: Pool, batch_size: int) -> tuple[np.ndarray, float]:
     """``(N, T, max_draws)`` float32 errors of ``pool`` and the seconds they took (cached)."""
-    from d2c_hf.data import preprocess_images
-    from d2c_hf.scoring import DifficultyScorer, pixel_keys
+    from d2c_hf.selection.scorer import DifficultyScorer, pixel_keys
+    from d2c_hf.utils.images import preprocess_images
 
     path = cache / f"{folder.name}-{pool.name}-D{pool.max_draws}.npz"
     if path.is_file():
@@ -139,7 +139,7 @@ def pool_errors(cache: Path, folder: Path, train, pool: Pool, batch_size: int) -
 
 def scores_of(errors: np.ndarray, standardize: bool) -> np.ndarray:
     """``(N, T, D)`` errors -> ``(N,)`` scores (raw mean, or mean z-score fitted on these errors)."""
-    from d2c_hf.reliability import Standardization
+    from d2c_hf.selection.reliability import Standardization
 
     per_timestep = errors.mean(axis=2)
     if standardize:
@@ -149,7 +149,7 @@ def scores_of(errors: np.ndarray, standardize: bool) -> np.ndarray:
 
 def reliability_curve(errors: np.ndarray, labels: np.ndarray, pool: Pool) -> list[dict[str, Any]]:
     """Test-retest and split-half reliability for D = 1, 2, 4, ... <= max_draws / 2, raw and standardised."""
-    from d2c_hf.reliability import Standardization, reliability_from_halves, score_reliability
+    from d2c_hf.selection.reliability import Standardization, reliability_from_halves, score_reliability
 
     rows = []
     draws = 1
@@ -184,7 +184,7 @@ def within_class(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 def timestep_signal(errors: np.ndarray, labels: np.ndarray, timesteps: list[Any]) -> list[dict[str, Any]]:
     """Per timestep: signal and noise SDs (within class), its own reliability, its share of the raw mean."""
-    from d2c_hf.reliability import score_reliability
+    from d2c_hf.selection.reliability import score_reliability
 
     half = errors.shape[2] // 2
     a = within_class(errors[:, :, :half].mean(2), labels)  # (N, T)
@@ -249,7 +249,7 @@ def run(
 ) -> dict[str, Any]:
     import datasets
 
-    from d2c_hf.scoring import DifficultyScorer
+    from d2c_hf.selection.scorer import DifficultyScorer
 
     datasets.disable_progress_bars()
     cache.mkdir(parents=True, exist_ok=True)

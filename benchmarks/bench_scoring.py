@@ -9,7 +9,7 @@ benchmark measures, side by side in one process, in (image, timestep) pairs per 
   (keys, noise, noising, the same ``B*T`` forward, MSE);
 * **apply**: ``scorer.apply(dataset)`` on PNG-encoded digits (adds ``datasets.map``, PNG decoding and
   the ADM crop, and writing the column),
-* **end_to_end**: ``d2c score``'s engine (:func:`d2c_hf.sharded.run_score`) on ``--e2e-rows`` encoded
+* **end_to_end**: ``d2c score``'s engine (:func:`d2c_hf.run.sharded.run_score`) on ``--e2e-rows`` encoded
   images (``--image-format png|jpeg``): decoding and cropping in ``--num-workers`` DataLoader workers, the
   scorer, atomic shard files and the final merge into ``scores/``,
 
@@ -20,7 +20,7 @@ The estimator options (``--num-draws``, ``--antithetic``, ``--timestep-grid stra
 forward passes per image; pairs/s count every forward pass, so the ratios stay comparable. With
 ``--num-draws >= 2`` the benchmark also measures what the split-half **reliability** costs, side by side:
 ``score_batch`` (the draws' mean *and* the two halves) against ``draw_errors`` plus the mean alone, and
-the dataset-level step (:func:`d2c_hf.scoring.finish_scores`: standardisation statistics and the
+the dataset-level step (:func:`d2c_hf.selection.scorer.finish_scores`: standardisation statistics and the
 within-class rank correlation) on ``--finish-rows`` rows, as a fraction of scoring those rows.
 
 Models: random diffusers ``DiTTransformer2DModel`` s (scores do not depend on the weights' quality):
@@ -73,7 +73,7 @@ def build_model(preset: str, resolution: int = 32, num_classes: int = 10, seed: 
 
 def digits_dataset(num_rows: int, resolution: int = 32):
     """``num_rows`` scikit-learn digits as PNG images (cycled if more rows than digits are asked for)."""
-    from d2c_hf.data import load_digits_dataset
+    from d2c_hf.data.digits import load_digits_dataset
 
     train = load_digits_dataset(image_size=resolution)["train"]
     return train.select([i % len(train) for i in range(num_rows)])
@@ -149,7 +149,7 @@ def encoded_dataset(dataset, image_format: str):
 
 
 def end_to_end(scorer, dataset, *, batch_size: int, num_workers: int, workdir: str) -> Callable[[], Any]:
-    """``d2c score``'s engine (:func:`d2c_hf.sharded.run_score`) on ``dataset`` into a fresh output folder
+    """``d2c score``'s engine (:func:`d2c_hf.run.sharded.run_score`) on ``dataset`` into a fresh output folder
     each call (no resume)."""
     import shutil
     import uuid
@@ -157,9 +157,9 @@ def end_to_end(scorer, dataset, *, batch_size: int, num_workers: int, workdir: s
 
     from accelerate import PartialState
 
-    from d2c_hf.pipeline import CondenseOptions, ScoreOptions
-    from d2c_hf.sharded import RunOptions, ShardedRunner, run_score
-    from d2c_hf.sources import source_from_dataset
+    from d2c_hf.run.pipeline import CondenseOptions, ScoreOptions
+    from d2c_hf.run.rows import source_from_dataset
+    from d2c_hf.run.sharded import RunOptions, ShardedRunner, run_score
 
     state = PartialState(cpu=scorer.device.type == "cpu")
     source = source_from_dataset(dataset, {"dataset": "bench-digits"})
@@ -188,7 +188,7 @@ def reliability_cost(
     * per dataset: :func:`finish_scores` on ``finish_rows`` synthetic rows, against the time scoring
       those rows takes at the measured ``score_batch`` rate.
     """
-    from d2c_hf.scoring import finish_scores, pixel_keys
+    from d2c_hf.selection.scorer import finish_scores, pixel_keys
 
     x0, keys = scorer.encode(pixels), pixel_keys(pixels)
     draws = range(scorer.num_draws)
@@ -244,8 +244,8 @@ def benchmark(
     """Throughputs in (image, timestep) pairs per second and their ratios to the raw forward."""
     import datasets
 
-    from d2c_hf.data import preprocess_images
-    from d2c_hf.scoring import DifficultyScorer
+    from d2c_hf.selection.scorer import DifficultyScorer
+    from d2c_hf.utils.images import preprocess_images
 
     datasets.disable_progress_bars()
     scorer = DifficultyScorer.from_pretrained(

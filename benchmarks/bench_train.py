@@ -1,4 +1,4 @@
-"""Benchmark of examples/train_sit.py and d2c_hf.training.BatchSource.
+"""Benchmark of examples/train_sit.py and d2c_hf.train.losses.BatchSource.
 
 (a) overhead: optimizer steps/s of the script's whole inner step (batch draw, timesteps, REPA loss, gather
     for the NaN check, backward, clipping, AdamW, EMA) vs a bare forward + backward + AdamW step of the
@@ -37,7 +37,7 @@ def make_condensed(
 ):
     from datasets import Array2D, Array3D, ClassLabel, Dataset, Features
 
-    from d2c_hf.condensed import CondensedDataset
+    from d2c_hf.condensed.dataset import CondensedDataset
 
     rng = np.random.default_rng(seed)
     features = Features(
@@ -68,9 +68,9 @@ def make_condensed(
 
 def bench_overhead(args) -> dict:
     """(a): the script vs a bare step, same model config and batch."""
-    from d2c_hf.batches import BatchSource
     from d2c_hf.models.transformer_sit import SiTTransformer2DModel
-    from d2c_hf.training import flow_matching_loss, projection_loss
+    from d2c_hf.train.batches import BatchSource
+    from d2c_hf.train.losses import flow_matching_loss, projection_loss
 
     train_sit = load_script()
     overrides = {"depth": args.depth, "hidden_size": args.hidden, "num_attention_heads": args.heads}
@@ -133,8 +133,8 @@ def bench_delivery(args) -> dict:
     from datasets import load_from_disk
     from torch.utils.data import DataLoader
 
-    from d2c_hf.batches import BatchSource
-    from d2c_hf.condensed import CondensedDataset
+    from d2c_hf.condensed.dataset import CondensedDataset
+    from d2c_hf.train.batches import BatchSource
 
     with tempfile.TemporaryDirectory() as tmp:
         make_condensed(args.rows, (8, 32, 32), (256, 768), 1000).save_to_disk(Path(tmp) / "data", card=False)

@@ -5,7 +5,7 @@ The question of the D2C paper, asked so that its answer could go either way: tra
 for the same steps on subsets chosen by different strategies, with and without Attach, and score what it
 generates against held-out digits.
 
-* **Data**: scikit-learn's digits at 16 px (:func:`d2c_hf.data.load_digits_dataset`): the train split
+* **Data**: scikit-learn's digits at 16 px (:func:`d2c_hf.data.digits.load_digits_dataset`): the train split
   (1,437 images) is condensed and trained on, the test split (360 images) is the reference.
 * **A regime where data matters**: the SiT's width and training horizon are calibrated (``--calibrate``)
   so that the full train split beats a random 10 % subset by more than 3 seed standard deviations and
@@ -295,14 +295,14 @@ def encoder_probes(features: Mapping[str, tuple[np.ndarray, np.ndarray]], y_trai
 def prepare(settings: Settings, work: Path) -> dict[str, Any]:
     """Scorer, scores and their reliability, stand-in and trained encoders, selection features, encoder
     probes: built once into ``work/prepared`` (staged, then renamed), reused by every run."""
-    from d2c_hf.data import load_digits_dataset
+    from d2c_hf.attach.train_encoder import mean_patch_features, train_vision_encoder
+    from d2c_hf.data.digits import load_digits_dataset
     from d2c_hf.demo import build_stand_in_encoders
-    from d2c_hf.encoder_training import mean_patch_features, train_vision_encoder
     from d2c_hf.evaluation import DigitsFeatureExtractor
-    from d2c_hf.files import staged_dir
-    from d2c_hf.scorer_training import train_scorer
-    from d2c_hf.scoring import DifficultyScorer
-    from d2c_hf.vae import PIXEL_SPACE
+    from d2c_hf.selection.scorer import DifficultyScorer
+    from d2c_hf.selection.train_scorer import train_scorer
+    from d2c_hf.utils.files import staged_dir
+    from d2c_hf.utils.vae import PIXEL_SPACE
 
     key = {
         k: v
@@ -418,7 +418,7 @@ def class_constant_condition(condensed: Any, seed: int) -> Any:
     by one N(0, 1) array per class and every class's text embedding by one N(0, s^2) array (s = the
     replaced embeddings' standard deviation), same shapes, same text mask. No encoder is involved: the
     condition says which class an image belongs to and nothing else."""
-    from d2c_hf.condensed import CondensedDataset
+    from d2c_hf.condensed.dataset import CondensedDataset
 
     rng = np.random.default_rng([seed, 0xC0C0])
     samples, classes = condensed.samples, condensed.classes
@@ -453,8 +453,8 @@ def class_constant_condition(condensed: Any, seed: int) -> Any:
 
 def build_set(spec: RunSpec, scored: Any, prepared_dir: Path, folder: Path) -> int:
     """Condense the scored train split for ``spec`` and save it to ``folder``; returns its size."""
-    from d2c_hf.condensing import condense
-    from d2c_hf.selection import STRATEGIES
+    from d2c_hf.run.condense import condense
+    from d2c_hf.selection.strategies import STRATEGIES
 
     models = prepared_dir / "models"
     if spec.budget is None:  # every image: random with a per-class budget above every class size
@@ -491,7 +491,7 @@ def execute(spec: RunSpec, settings: Settings, work: Path, train_script: str | N
     """Train and evaluate one run, or return its cached result; the result is written atomically."""
     from datasets import load_from_disk
 
-    from d2c_hf.data import load_digits_dataset
+    from d2c_hf.data.digits import load_digits_dataset
     from d2c_hf.demo import DigitsQuality, load_pipeline, train_sit_run
     from d2c_hf.evaluation import DigitsFeatureExtractor
 
@@ -1497,10 +1497,10 @@ def build_record(
     """Everything the report shows: settings, the preparation record, every run, the analysis."""
     from datasets import load_from_disk
 
-    from d2c_hf.data import load_digits_dataset
+    from d2c_hf.data.digits import load_digits_dataset
     from d2c_hf.demo import DigitsQuality
     from d2c_hf.evaluation import DigitsFeatureExtractor
-    from d2c_hf.selection import select
+    from d2c_hf.selection.strategies import select
 
     digits = load_digits_dataset(image_size=RESOLUTION)
     quality = DigitsQuality(

@@ -109,7 +109,6 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     from accelerate import PartialState
     from tqdm.auto import tqdm
 
-    from d2c_hf.distributed import open_phase, shard_path
     from d2c_hf.evaluation.adm import save_npz_batches
     from d2c_hf.evaluation.sampling import (
         LABEL_MODES,
@@ -123,10 +122,11 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         sampler_sigmas,
         to_uint8,
     )
-    from d2c_hf.files import atomic_write
-    from d2c_hf.hub import DTYPE_ALIASES, model_provenance
     from d2c_hf.models.transformer_sit import SiTTransformer2DModel
     from d2c_hf.pipelines import SiTPipeline
+    from d2c_hf.run.workdir import open_phase, shard_path
+    from d2c_hf.utils.files import atomic_write
+    from d2c_hf.utils.hub import DTYPE_ALIASES, model_provenance
 
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     settings = resolve_settings(args)

@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 
-# the checkpoint layout and its checks live in the library (d2c_hf.checkpoints, unit-tested there)
-from d2c_hf.checkpoints import (
+# the checkpoint layout and its checks live in the library (d2c_hf.train.checkpoints, unit-tested there)
+from d2c_hf.train.checkpoints import (
     CHECKPOINT_RE,
     DATA_STATE_NAME,
     EMA_STATE_NAME,
@@ -364,7 +364,7 @@ def check_run_inputs(args: argparse.Namespace) -> None:
 
 def load_sampling_vae(args: argparse.Namespace, condensed: Any):
     """The dataset's VAE (from --vae, else the info record), or None in pixel space."""
-    from d2c_hf.vae import is_pixel_space, load_vae
+    from d2c_hf.utils.vae import is_pixel_space, load_vae
 
     latents = condensed.info.get("latents") or {}
     if (args.vae is None and latents.get("space") == "pixel") or (
@@ -409,7 +409,7 @@ def write_model_card(
 ) -> None:
     from huggingface_hub import ModelCard, ModelCardData
 
-    from d2c_hf.pipelines.model_card import licence_section, usage_section
+    from d2c_hf.pipelines.sit.model_card import licence_section, usage_section
 
     selection = condensed.info.get("selection") or {}
     budget = condensed.info.get("budget") or {}
@@ -472,11 +472,11 @@ def main(args: argparse.Namespace, eval_callback=None) -> dict[str, Any]:
     from diffusers.training_utils import EMAModel
     from safetensors.torch import load_file
 
-    from d2c_hf.batches import BatchSource
-    from d2c_hf.condensed import CondensedDataset
+    from d2c_hf.condensed.dataset import CondensedDataset
     from d2c_hf.models.transformer_sit import SiTTransformer2DModel
     from d2c_hf.pipelines import FlowMatchEulerMaruyamaScheduler, SiTPipeline
-    from d2c_hf.training import compute_loss, seeded_generator
+    from d2c_hf.train.batches import BatchSource
+    from d2c_hf.train.losses import compute_loss, seeded_generator
 
     check_run_inputs(args)  # presets, override keys, output_dir, trackers, Hub login: before anything starts
     output_dir = Path(args.output_dir)

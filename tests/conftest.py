@@ -29,7 +29,7 @@ def local_hub(tmp_path_factory) -> LocalHub:
 @pytest.fixture(scope="session")
 def digits():
     """scikit-learn's digits as a DatasetDict (train/test), 32x32 PNG images, ClassLabel names."""
-    from d2c_hf.data import load_digits_dataset
+    from d2c_hf.data.digits import load_digits_dataset
 
     return load_digits_dataset(image_size=32)
 

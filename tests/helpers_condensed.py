@@ -19,7 +19,7 @@ def with_difficulty(dataset):
 
 def build_condensed(local_hub, dataset, images_per_class: int = 3, **kwargs):
     """condense() with the tiny local models and a precomputed difficulty column (no scorer)."""
-    from d2c_hf.condensing import condense
+    from d2c_hf.run.condense import condense
 
     options = dict(
         images_per_class=images_per_class,
@@ -37,7 +37,7 @@ def build_condensed(local_hub, dataset, images_per_class: int = 3, **kwargs):
 
 def synthetic_condensed(num_classes: int = 30, per_class: int = 4, total_per_class: int = 40, seed: int = 0):
     """A CondensedDataset without images or models: arrays, labels and a full scores table."""
-    from d2c_hf.condensed import CondensedDataset
+    from d2c_hf.condensed.dataset import CondensedDataset
 
     rng = np.random.default_rng(seed)
     n_all = num_classes * total_per_class

@@ -25,7 +25,7 @@ def load_script(name: str):
 
 def make_condensed(path: Path, *, visual=True, classes=True, latents=True, channels=8, vae_space="latent"):
     """12 rows, 3 classes; latents (mean|std) 8x8x8 -> a 4x8x8 model input; visual 16 tokens x 32; text 4 x 16."""
-    from d2c_hf.condensed import CondensedDataset
+    from d2c_hf.condensed.dataset import CondensedDataset
 
     rng = np.random.default_rng(0)
     names = ["cat", "dog", "fox"]

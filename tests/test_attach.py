@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from datasets import ClassLabel, Dataset, Features, Image
 from PIL import Image as PILImage
 
-from d2c_hf.attach import (
+from d2c_hf.attach.attachers import (
     LatentEncoder,
     TextAttacher,
     VisualAttacher,
@@ -19,7 +19,7 @@ from d2c_hf.attach import (
     clean_class_name,
     parse_attach,
 )
-from d2c_hf.data import center_crop, pixels_to_tensor
+from d2c_hf.utils.images import center_crop, pixels_to_tensor
 
 IMAGENET_TSV = Path(__file__).parent / "data" / "imagenet1k_classes.tsv"
 
@@ -233,7 +233,7 @@ def test_text_attacher_stores_t5_embeddings(local_hub):
 
 def test_text_attacher_truncates_long_prompts_with_a_warning(local_hub, caplog):
     attacher = TextAttacher.from_pretrained(local_hub.t5, max_length=4)
-    with caplog.at_level("WARNING", logger="d2c_hf.attach"):
+    with caplog.at_level("WARNING", logger="d2c_hf.attach.attachers"):
         table = attacher.encode_classes(["tench", "great white shark"])
     assert "2 prompts are longer than max_length=4" in caplog.text
     assert np.asarray(table.with_format("numpy")["text_mask"]).tolist() == [[1, 1, 1, 1], [1, 1, 1, 1]]

@@ -48,9 +48,9 @@ def _no_loading():
         raise AssertionError(f"a model was loaded before the error ({args[1] if len(args) > 1 else kwargs})")
 
     return (
-        mock.patch.multiple("d2c_hf.hub", load_pretrained=refuse),
-        mock.patch("d2c_hf.scoring.load_pretrained", refuse),
-        mock.patch("d2c_hf.attach.load_pretrained", refuse),
+        mock.patch.multiple("d2c_hf.utils.hub", load_pretrained=refuse),
+        mock.patch("d2c_hf.selection.scorer.load_pretrained", refuse),
+        mock.patch("d2c_hf.attach.attachers.load_pretrained", refuse),
     )
 
 
@@ -684,8 +684,8 @@ def test_a_ratio_with_a_class_label_of_more_classes(digits):
 def test_a_scorer_that_ships_its_vae_is_scored_and_attached_with_it(scorer_with_other_vae, local_hub, ds):
     """vae='auto' (the default) takes the scorer's own vae/, for scoring and for the latents; a VAE that
     encodes alike (here: the same weights from another folder) is accepted explicitly."""
-    from d2c_hf.hub import model_provenance
-    from d2c_hf.vae import load_vae
+    from d2c_hf.utils.hub import model_provenance
+    from d2c_hf.utils.vae import load_vae
 
     own = model_provenance(load_vae(scorer_with_other_vae))["sha256"]
     data = ds.remove_columns("difficulty").select(range(40))

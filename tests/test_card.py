@@ -7,8 +7,14 @@ import numpy as np
 import pytest
 from huggingface_hub import DatasetCard
 
-from d2c_hf.card import FIGURES, _within_class_percentiles, describe_model, make_figures, render_card
-from d2c_hf.condensed import CondensedDataset
+from d2c_hf.condensed.card import (
+    FIGURES,
+    _within_class_percentiles,
+    describe_model,
+    make_figures,
+    render_card,
+)
+from d2c_hf.condensed.dataset import CondensedDataset
 from helpers_condensed import build_condensed, synthetic_condensed
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -108,7 +114,7 @@ def test_describe_model():
 def _with_class_names(condensed, names):
     from datasets import ClassLabel
 
-    from d2c_hf.condensed import CondensedDataset
+    from d2c_hf.condensed.dataset import CondensedDataset
 
     samples = condensed.samples.cast_column("label", ClassLabel(names=names))
     scores = condensed.scores.cast_column("label", ClassLabel(names=names))
@@ -126,7 +132,7 @@ def test_class_names_with_dollar_signs_draw_as_text(tmp_path):
 
 def test_a_figure_failure_never_loses_the_dataset(tmp_path, caplog):
     base = synthetic_condensed(num_classes=4, per_class=2, total_per_class=20)
-    with mock.patch("d2c_hf.card._counts_figure", side_effect=RuntimeError("boom")):
+    with mock.patch("d2c_hf.condensed.card._counts_figure", side_effect=RuntimeError("boom")):
         path = base.save_to_disk(tmp_path / "d")
     assert "figures could not be drawn (RuntimeError: boom)" in caplog.text
     assert not (path / "figures").exists()

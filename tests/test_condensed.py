@@ -15,12 +15,12 @@ from datasets import Dataset, DatasetDict, Value, load_dataset
 
 from d2c_hf.cli import info_main
 from d2c_hf.cli import main as cli_main
-from d2c_hf.condensed import FORMAT_VERSION, INFO_FILENAME, CondensedDataset
-from d2c_hf.condensing import condense
-from d2c_hf.selection import select
+from d2c_hf.condensed.dataset import FORMAT_VERSION, INFO_FILENAME, CondensedDataset
+from d2c_hf.run.condense import condense
+from d2c_hf.selection.strategies import select
 from helpers_condensed import build_condensed, mean_brightness, synthetic_condensed, with_difficulty
 
-HAS_SCORER = importlib.util.find_spec("d2c_hf.scoring") is not None
+HAS_SCORER = importlib.util.find_spec("d2c_hf.selection.scorer") is not None
 
 
 @pytest.fixture(scope="module")
@@ -149,13 +149,13 @@ def test_condense_random_baseline_needs_no_scorer(digits_small, tmp_path):
     assert back.scores is None and len(back) == 20
 
 
-@pytest.mark.skipif(not HAS_SCORER, reason="d2c_hf.scoring not available yet")
+@pytest.mark.skipif(not HAS_SCORER, reason="d2c_hf.selection.scorer not available yet")
 def test_condense_end_to_end_with_the_dit_scorer(local_hub, digits_small, tmp_path):
     import time
 
     from datasets import load_from_disk
 
-    from d2c_hf.scoring import DifficultyScorer
+    from d2c_hf.selection.scorer import DifficultyScorer
 
     digits_small.save_to_disk(str(tmp_path / "digits"))
     on_disk = load_from_disk(str(tmp_path / "digits"))  # disk-backed: map results are cached
@@ -500,7 +500,7 @@ def test_ratio_counts_only_the_classes_that_have_rows(digits):
     condensed = condense(with_difficulty(two), ratio=0.5, scorer=None, vae=None, attach=(), resolution=32)
     assert abs(len(condensed) / len(two) - 0.5) < 0.01
     assert condensed.info["selection"]["realised_ratio"] == len(condensed) / len(two)
-    from d2c_hf.card import render_card
+    from d2c_hf.condensed.card import render_card
 
     assert f"| realised fraction | {len(condensed) / len(two):.2%} of the scored rows |" in render_card(
         condensed

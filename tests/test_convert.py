@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from safetensors import safe_open
 
 from d2c_hf.cli import convert_repa_main, convert_sit_main
-from d2c_hf.convert import (
+from d2c_hf.interop.convert import (
     convert_repa_state_dict,
     convert_sit_state_dict,
     load_repa_checkpoint,

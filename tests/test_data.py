@@ -8,12 +8,12 @@ import torch
 from datasets import ClassLabel, Dataset, Features, Image, Value
 from PIL import Image as PILImage
 
-from d2c_hf.data import (
+from d2c_hf.data.digits import load_digits_dataset
+from d2c_hf.data.inputs import prepare_dataset
+from d2c_hf.utils.images import (
     center_crop,
     decode_image,
-    load_digits_dataset,
     pixels_to_tensor,
-    prepare_dataset,
     preprocess_images,
     tensor_to_pixels,
     to_rgb,

@@ -13,7 +13,7 @@ from PIL import Image
 
 from d2c_hf import demo
 from d2c_hf.cli import main as cli_main
-from d2c_hf.files import replace_dir
+from d2c_hf.utils.files import replace_dir
 
 EXPECTED_FILES = (
     "README.md",
@@ -160,12 +160,12 @@ def test_demo_missing_training_script_fails_before_work(tmp_path, capsys):
 
 
 def test_demo_failure_leaves_nothing_behind(tmp_path, monkeypatch):
-    import d2c_hf.scorer_training
+    import d2c_hf.selection.train_scorer
 
     def broken(*args, **kwargs):
         raise RuntimeError("scorer exploded")
 
-    monkeypatch.setattr(d2c_hf.scorer_training, "train_scorer", broken)
+    monkeypatch.setattr(d2c_hf.selection.train_scorer, "train_scorer", broken)
     out = tmp_path / "out"
     with pytest.raises(RuntimeError, match="scorer exploded"):
         demo.run_demo(out, demo.QUICK)

@@ -1,4 +1,4 @@
-"""Tests for d2c_hf.distributed: `d2c score|select|attach|condense` sharded over processes, resumed
+"""Tests for d2c_hf.run.workdir: `d2c score|select|attach|condense` sharded over processes, resumed
 after SIGKILL, streamed, and refused on a config mismatch or a corrupt image."""
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from datasets import load_from_disk
 from PIL import Image as PILImage
 
 from d2c_hf.cli import condense_main, score_main, select_main
-from d2c_hf.distributed import MANIFEST_FILE, config_diff
-from d2c_hf.files import atomic_write
-from d2c_hf.sharded import SCORE_DIR, load_scores
+from d2c_hf.run.sharded import SCORE_DIR, load_scores
+from d2c_hf.run.workdir import MANIFEST_FILE, config_diff
+from d2c_hf.utils.files import atomic_write
 
 ROWS, BATCH, SHARD = 160, 8, 8  # 20 shards of one batch each
 NUM_SHARDS = ROWS // SHARD
@@ -94,8 +94,8 @@ def reference(local_hub, tmp_path_factory):
 
 
 def test_single_process_equals_scorer_apply(reference, local_hub, digits):
-    from d2c_hf.scoring import DifficultyScorer
-    from d2c_hf.vae import load_vae
+    from d2c_hf.selection.scorer import DifficultyScorer
+    from d2c_hf.utils.vae import load_vae
 
     vae = load_vae(local_hub.vae, dtype=torch.float32, device=torch.device("cpu"))
     scorer = DifficultyScorer.from_pretrained(local_hub.dit, vae=vae, resolution=32, batch_size=BATCH)
@@ -211,8 +211,8 @@ def test_corrupt_image_fails_by_default_and_is_skipped_on_request(local_hub, dig
 
 
 def test_condense_command_equals_condense(local_hub, digits, tmp_path):
-    from d2c_hf.condensed import CondensedDataset
-    from d2c_hf.condensing import condense
+    from d2c_hf.condensed.dataset import CondensedDataset
+    from d2c_hf.run.condense import condense
 
     out = tmp_path / "condense"
     args = score_args(local_hub, out)
@@ -295,10 +295,10 @@ def test_estimator_options_sharded_equal_apply_and_two_processes(local_hub, digi
     """More draws, antithetic pairs, stratified timesteps and the merge-time standardisation: one process
     equals DifficultyScorer.apply (scores and reliability), two processes equal one bitwise, and a resume
     with other estimator options is refused."""
-    from d2c_hf.reliability import ReliabilityError
-    from d2c_hf.scoring import DifficultyScorer
-    from d2c_hf.sharded import load_reliability
-    from d2c_hf.vae import load_vae
+    from d2c_hf.run.sharded import load_reliability
+    from d2c_hf.selection.reliability import ReliabilityError
+    from d2c_hf.selection.scorer import DifficultyScorer
+    from d2c_hf.utils.vae import load_vae
 
     one = tmp_path / "one"
     args = score_args(local_hub, one, *ESTIMATOR, "--standardize_timesteps")
@@ -349,7 +349,7 @@ def test_estimator_options_sharded_equal_apply_and_two_processes(local_hub, digi
 
 
 def test_one_draw_runs_report_the_probe(reference):
-    from d2c_hf.sharded import load_reliability
+    from d2c_hf.run.sharded import load_reliability
 
     record = load_reliability(reference)["reliability"]
     assert record["method"] == "test-retest" and record["details"]["probe_rows"] == 512

@@ -11,14 +11,14 @@ import pytest
 import torch
 
 from d2c_hf import VisualAttacher, train_vision_encoder
-from d2c_hf.encoder_training import ENCODER_INFO_FILE, nt_xent, patchify, random_affine, tiny_dinov2
+from d2c_hf.attach.train_encoder import ENCODER_INFO_FILE, nt_xent, patchify, random_affine, tiny_dinov2
 
 TINY = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32}
 
 
 @pytest.fixture(scope="module")
 def digits16():
-    from d2c_hf.data import load_digits_dataset
+    from d2c_hf.data.digits import load_digits_dataset
 
     return load_digits_dataset(image_size=16)["train"].select(range(64))
 

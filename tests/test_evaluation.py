@@ -10,7 +10,6 @@ import pytest
 import torch
 from PIL import Image as PILImage
 
-from d2c_hf.data import pixels_to_tensor, tensor_to_pixels
 from d2c_hf.evaluation import (
     CallableFeatureExtractor,
     DigitsFeatureExtractor,
@@ -31,6 +30,7 @@ from d2c_hf.evaluation import (
     to_uint8_images,
 )
 from d2c_hf.evaluation.inception import resize_bilinear_tf1, tf1_bilinear_matrix
+from d2c_hf.utils.images import pixels_to_tensor, tensor_to_pixels
 from helpers_inception import random_inception_state_dict
 
 METHODS = ("eigh", "sqrtm")

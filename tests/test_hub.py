@@ -1,4 +1,4 @@
-"""Provenance and device/dtype helpers (d2c_hf.hub, d2c_hf.vae loading)."""
+"""Provenance and device/dtype helpers (d2c_hf.utils.hub, d2c_hf.utils.vae loading)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import shutil
 import pytest
 import torch
 
-from d2c_hf.hub import model_provenance, resolve_dtype, state_dict_sha256
-from d2c_hf.vae import load_vae
+from d2c_hf.utils.hub import model_provenance, resolve_dtype, state_dict_sha256
+from d2c_hf.utils.vae import load_vae
 
 
 def test_vae_from_a_pipeline_subfolder_hashes_only_its_own_weights(local_hub, tmp_path):

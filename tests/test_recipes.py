@@ -111,7 +111,7 @@ def test_scale_md_step_by_step_score_select_attach_then_info(local_hub, tmp_path
     assert cli_main(["info", str(out / "condensed")]) == 0
     summary = capsys.readouterr().out
     assert "latents [Array3D" in summary and "visual_embeds [Array2D" in summary
-    from d2c_hf.condensed import CondensedDataset
+    from d2c_hf.condensed.dataset import CondensedDataset
 
     condensed = CondensedDataset.load(out / "condensed")
     selection = json.loads((out / "selection.json").read_text())

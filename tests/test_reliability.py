@@ -1,4 +1,4 @@
-"""Tests for the score's reliability (d2c_hf.reliability) and the estimator options of DifficultyScorer
+"""Tests for the score's reliability (d2c_hf.selection.reliability) and the estimator options of DifficultyScorer
 (draws, antithetic pairs, timestep grids, per-timestep standardisation, the probe) through condense(),
 the sharded runner, the card and the gate."""
 
@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from d2c_hf.data import preprocess_images
-from d2c_hf.reliability import (
+from d2c_hf.selection.reliability import (
     Reliability,
     ReliabilityError,
     Standardization,
@@ -20,13 +19,14 @@ from d2c_hf.reliability import (
     score_reliability,
     spearman_brown,
 )
-from d2c_hf.scoring import (
+from d2c_hf.selection.scorer import (
     DifficultyScorer,
     check_estimator,
     noise_seed,
     pixel_keys,
     sample_noise,
 )
+from d2c_hf.utils.images import preprocess_images
 
 
 def _scores(dataset, column="difficulty") -> np.ndarray:
@@ -123,7 +123,7 @@ def test_standardization_equalises_timesteps():
 
 def test_gate_warns_and_stops(caplog):
     low = score_reliability(np.arange(10.0), np.arange(10.0)[::-1], np.zeros(10, int))
-    with caplog.at_level(logging.WARNING, logger="d2c_hf.reliability"):
+    with caplog.at_level(logging.WARNING, logger="d2c_hf.selection.reliability"):
         check_reliability(low, warn_below=0.5)
     assert any("close to random" in r.getMessage() and "num_draws" in r.getMessage() for r in caplog.records)
     with pytest.raises(ReliabilityError, match="below min_reliability=0.8"):
@@ -157,8 +157,8 @@ def test_estimator_options_are_checked_without_a_model():
 
 
 def test_bad_estimator_options_fail_before_any_model_loads(monkeypatch):
-    import d2c_hf.scoring as scoring
-    from d2c_hf.pipeline import ScoreOptions
+    import d2c_hf.selection.scorer as scoring
+    from d2c_hf.run.pipeline import ScoreOptions
 
     def no_load(*args, **kwargs):
         raise AssertionError("a model was loaded")
@@ -290,7 +290,7 @@ def test_apply_standardises_and_reports_what_the_halves_say(local_hub, digits_sm
         local_hub.pixel_dit, num_timesteps=3, num_draws=2, standardize_timesteps=True, warn_reliability=1.0
     )
     scored = raw.apply(rows)
-    with caplog.at_level(logging.WARNING, logger="d2c_hf.reliability"):
+    with caplog.at_level(logging.WARNING, logger="d2c_hf.selection.reliability"):
         standardised = std.apply(rows)
     assert any("close to random" in r.getMessage() for r in caplog.records)  # warn_reliability=1.0
     per_t = _scores(scored, "difficulty_per_timestep")
@@ -376,7 +376,7 @@ def test_condense_records_reliability_on_info_and_card(local_hub, digits_small, 
 
 
 def test_min_reliability_stops_condense_before_selection(local_hub, digits_small, monkeypatch):
-    import d2c_hf.pipeline as pipeline
+    import d2c_hf.run.pipeline as pipeline
     from d2c_hf import condense
 
     def no_selection(*args, **kwargs):

@@ -24,7 +24,7 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
 import d2c_hf
-from d2c_hf import remote_code
+from d2c_hf.interop import remote_code
 from d2c_hf.pipelines import FlowMatchEulerMaruyamaScheduler, SiTPipeline
 from helpers_sit import tiny_sit
 from local_hub import add_to_hub_cache, tiny_vae
@@ -222,8 +222,8 @@ def _definitions(tree: ast.Module) -> dict[str, ast.stmt]:
 @pytest.mark.parametrize(
     ("generated", "modules"),
     [
-        ("component", ["models/transformer_sit.py", "pipelines/scheduling_sde.py"]),
-        ("pipeline", ["pipelines/pipeline_sit.py", "vae.py"]),
+        ("component", ["models/transformer_sit.py", "schedulers/scheduling_flow_match_euler_maruyama.py"]),
+        ("pipeline", ["pipelines/sit/pipeline_sit.py", "utils/vae.py"]),
     ],
 )
 def test_generated_modules_hold_the_package_code(generated, modules):
@@ -237,7 +237,11 @@ def test_generated_modules_hold_the_package_code(generated, modules):
         package_defs = _definitions(ast.parse((package_root / module).read_text()))
         package_defs.pop("__all__", None)
         for name, node in package_defs.items():
-            if module == "vae.py" and name not in ("downsample_factor", "latent_scale", "unscale_latents"):
+            if module == "utils/vae.py" and name not in (
+                "downsample_factor",
+                "latent_scale",
+                "unscale_latents",
+            ):
                 assert name not in generated_defs, name
                 continue
             if isinstance(node, ast.ClassDef) and name in remote_code._PACKAGE_ONLY:
@@ -258,12 +262,12 @@ def test_generation_refuses_what_it_cannot_make_self_contained(monkeypatch):
     assert remote_code._undefined_globals(code) == ["helper"]  # a name used only inside a method counts
     monkeypatch.setattr(remote_code, "_INLINED", ())
     with pytest.raises(
-        RuntimeError, match=r"imports d2c_hf\.vae\.downsample_factor: not bundled, copied or aliased"
+        RuntimeError, match=r"imports d2c_hf\.utils\.vae\.downsample_factor: not bundled, copied or aliased"
     ):
-        remote_code._bundle(("d2c_hf.pipelines.pipeline_sit",), summary="", usage="")
+        remote_code._bundle(("d2c_hf.pipelines.sit.pipeline_sit",), summary="", usage="")
     monkeypatch.setattr(remote_code, "_PACKAGE_ONLY", {"SiTPipeline": ("save_to_hub",)})
     with pytest.raises(RuntimeError, match=r"SiTPipeline has no method 'save_to_hub'"):
-        remote_code._bundle(("d2c_hf.pipelines.pipeline_sit",), summary="", usage="")
+        remote_code._bundle(("d2c_hf.pipelines.sit.pipeline_sit",), summary="", usage="")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -296,7 +300,10 @@ def test_sit_pipeline_loads_folders_saved_before_the_remote_code_files(saved, tm
     index.update(
         _class_name="SiTPipeline",
         transformer=["d2c_hf.models.transformer_sit", "SiTTransformer2DModel"],
-        scheduler=["d2c_hf.pipelines.scheduling_sde", "FlowMatchEulerMaruyamaScheduler"],
+        scheduler=[
+            "d2c_hf.schedulers.scheduling_flow_match_euler_maruyama",
+            "FlowMatchEulerMaruyamaScheduler",
+        ],
     )
     (old / "model_index.json").write_text(json.dumps(index))
     assert torch.equal(_sample(SiTPipeline.from_pretrained(old)), saved.images)
@@ -388,7 +395,7 @@ def test_model_card_options_and_push(tmp_path, monkeypatch):
     assert "FlowMatchEulerMaruyamaScheduler" not in without_package  # the saved Euler sampler
     assert "scheduler/d2c_hf.py" not in card  # no code file for a diffusers scheduler
 
-    from d2c_hf.pipelines.model_card import model_card
+    from d2c_hf.pipelines.sit.model_card import model_card
 
     custom = model_card(
         pipe, "me/x", license="cc-by-4.0", datasets=["me/digits-d2c"], licence_notes=["Note."]

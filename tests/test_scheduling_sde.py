@@ -10,7 +10,7 @@ import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler
 
-from d2c_hf.pipelines.scheduling_sde import FlowMatchEulerMaruyamaScheduler
+from d2c_hf.schedulers.scheduling_flow_match_euler_maruyama import FlowMatchEulerMaruyamaScheduler
 from helpers_sit import gaussian_velocity
 
 MU, S = 3.0, 0.5

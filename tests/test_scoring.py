@@ -1,4 +1,4 @@
-"""Tests for d2c_hf.scoring: the difficulty score, its adapters, common random numbers, the
+"""Tests for d2c_hf.selection.scorer: the difficulty score, its adapters, common random numbers, the
 datasets plumbing, and train_scorer."""
 
 from __future__ import annotations
@@ -18,15 +18,15 @@ from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.modeling_utils import ModelMixin
 from PIL import Image as PILImage
 
-from d2c_hf.data import pixels_to_tensor, preprocess_images
-from d2c_hf.scorer_training import train_scorer
-from d2c_hf.scoring import (
+from d2c_hf.selection.scorer import (
     DifficultyScorer,
     pixel_keys,
     sample_noise,
     timestep_grid,
     value_keys,
 )
+from d2c_hf.selection.train_scorer import train_scorer
+from d2c_hf.utils.images import pixels_to_tensor, preprocess_images
 
 ATOL = 1e-6
 
@@ -456,7 +456,7 @@ def test_small_images_are_upsampled_with_one_warning(local_hub, few, caplog):
         features=Features({"image": Image(), "label": Value("int64")}),
     )
     scorer = DifficultyScorer.from_pretrained(local_hub.pixel_dit, batch_size=2)
-    with caplog.at_level(logging.WARNING, logger="d2c_hf.scoring"):
+    with caplog.at_level(logging.WARNING, logger="d2c_hf.selection.scorer"):
         out = scorer.apply(small)
     warnings = [r.getMessage() for r in caplog.records if "upsampled" in r.getMessage()]
     assert len(warnings) == 1 and warnings[0].startswith("6 of 6 images")

@@ -1,4 +1,4 @@
-"""Tests for d2c_hf.selection: known answers for every strategy, determinism, the datasets
+"""Tests for d2c_hf.selection.strategies: known answers for every strategy, determinism, the datasets
 filter, and the error messages for bad input."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Features, List, Value
 from datasets.fingerprint import Hasher
 
-from d2c_hf import selection
-from d2c_hf.selection import (
+from d2c_hf.selection import strategies as selection
+from d2c_hf.selection.strategies import (
     STRATEGIES,
     Selector,
     auto_interval,
@@ -437,7 +437,7 @@ def test_ratio_is_a_fraction_of_the_rows_whatever_the_empty_classes():
 
 def test_result_to_dict_is_json_and_summary_is_logged(caplog):
     labels = np.repeat(np.arange(3), [20, 5, 1])
-    with caplog.at_level(logging.INFO, logger="d2c_hf.selection"):
+    with caplog.at_level(logging.INFO, logger="d2c_hf.selection.strategies"):
         result = select(np.arange(26.0), labels, images_per_class=3, interval=10, num_classes=4)
     record = json.loads(json.dumps(result.to_dict(include_indices=True)))
     assert record["counts"] == [3, 3, 1, 0] and record["class_sizes"] == [20, 5, 1, 0]

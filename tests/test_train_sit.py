@@ -52,7 +52,7 @@ def digits_condensed(local_hub, digits_small, tmp_path_factory):
 
 def pixel_dataset(path: Path, bad_row: int | None = None) -> Path:
     """A pixel-space condensed set (mean|std of 3x8x8 'images', no classes/visual); one row inf if asked."""
-    from d2c_hf.condensed import CondensedDataset
+    from d2c_hf.condensed.dataset import CondensedDataset
 
     rng = np.random.default_rng(0)
     latents = np.concatenate([rng.uniform(-1, 1, (24, 3, 8, 8)), np.zeros((24, 3, 8, 8))], 1).astype(
@@ -229,7 +229,7 @@ def test_bad_inputs_fail_clearly(digits_condensed, tmp_path):
     with pytest.raises(ValueError, match="visual_embeds has 16 tokens"):
         overrides = '{"depth":2,"hidden_size":32,"num_attention_heads":2,"patch_size":4}'
         train_sit.main(tiny_args(digits_condensed, tmp_path / "o2", "--model_config_overrides", overrides))
-    from d2c_hf.condensed import CondensedDataset
+    from d2c_hf.condensed.dataset import CondensedDataset
 
     no_latents = CondensedDataset.load(pixel)
     no_latents.samples = no_latents.samples.remove_columns("latents")
@@ -239,10 +239,10 @@ def test_bad_inputs_fail_clearly(digits_condensed, tmp_path):
 
 
 def test_non_finite_loss_stops_with_step_and_rows_and_keeps_the_last_checkpoint(tmp_path):
-    from d2c_hf.batches import BatchSource
+    from d2c_hf.train.batches import BatchSource
 
     clean = pixel_dataset(tmp_path / "clean")
-    from d2c_hf.condensed import CondensedDataset
+    from d2c_hf.condensed.dataset import CondensedDataset
 
     stream = BatchSource(CondensedDataset.load(clean), 8, seed=0)
     stream.next_batch()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file, save_file
 
-from d2c_hf.checkpoints import checkpoint_problems, resume_verdict
+from d2c_hf.train.checkpoints import checkpoint_problems, resume_verdict
 from helpers_train_sit import OURS, base_args, load_script, make_condensed, reset_accelerate_state, snapshot
 
 train_sit = load_script("train_sit_recovery")

@@ -1,4 +1,4 @@
-"""d2c_hf.training: losses, timesteps and the BatchSource."""
+"""d2c_hf.train.losses: losses, timesteps and the BatchSource."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import pytest
 import torch
 from datasets import Array3D, Dataset, Features, Value
 
-from d2c_hf.batches import BatchSource
 from d2c_hf.models.transformer_sit import SiTTransformer2DModel
-from d2c_hf.training import (
+from d2c_hf.train.batches import BatchSource
+from d2c_hf.train.losses import (
     compute_loss,
     flow_matching_loss,
     interpolate,

@@ -13,43 +13,43 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from .version import __version__
 
 # public name -> submodule that defines it
 _EXPORTS: dict[str, str] = {
     # data
-    "load_digits_dataset": "data",
-    "prepare_dataset": "data",
+    "load_digits_dataset": "data.digits",
+    "prepare_dataset": "data.inputs",
     # Select
-    "DifficultyScorer": "scoring",
-    "Reliability": "reliability",
-    "ReliabilityError": "reliability",
-    "score_reliability": "reliability",
-    "train_scorer": "scorer_training",
-    "PIXEL_SPACE": "vae",
-    "images_per_class_from_ratio": "selection",
-    "select_indices": "selection",
-    "select": "selection",
-    "SelectionResult": "selection",
-    "Selector": "selection",
-    "STRATEGIES": "selection",
+    "DifficultyScorer": "selection.scorer",
+    "Reliability": "selection.reliability",
+    "ReliabilityError": "selection.reliability",
+    "score_reliability": "selection.reliability",
+    "train_scorer": "selection.train_scorer",
+    "PIXEL_SPACE": "utils.vae",
+    "images_per_class_from_ratio": "selection.strategies",
+    "select_indices": "selection.strategies",
+    "select": "selection.strategies",
+    "SelectionResult": "selection.strategies",
+    "Selector": "selection.strategies",
+    "STRATEGIES": "selection.strategies",
     # Attach + product
-    "LatentEncoder": "attach",
-    "VisualAttacher": "attach",
-    "TextAttacher": "attach",
-    "train_vision_encoder": "encoder_training",
-    "CondensedDataset": "condensed",
-    "condense": "condensing",
-    "CondenseOptions": "pipeline",
+    "LatentEncoder": "attach.attachers",
+    "VisualAttacher": "attach.attachers",
+    "TextAttacher": "attach.attachers",
+    "train_vision_encoder": "attach.train_encoder",
+    "CondensedDataset": "condensed.dataset",
+    "condense": "run.condense",
+    "CondenseOptions": "run.pipeline",
     # models, pipelines, schedulers
     "SiTTransformer2DModel": "models.transformer_sit",
     "SIT_PRESETS": "models.transformer_sit",
     "default_encoder_depth": "models.transformer_sit",
     "preset_config": "models.transformer_sit",
-    "SiTPipeline": "pipelines.pipeline_sit",
-    "FlowMatchEulerMaruyamaScheduler": "pipelines.scheduling_sde",
-    "load_repa_checkpoint": "convert",
-    "load_sit_checkpoint": "convert",
+    "SiTPipeline": "pipelines.sit.pipeline_sit",
+    "FlowMatchEulerMaruyamaScheduler": "schedulers.scheduling_flow_match_euler_maruyama",
+    "load_repa_checkpoint": "interop.convert",
+    "load_sit_checkpoint": "interop.convert",
     # evaluation
     "evaluate_samples": "evaluation",
     "frechet_distance": "evaluation",
@@ -64,7 +64,7 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
 
-# Saved pipelines record d2c-hf components under the library name "d2c_hf" (see d2c_hf.remote_code). diffusers
+# Saved pipelines record d2c-hf components under the library name "d2c_hf" (see d2c_hf.interop.remote_code). diffusers
 # looks up its base classes in that module to choose how to load or check a component, so they resolve here
 # too (lazily, and outside __all__: they are diffusers', not part of this API).
 _DIFFUSERS_BASES: dict[str, str] = {
@@ -89,12 +89,11 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from .attach import LatentEncoder, TextAttacher, VisualAttacher
-    from .condensed import CondensedDataset
-    from .condensing import condense
-    from .convert import load_repa_checkpoint, load_sit_checkpoint
-    from .data import load_digits_dataset, prepare_dataset
-    from .encoder_training import train_vision_encoder
+    from .attach.attachers import LatentEncoder, TextAttacher, VisualAttacher
+    from .attach.train_encoder import train_vision_encoder
+    from .condensed.dataset import CondensedDataset
+    from .data.digits import load_digits_dataset
+    from .data.inputs import prepare_dataset
     from .evaluation import (
         CallableFeatureExtractor,
         DigitsFeatureExtractor,
@@ -106,19 +105,20 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         kid,
         precision_recall,
     )
+    from .interop.convert import load_repa_checkpoint, load_sit_checkpoint
     from .models.transformer_sit import (
         SIT_PRESETS,
         SiTTransformer2DModel,
         default_encoder_depth,
         preset_config,
     )
-    from .pipeline import CondenseOptions
-    from .pipelines.pipeline_sit import SiTPipeline
-    from .pipelines.scheduling_sde import FlowMatchEulerMaruyamaScheduler
-    from .reliability import Reliability, ReliabilityError, score_reliability
-    from .scorer_training import train_scorer
-    from .scoring import DifficultyScorer
-    from .selection import (
+    from .pipelines.sit.pipeline_sit import SiTPipeline
+    from .run.condense import condense
+    from .run.pipeline import CondenseOptions
+    from .schedulers.scheduling_flow_match_euler_maruyama import FlowMatchEulerMaruyamaScheduler
+    from .selection.reliability import Reliability, ReliabilityError, score_reliability
+    from .selection.scorer import DifficultyScorer
+    from .selection.strategies import (
         STRATEGIES,
         SelectionResult,
         Selector,
@@ -126,4 +126,5 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         select,
         select_indices,
     )
-    from .vae import PIXEL_SPACE
+    from .selection.train_scorer import train_scorer
+    from .utils.vae import PIXEL_SPACE

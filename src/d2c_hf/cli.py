@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0
     if argv[0] in ("-V", "--version"):
-        from . import __version__
+        from .version import __version__
 
         print(f"d2c-hf {__version__}")
         return 0
@@ -237,7 +237,7 @@ def _timestep_grid(value: str) -> str | tuple[float, ...]:
 
 def _reliability_line(record: dict | None) -> str:
     """The line ``d2c score`` / ``d2c condense`` print about the scores' reliability."""
-    from .reliability import Reliability
+    from .selection.reliability import Reliability
 
     if not record:
         return "reliability: not recorded"
@@ -246,7 +246,7 @@ def _reliability_line(record: dict | None) -> str:
 
 def _options(args: argparse.Namespace):
     """The typed options of a sharded run, from whichever flags the command has."""
-    from .pipeline import AttachOptions, CondenseOptions, DataOptions, ScoreOptions, SelectOptions
+    from .run.pipeline import AttachOptions, CondenseOptions, DataOptions, ScoreOptions, SelectOptions
 
     get = lambda name, default=None: getattr(args, name, default)  # noqa: E731
     seed = get("seed", 0)
@@ -304,7 +304,7 @@ def _options(args: argparse.Namespace):
 def _runner(args: argparse.Namespace, *, store_posterior: bool = False, with_source: bool = True):
     """Options, work folder, process state and source of a sharded command, checked in that order (the
     cheap checks and the output folder before the dataset is opened, the dataset before any model)."""
-    from .sharded import RunOptions, ShardedRunner
+    from .run.sharded import RunOptions, ShardedRunner
 
     options = _options(args)
     run = RunOptions(
@@ -319,7 +319,7 @@ def _runner(args: argparse.Namespace, *, store_posterior: bool = False, with_sou
 
 
 def _source(args: argparse.Namespace):
-    from .sources import open_source
+    from .run.rows import open_source
 
     return open_source(
         args.dataset,
@@ -362,7 +362,7 @@ def score_parser() -> argparse.ArgumentParser:
 def score_main(argv: list[str] | None = None) -> int:
     """``d2c score``: difficulty of every row, sharded over the processes, resumable; merged into ``scores/``."""
     args = score_parser().parse_args(argv)
-    from .sharded import run_score
+    from .run.sharded import run_score
 
     runner = _runner(args, store_posterior=args.store_posterior)
     manifest = run_score(runner)
@@ -386,7 +386,7 @@ def select_parser() -> argparse.ArgumentParser:
 def select_main(argv: list[str] | None = None) -> int:
     """``d2c select``: select from the merged scores of ``--output_dir``; writes ``selection.json``."""
     args = select_parser().parse_args(argv)
-    from .sharded import RunOptions, ShardedRunner
+    from .run.sharded import RunOptions, ShardedRunner
 
     runner = ShardedRunner(_options(args), RunOptions(output_dir=Path(args.output_dir)), state=None)
     record = runner.select()
@@ -408,7 +408,7 @@ def attach_parser() -> argparse.ArgumentParser:
 def attach_main(argv: list[str] | None = None) -> int:
     """``d2c attach``: latents / visual tokens of the selected rows (sharded), then the condensed dataset."""
     args = attach_parser().parse_args(argv)
-    from .sharded import CONDENSED_DIR, run_attach
+    from .run.sharded import CONDENSED_DIR, run_attach
 
     runner = _runner(args)
     condensed = run_attach(runner)
@@ -432,8 +432,8 @@ def condense_parser() -> argparse.ArgumentParser:
 def condense_main(argv: list[str] | None = None) -> int:
     """``d2c condense``: score + select + attach in one resumable run; writes ``output_dir/condensed``."""
     args = condense_parser().parse_args(argv)
-    from .sharded import CONDENSED_DIR, run_condense
-    from .vae import is_pixel_space
+    from .run.sharded import CONDENSED_DIR, run_condense
+    from .utils.vae import is_pixel_space
 
     store = bool(args.reuse_latents and "latents" in (args.attach or []) and not is_pixel_space(args.vae))
     runner = _runner(args, store_posterior=store)
@@ -465,7 +465,7 @@ def info_parser() -> argparse.ArgumentParser:
 def info_main(argv: list[str] | None = None) -> int:
     """``d2c info PATH``: describe a condensed dataset (folder or Hub repo id)."""
     args = info_parser().parse_args(argv)
-    from .condensed import CondensedDataset
+    from .condensed.dataset import CondensedDataset
 
     condensed = CondensedDataset.load(args.path, revision=args.revision)
     print(json.dumps(condensed.info, indent=2, ensure_ascii=False) if args.json else condensed.summary())
@@ -566,7 +566,7 @@ def fid_main(argv: list[str] | None = None) -> int:
     """``d2c fid``: score a sample ``.npz`` / folder against a reference; prints the result as JSON."""
     args = fid_parser().parse_args(argv)
     from .evaluation.fid import evaluate_fid
-    from .files import write_json
+    from .utils.files import write_json
 
     result = evaluate_fid(
         args.samples, args.reference, inception_weights=args.inception_weights,
@@ -646,14 +646,14 @@ def convert_sit_parser() -> argparse.ArgumentParser:
 
 
 def _convert(args: argparse.Namespace, load: Any, **options: Any) -> int:
-    from .convert import save_converted
-    from .hub import DTYPE_ALIASES
+    from .interop.convert import save_converted
+    from .utils.hub import DTYPE_ALIASES
 
     if not args.pipeline and (args.vae or args.id2label):
         raise ValueError("--vae and --id2label need --pipeline")
     id2label = None
     if args.id2label:
-        from .files import read_json
+        from .utils.files import read_json
 
         id2label = read_json(args.id2label, "the --id2label file")
     if args.sample_size is not None:
@@ -676,7 +676,7 @@ def _convert(args: argparse.Namespace, load: Any, **options: Any) -> int:
 def convert_repa_main(argv: list[str] | None = None) -> int:
     """``d2c convert-repa CHECKPOINT OUTPUT_DIR [...]``: a REPA checkpoint to a diffusers folder."""
     args = convert_repa_parser().parse_args(argv)
-    from .convert import load_repa_checkpoint
+    from .interop.convert import load_repa_checkpoint
 
     options: dict[str, Any] = {"keep_projectors": not args.drop_projectors}
     if args.encoder_depth is not None:
@@ -687,7 +687,7 @@ def convert_repa_main(argv: list[str] | None = None) -> int:
 def convert_sit_main(argv: list[str] | None = None) -> int:
     """``d2c convert-sit CHECKPOINT OUTPUT_DIR [...]``: an original SiT checkpoint to a REPA-convention folder."""
     args = convert_sit_parser().parse_args(argv)
-    from .convert import load_sit_checkpoint
+    from .interop.convert import load_sit_checkpoint
 
     return _convert(args, load_sit_checkpoint, keep_sigma_half=args.keep_sigma_half)
 

@@ -2,15 +2,15 @@
 
 What it runs (every step is the library's public code path, at toy scale):
 
-1. **Data**: :func:`d2c_hf.data.load_digits_dataset` at 16 px (train split: 1,437 images to condense
+1. **Data**: :func:`d2c_hf.data.digits.load_digits_dataset` at 16 px (train split: 1,437 images to condense
    and train on; test split: 360 images, the reference for the metrics).
-2. **Scorer**: :func:`d2c_hf.scoring.train_scorer` trains a small class-conditional DiT from scratch in
+2. **Scorer**: :func:`d2c_hf.selection.scorer.train_scorer` trains a small class-conditional DiT from scratch in
    pixel space (the paper's "scorer trained from scratch" setting).
 3. **Vision encoder**: :func:`d2c_hf.train_vision_encoder` trains a tiny DINOv2 self-supervised on all
    1,437 training images (labels unused): the analogue of the paper's DINOv2, which knows far more
    images than the condensed set holds. The class text encoder stays a **tiny, randomly initialised T5
    stand-in** (the Hub is offline; digit names carry no meaning to learn), recorded in the card's notes.
-4. **Select + Attach**: :func:`d2c_hf.condensed.condense` scores every training image, keeps ~10 % by
+4. **Select + Attach**: :func:`d2c_hf.condensed.dataset.condense` scores every training image, keeps ~10 % by
    D2C interval sampling and attaches pixel-space "latents", the trained encoder's visual tokens and a
    T5 embedding per class prompt.
 5. **Baselines**: a random subset of the same size with the same Attach (*Random + Attach*: what Select
@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .files import json_round_trip, staged_dir
+from .utils.files import json_round_trip, staged_dir
 
 logger = logging.getLogger(__name__)
 
@@ -240,13 +240,13 @@ def build_stand_in_text_encoder(folder: str | os.PathLike, seed: int = 0) -> Pat
 def build_stand_in_vision_encoder(folder: str | os.PathLike, seed: int = 0, num_tokens: int = 16) -> Path:
     """Build and ``save_pretrained`` a tiny random DINOv2 (+ DINOv2's image processor) in
     ``folder / "dinov2-stand-in"``: the architecture of :func:`d2c_hf.train_vision_encoder`'s
-    (:data:`d2c_hf.encoder_training.TINY_DINOV2`, ``num_tokens`` patch tokens at its native input size),
+    (:data:`d2c_hf.attach.train_encoder.TINY_DINOV2`, ``num_tokens`` patch tokens at its native input size),
     untrained, so that "random encoder" and "trained encoder" differ only in their weights. Drawn from
     ``seed`` inside a forked RNG. Returns the folder.
     """
     from transformers import Dinov2Model
 
-    from .encoder_training import save_image_processor, tiny_dinov2
+    from .attach.train_encoder import save_image_processor, tiny_dinov2
 
     dino_dir = Path(folder) / "dinov2-stand-in"
     config = tiny_dinov2(num_tokens)
@@ -449,7 +449,7 @@ def selection_montage(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .selection import select
+    from .selection.strategies import select
 
     num_classes = int(labels.max()) + 1
     columns = []
@@ -537,7 +537,7 @@ def train_sit_run(
 
 def load_pipeline(pipeline_dir: str | os.PathLike):
     """``SiTPipeline.from_pretrained`` on CPU, in eval mode."""
-    from .pipelines.pipeline_sit import SiTPipeline
+    from .pipelines.sit.pipeline_sit import SiTPipeline
 
     pipeline = SiTPipeline.from_pretrained(str(pipeline_dir))
     pipeline.set_progress_bar_config(disable=True)
@@ -644,10 +644,10 @@ def _run_demo(
     train_script: str | os.PathLike | None,
     quick: bool,
 ) -> dict[str, Any]:
-    from .condensing import condense
-    from .data import load_digits_dataset
-    from .encoder_training import train_vision_encoder
-    from .scorer_training import train_scorer
+    from .attach.train_encoder import train_vision_encoder
+    from .data.digits import load_digits_dataset
+    from .run.condense import condense
+    from .selection.train_scorer import train_scorer
 
     timings: dict[str, float] = {}
     t_total = time.perf_counter()
@@ -905,7 +905,7 @@ def _metrics_table(metrics: Mapping[str, Mapping[str, float]], real: Mapping[str
 
 
 def _readme(record: Mapping[str, Any], table: str, condensed: Any, settings: DemoSettings, out: Path) -> str:
-    from .card import FIGURES
+    from .condensed.card import FIGURES
 
     sit = settings.sit
     figures = [

@@ -185,7 +185,7 @@ def save_npz_batches(
         image_shape: ``(H, W)``.
         labels: optional ``(N,)`` integer labels, stored as ``arr_1``.
     """
-    from ..files import atomic_write
+    from ..utils.files import atomic_write
 
     height, width = (int(v) for v in image_shape)
     if labels is not None:

@@ -14,7 +14,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from ..data import pixels_to_tensor
+from ..utils.images import pixels_to_tensor
 from .images import ImagesArg, to_uint8_images
 from .metrics import as_features
 

@@ -233,7 +233,7 @@ def compute_metrics(
 
 def save_statistics(path: str | os.PathLike, statistics: dict[str, np.ndarray]) -> Path:
     """Write ``mu``/``sigma`` (and ``mu_s``/``sigma_s``) as a reference ``.npz`` (the ADM layout), atomically."""
-    from ..files import atomic_write
+    from ..utils.files import atomic_write
 
     if not statistics:
         raise ValueError("no reference statistics were computed (they all came from the reference file)")
@@ -271,7 +271,7 @@ def evaluate_fid(
     the Inception network is loaded. Returns the result record (metrics, what was read, the network's
     provenance).
     """
-    from ..checks import check_non_negative_int, check_positive_int
+    from ..utils.checks import check_non_negative_int, check_positive_int
     from .inception import InceptionV3FeatureExtractor
 
     for name, value in (("batch_size", batch_size), ("k", k), ("is_split_size", is_split_size)):

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image as PILImage
 
-from ..data import decode_image, to_rgb
+from ..utils.images import decode_image, to_rgb
 
 ImagesArg = Any  # PIL images, uint8/float arrays, float tensors, or a sequence of single images
 
@@ -128,12 +128,12 @@ def to_uint8_images(
     * a ``torch.Tensor`` batch, ``(N, 3|1, H, W)`` (or channels-last), float or uint8;
     * a ``numpy`` batch, ``(N, H, W, 3|1)`` (or channels-first), uint8 or float;
     * a sequence of single images: PIL images (any mode; converted with
-      :func:`d2c_hf.data.to_rgb`), ``(H, W[, C])`` arrays, ``(C, H, W)`` tensors, or encoded
+      :func:`d2c_hf.utils.images.to_rgb`), ``(H, W[, C])`` arrays, ``(C, H, W)`` tensors, or encoded
       image cells (bytes, paths, ``{"bytes", "path"}`` dicts, e.g. ``dataset["image"]``).
 
     Float pixels are mapped linearly from ``value_range`` to ``0..255`` and rounded. With
     ``value_range=None`` the range is inferred: ``[-1, 1]`` (the model/VAE convention, see
-    :func:`d2c_hf.data.pixels_to_tensor`) if any value is negative, else ``[0, 1]`` (what
+    :func:`d2c_hf.utils.images.pixels_to_tensor`) if any value is negative, else ``[0, 1]`` (what
     diffusers pipelines return for ``output_type="pt"``/``"np"``). Pass it explicitly when a
     ``[-1, 1]`` batch could be all non-negative.
 

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..hub import resolve_device
+from ..utils.hub import resolve_device
 from .images import ImagesArg, to_uint8_images
 
 logger = logging.getLogger(__name__)

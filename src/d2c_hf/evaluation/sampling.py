@@ -167,7 +167,7 @@ def make_scheduler(sampler: str, config: Any = None) -> Any:
     the pipeline's scheduler ``config``."""
     from diffusers import FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler
 
-    from ..pipelines.scheduling_sde import FlowMatchEulerMaruyamaScheduler
+    from ..schedulers.scheduling_flow_match_euler_maruyama import FlowMatchEulerMaruyamaScheduler
 
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
@@ -195,7 +195,7 @@ def sampler_sigmas(sampler: str, num_inference_steps: int) -> np.ndarray | None:
 def sample_generators(seed: int, indices: Sequence[int], device: str | torch.device) -> list[torch.Generator]:
     """One generator per sample, seeded from ``(seed, index)``: the sample's noise does not depend on
     its batch, the number of processes, or a restart."""
-    from ..training import seeded_generator
+    from ..train.losses import seeded_generator
 
     return [seeded_generator(seed, NOISE_STREAM, int(i), device=device) for i in indices]
 

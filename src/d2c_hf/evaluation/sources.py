@@ -43,7 +43,7 @@ class _FolderImages:
         return len(self.files)
 
     def __getitem__(self, index: int) -> np.ndarray:
-        from ..data import center_crop, decode_image, to_rgb
+        from ..utils.images import center_crop, decode_image, to_rgb
 
         path = self.files[index]
         try:
@@ -113,7 +113,7 @@ def open_images(path: str | os.PathLike, *, resolution: int | None = None) -> Im
     Args:
         path: the ``.npz`` file or the folder (searched recursively; ``.png``, ``.jpg``, ...).
         resolution: folders only: ADM centre crop of every image to ``resolution`` x ``resolution``
-            (:func:`d2c_hf.data.center_crop`); without it, all images must share one size (the first
+            (:func:`d2c_hf.utils.images.center_crop`); without it, all images must share one size (the first
             that differs is named when it is read).
 
     Raises:

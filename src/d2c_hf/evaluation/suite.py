@@ -14,7 +14,7 @@ from .metrics import ShrinkageArg, as_features, feature_statistics, frechet_dist
 
 logger = logging.getLogger(__name__)
 
-METRIC_DIR = Path(__file__).resolve().parent.parent / "metrics" / "frechet_distance"
+METRIC_DIR = Path(__file__).resolve().parent / "frechet_distance"
 
 
 def evaluate_samples(

@@ -21,7 +21,7 @@ Conventions (REPA, identical to diffusers' flow-matching schedulers with ``sigma
 ``timestep`` is the float ``t`` itself (not ``t * 1000``); the pipeline divides the scheduler's
 ``sigma * num_train_timesteps`` back. The null (unconditional, CFG) class id is ``num_classes``.
 
-The parameter names map 1:1 onto the original REPA / SiT (willisma) checkpoints, see :mod:`d2c_hf.convert`.
+The parameter names map 1:1 onto the original REPA / SiT (willisma) checkpoints, see :mod:`d2c_hf.interop.convert`.
 """
 
 from __future__ import annotations
@@ -267,7 +267,7 @@ class SiTTransformer2DModel(ModelMixin, ConfigMixin, AttentionMixin):
 
     Inputs of :meth:`forward` are validated without reading device memory (shapes, dtypes; the label range when
     the labels are on the CPU), so forward never synchronises with the GPU and compiles with
-    ``torch.compile(fullgraph=True)``. Parameter names map 1:1 onto REPA/SiT checkpoints (:mod:`d2c_hf.convert`).
+    ``torch.compile(fullgraph=True)``. Parameter names map 1:1 onto REPA/SiT checkpoints (:mod:`d2c_hf.interop.convert`).
     """
 
     _supports_gradient_checkpointing = True
@@ -668,13 +668,13 @@ class SiTTransformer2DModel(ModelMixin, ConfigMixin, AttentionMixin):
         return tokens.reshape(tokens.shape[0], self.out_channels, grid * p, grid * p)
 
     # ------------------------------------------------------------------------------------------------
-    # saving: what diffusers needs to load the folder without d2c-hf (d2c_hf.remote_code)
+    # saving: what diffusers needs to load the folder without d2c-hf (d2c_hf.interop.remote_code)
     # ------------------------------------------------------------------------------------------------
 
     def to_json_string(self) -> str:
         """The saved ``config.json``, plus ``"auto_map": {"AutoModel": "d2c_hf.SiTTransformer2DModel"}`` naming the
         self-contained ``d2c_hf.py`` that :meth:`save_config` writes beside it."""
-        from ..remote_code import add_auto_map
+        from ..interop.remote_code import add_auto_map
 
         return add_auto_map(super().to_json_string(), type(self).__name__)
 
@@ -684,7 +684,7 @@ class SiTTransformer2DModel(ModelMixin, ConfigMixin, AttentionMixin):
         """``ConfigMixin.save_config`` (called by ``save_pretrained``), after writing ``d2c_hf.py``: this model's
         code, generated from d2c-hf's source, so ``diffusers.AutoModel.from_pretrained(folder,
         trust_remote_code=True)`` loads the folder where d2c-hf is not installed."""
-        from ..remote_code import write_component_file
+        from ..interop.remote_code import write_component_file
 
         write_component_file(save_directory)
         super().save_config(save_directory, push_to_hub=push_to_hub, **kwargs)

@@ -1,0 +1,1 @@
+"""The product: :class:`~d2c_hf.condensed.dataset.CondensedDataset`, its storage and its dataset card."""

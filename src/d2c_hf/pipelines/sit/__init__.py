@@ -1,0 +1,1 @@
+"""The SiT pipeline (``SiTPipeline``) and its model card."""

@@ -1,0 +1,3 @@
+"""The runners: ``condense()``, the in-memory pipeline, the sharded/streaming runner, its work folder and
+the row sources.
+"""

@@ -1,0 +1,668 @@
+"""The condense pipeline over shard files: sharded, resumable, streaming (``d2c score | select | attach |
+condense``, and :func:`d2c_hf.condense` on a streaming dataset).
+
+The phases are those of :mod:`d2c_hf.run.pipeline`; this runner keeps their results in a work folder
+instead of memory, so that each phase can run as its own command, over many processes
+(:mod:`d2c_hf.run.workdir`), and resume after a crash.
+
+**Bitwise equality.** Batches never straddle shards and ``shard_size`` is a multiple of ``batch_size``,
+so every batch holds the same rows whatever the number of processes (and the same rows as
+:meth:`DifficultyScorer.apply` on the whole dataset). The noise of a sample comes from its key (pixel
+hash or ``key_column``), not from its position, so the merged scores (in shard order) are bitwise those
+of a single process.
+
+Work folder::
+
+    d2c_run.json                          run config per phase (the resume fingerprint)
+    score/shard-00000-of-00626.npz        rows, label, difficulty, per_timestep, key, corrupt
+                                          [, halves: (rows, T, 2) what the reliability needs]
+                                          [, posterior: VAE mean|std float16, with store_posterior]
+    score/manifest.json                   counts of the last run (skipped / computed shards, corrupt rows)
+    scores/                               merged scores (datasets.save_to_disk) + reliability.json
+    selection.json                        selected source rows + the selection record
+    attach/shard-00000-of-00003.npz       rows, image bytes, latents, visual_embeds
+    attach/manifest.json
+    condensed/                            the CondensedDataset (save_to_disk)
+
+See ``docs/scale.md`` for the ImageNet-1k recipe.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..attach.attachers import check_finite, resolve_attach_dtype
+from ..condensed.dataset import CondensedDataset
+from ..utils.checks import check_non_negative_int, check_positive_int
+from ..utils.files import read_json, staged_dir, write_json
+from ..utils.vae import AUTO, DEFAULT_VAE, PIXEL_SPACE
+from .pipeline import (
+    Attached,
+    CondenseOptions,
+    Plan,
+    Scores,
+    SelectOptions,
+    assemble,
+    check_class_setup,
+    class_table,
+    load_scorer,
+    select_rows,
+    token_count,
+)
+from .rows import BatchPrep, Source, make_loader, plan_batches
+from .workdir import (
+    absolute,
+    load_all_shards,
+    load_shard,
+    open_phase,
+    phase_config,
+    read_run,
+    run_shards,
+    sha256_hex,
+    shard_path,
+    shard_plan,
+    write_manifest,
+)
+
+logger = logging.getLogger(__name__)
+
+SCORE_DIR, SCORES_DIR, ATTACH_DIR, CONDENSED_DIR = "score", "scores", "attach", "condensed"
+SELECTION_FILE = "selection.json"
+RELIABILITY_FILE = "reliability.json"
+SCORE_REQUIRED = ("rows", "difficulty", "label", "corrupt")
+ATTACH_REQUIRED = ("rows", "bytes", "offsets", "label")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The work folder of a sharded run and how its rows are cut and read.
+
+    Attributes:
+        output_dir: the work folder (created; a rerun with the same options resumes there).
+        shard_size: rows per shard, a multiple of ``batch_size`` (so a batch never straddles shards).
+        num_workers: ``DataLoader`` workers decoding and cropping images (0 = in the model process).
+        store_posterior: keep each scored image's VAE posterior so Attach reuses it.
+        card: write the dataset card (README + figures) of ``condensed/``.
+    """
+
+    output_dir: Path
+    shard_size: int = 2048
+    num_workers: int = 4
+    store_posterior: bool = False
+    card: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "output_dir", absolute(self.output_dir))
+        check_positive_int(self.shard_size, "shard_size")
+        check_non_negative_int(self.num_workers, "num_workers")
+        check_output_dir(self.output_dir)
+
+    def check_batch(self, batch_size: int) -> None:
+        if self.shard_size % batch_size:
+            raise ValueError(
+                f"shard_size {self.shard_size} must be a multiple of batch_size {batch_size} (so that every batch "
+                "holds the same rows whatever the number of processes)"
+            )
+
+
+def check_output_dir(path: Path) -> None:
+    """An output folder must be a folder (or not exist yet): checked before any model loads."""
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"output_dir {path} exists and is a file; choose a folder")
+
+
+def _vae_reference(options: CondenseOptions, scorer: Any) -> str:
+    """What loads the VAE the scorer used again (recorded so that ``d2c attach`` reuses it): a Hub id,
+    an absolute folder, or ``"pixel"``."""
+    if scorer.vae is None:
+        return PIXEL_SPACE
+    vae = options.score.vae
+    if vae == AUTO:
+        own = (scorer.config.get("vae") or {}).get("subfolder") == "vae"
+        vae = options.score.scorer if own else DEFAULT_VAE
+    if not isinstance(vae, (str, os.PathLike)):
+        raise TypeError("a sharded run loads its models itself: pass vae as a Hub id or a local folder")
+    text = os.fspath(vae)
+    return str(absolute(text)) if Path(text).expanduser().exists() else text
+
+
+class ShardedRunner:
+    """The pipeline's phases over shard files in ``run.output_dir`` (see the module docstring)."""
+
+    def __init__(
+        self, options: CondenseOptions, run: RunOptions, state: Any = None, source: Source | None = None
+    ) -> None:
+        run.check_batch(options.batch_size)
+        self.options = options
+        self.run = run
+        self.state = state
+        self.source = source
+        self.output_dir = run.output_dir
+
+    # -- validate ------------------------------------------------------------------------
+    def plan(self, scoring: bool = True) -> Plan:
+        """Check the source against the options (class names, prompts, paths) before any model loads."""
+        from datasets import ClassLabel
+
+        source = self.source
+        if source is None:
+            raise ValueError("this phase reads the source dataset: pass it")
+        names = check_class_setup(
+            self.options, source.class_names, not isinstance(source.label_feature, ClassLabel)
+        )
+        self.options.check_references(run_scorer=scoring)
+        identity = source.identity
+        record = {
+            "name": identity.get("dataset"),
+            "config": identity.get("config"),
+            "split": identity.get("split"),
+            "num_rows": identity.get("num_rows"),
+            "fingerprint": identity.get("fingerprint"),
+            "image_column": source.image_column,
+            "label_column": source.label_column,
+        }
+        return Plan(self.options, len(source.class_names), names, source.label_feature, record, True, False)
+
+    # -- phase 1: score -----------------------------------------------------------------
+    def score(self, plan: Plan, check_tokens: bool = False) -> dict[str, Any]:
+        """Score this rank's shards, then (main process) merge them into ``scores/``. Returns the manifest.
+
+        ``check_tokens``: a run that attaches next checks the visual token grid against the scorer's VAE
+        first, so that a bad ``resolution`` / ``patch_size`` fails before the data is scored.
+        """
+        from ..utils.vae import scale_latents
+
+        options, state, source = self.options, self.state, self.source
+        scorer, _ = load_scorer(options, state.device, return_per_timestep=True)
+        if check_tokens and {"latents", "visual"} & set(options.attach.parts):
+            token_count(options, scorer.vae)
+        if not source.streaming:
+            scorer.check_label_range(source.data, len(source.class_names))
+        scorer.plan_probe(source.num_rows, len(source.class_names))  # a function of the keys: shard-invariant
+        config = scorer.config
+        config.pop("return_per_timestep", None)
+        config = {
+            "source": source.identity,
+            "columns": {"image": source.image_column, "label": source.label_column, "key": source.key_column},
+            "scorer": config,
+            "vae_source": _vae_reference(options, scorer),
+            "shard_size": self.run.shard_size,
+            "batch_size": options.batch_size,
+            "max_forward_batch": options.score.max_forward_batch,
+            "compile": bool(options.score.compile),
+            "skip_corrupt": bool(options.data.skip_corrupt),
+            "class_names": list(plan.class_names),
+        }
+        folder = open_phase(self.output_dir, SCORE_DIR, config, state)
+        ranges = shard_plan(source.num_rows, self.run.shard_size)
+        num_shards = len(ranges)
+        shard_rows = {k: np.arange(a, b, dtype=np.int64) for k, (a, b) in enumerate(ranges)}
+        store_posterior = self.run.store_posterior and scorer.vae is not None
+        prep = BatchPrep(
+            source.image_column,
+            source.label_column,
+            source.key_column,
+            scorer.resolution,
+            scorer.num_classes,
+            bool(options.data.skip_corrupt),
+            keep_bytes=False,
+        )
+        upsampled = 0
+
+        def compute(todo: dict[int, np.ndarray]) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+            nonlocal upsampled
+            batches, per_shard = plan_batches(todo, options.batch_size)
+            parts: dict[int, list[dict[str, np.ndarray]]] = {k: [] for k in todo}
+            for item in make_loader(source, batches, prep, self.run.num_workers, state.device):
+                shard = int(item["shard"])
+                upsampled += item["upsampled"]
+                part = {"rows": item["rows"].numpy(), "corrupt": item["corrupt"].numpy()}
+                part["label"] = item["labels"].numpy()
+                part["key"] = item["keys"].numpy().view(np.uint64)
+                if len(item["rows"]):
+                    pixels = item["pixels"].to(state.device, non_blocking=True)
+                    if store_posterior:
+                        mean, std = scorer.encode_posterior(pixels)
+                        x0 = scale_latents(mean, scorer.scaling_factor, scorer.shift_factor)
+                        part["posterior"] = torch.cat([mean, std], dim=1).to("cpu", torch.float16).numpy()
+                    else:
+                        x0 = scorer.encode(pixels)
+                    scored = scorer.score_batch(x0, part["label"], part["key"])
+                else:
+                    empty = torch.zeros((0, scorer.channels, scorer.latent_size, scorer.latent_size))
+                    scored = scorer.score_batch(empty, np.zeros(0, np.int64), np.zeros(0, np.uint64))
+                    if store_posterior:
+                        shape = (2 * scorer.channels, scorer.latent_size, scorer.latent_size)
+                        part["posterior"] = np.zeros((0, *shape), np.float16)
+                part["difficulty"], part["per_timestep"] = scored.difficulty, scored.per_timestep
+                if scored.halves is not None:
+                    part["halves"] = scored.halves
+                parts[shard].append(part)
+                if len(parts[shard]) == per_shard[shard]:
+                    done = parts.pop(shard)
+                    yield shard, {name: np.concatenate([q[name] for q in done]) for name in done[0]}
+
+        counts = run_shards(folder, shard_rows, num_shards, SCORE_REQUIRED, state, compute)
+        if upsampled:
+            logger.warning(
+                "rank %d: %d images were smaller than %dpx and were upsampled",
+                state.process_index,
+                upsampled,
+                scorer.resolution,
+            )
+        state.wait_for_everyone()
+        manifest = write_manifest(folder, state, counts, num_shards, {"phase": "score"})
+        if state.is_main_process:
+            merged = merge_scores(self.output_dir)
+            manifest["corrupt_rows"] = merged["corrupt_rows"]
+            manifest["scored_rows"] = merged["scored_rows"]
+            manifest["reliability"] = merged["reliability"]
+            write_json(folder / "manifest.json", manifest, sort_keys=True)
+        state.wait_for_everyone()
+        manifest["reliability"] = self.check_reliability(warn=state.is_main_process)
+        return manifest
+
+    def check_reliability(self, warn: bool = True) -> dict[str, Any] | None:
+        """The gate on the merged scores (every process reads the same record, so all stop together):
+        log the reliability, warn below ``warn_reliability``, raise below ``min_reliability``."""
+        from ..selection.reliability import Reliability, check_reliability
+
+        record = load_reliability(self.output_dir).get("reliability")
+        report = Reliability.from_dict(record) if record else None
+        score = self.options.score
+        check_reliability(
+            report,
+            warn_below=score.warn_reliability if warn else None,
+            min_reliability=score.min_reliability,
+            where="d2c score",
+        )
+        return record
+
+    # -- phase 2: select (main process only; cheap) -------------------------------------
+    def select(self, check: bool = True) -> dict[str, Any]:
+        """Select from the merged scores and write ``selection.json``; returns its record. ``check``: pass
+        the scores' reliability through the gate first (``d2c condense`` did so when it scored)."""
+        if self.options.select is None:
+            raise ValueError("no budget: pass images_per_class or ratio")
+        config = phase_config(self.output_dir, SCORE_DIR)
+        if not (self.output_dir / SCORES_DIR).is_dir():
+            merge_scores(self.output_dir)
+        arrays = load_scores(self.output_dir)
+        scores = Scores(
+            source_index=arrays["source_index"].astype(np.int64),
+            labels=arrays["label"].astype(np.int64),
+            difficulty=arrays["difficulty"].astype(np.float32),
+            info=config["scorer"],
+        )
+        if check:
+            self.check_reliability()
+        result, rows = select_rows(self.options, scores, len(config["class_names"]))
+        record = {
+            "source_indices": rows.tolist(),
+            "positions": np.asarray(result.indices, np.int64).tolist(),
+            "result": result.to_dict(),
+            "options": self.options.select.to_record(),
+        }
+        write_json(self.output_dir / SELECTION_FILE, record, sort_keys=True)
+        return record
+
+    # -- phase 3: attach ------------------------------------------------------------------
+    def attach(self, plan: Plan) -> dict[str, Any]:
+        """Latents and visual tokens (and the image bytes) of the selected rows, on this rank's shards."""
+        from ..attach.attachers import LatentEncoder, VisualAttacher
+        from ..utils.vae import load_vae
+
+        options, state, source = self.options, self.state, self.source
+        selection_file = self.output_dir / SELECTION_FILE
+        if not selection_file.is_file():
+            raise FileNotFoundError(f"{selection_file} not found: run `d2c select` first")
+        selected = np.asarray(read_json(selection_file, "the selection")["source_indices"], dtype=np.int64)
+        score_cfg = phase_config(self.output_dir, SCORE_DIR)
+        parts = options.attach.parts
+        needs_vae = "latents" in parts or "visual" in parts
+        vae_ref = score_cfg.get("vae_source", PIXEL_SPACE) if options.score.vae == AUTO else options.score.vae
+        vae = load_vae(vae_ref, dtype=torch.float32, device=state.device) if needs_vae else None
+        tokens = token_count(options, vae) if needs_vae else None
+        dtype = resolve_attach_dtype(options.attach.dtype)
+        encoder = visual = reuse = None
+        config: dict[str, Any] = {
+            "source": source.identity,
+            "selection_sha": sha256_hex(selected.tobytes()),
+            "parts": [p for p in parts if p != "text"],
+            "shard_size": self.run.shard_size,
+            "batch_size": options.batch_size,
+            "skip_corrupt": bool(options.data.skip_corrupt),
+        }
+        if "latents" in parts:
+            encoder = LatentEncoder(
+                vae,
+                resolution=options.resolution,
+                batch_size=options.batch_size,
+                dtype=dtype,
+                device=state.device,
+            )
+            config["latents"] = encoder.config
+            same_space = (
+                score_cfg["scorer"].get("vae") == encoder.config["vae"]
+                and options.resolution == score_cfg["scorer"]["resolution"]
+            )
+            if options.attach.reuse_latents and same_space:  # else another VAE or crop: encode again
+                reuse = _posterior_lookup(self.output_dir, selected)
+            config["latents_from"] = "scorer posterior" if reuse is not None else "vae"
+        if "visual" in parts:
+            visual = VisualAttacher.from_pretrained(
+                options.attach.vision_encoder,
+                num_tokens=tokens,
+                resolution=options.resolution,
+                batch_size=options.batch_size,
+                dtype=dtype,
+                device=state.device,
+            )
+            config["visual"] = visual.config
+        folder = open_phase(self.output_dir, ATTACH_DIR, config, state)
+
+        ranges = shard_plan(len(selected), self.run.shard_size)
+        num_shards = len(ranges)
+        shard_rows = {k: selected[a:b] for k, (a, b) in enumerate(ranges)}
+        prep = BatchPrep(
+            source.image_column,
+            source.label_column,
+            None,
+            options.resolution,
+            len(source.class_names),
+            bool(options.data.skip_corrupt),
+            keep_bytes=True,
+        )
+
+        def compute(todo: dict[int, np.ndarray]) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+            batches, per_shard = plan_batches(todo, options.batch_size)
+            acc: dict[int, list[dict[str, np.ndarray]]] = {k: [] for k in todo}
+            for item in make_loader(source, batches, prep, self.run.num_workers, state.device):
+                shard = int(item["shard"])
+                rows = item["rows"].numpy()
+                pixels = item["pixels"]
+                blobs = item["bytes"]
+                part = {
+                    "rows": rows,
+                    "label": item["labels"].numpy(),
+                    "corrupt": item["corrupt"].numpy(),
+                    "bytes": np.frombuffer(b"".join(blobs), np.uint8),
+                    "offsets": np.cumsum([0, *map(len, blobs)]).astype(np.int64),
+                }
+                if encoder is not None:
+                    if reuse is not None:
+                        part["latents"] = reuse[np.searchsorted(selected, rows)]
+                    else:
+                        moments = encoder.encode(pixels.numpy()).to("cpu", torch.float16)
+                        check_finite(moments, "the VAE posterior", rows, "run the VAE in float32")
+                        part["latents"] = moments.numpy()
+                if visual is not None:
+                    embeds = visual.encode(pixels.numpy()).to("cpu", torch.float16)
+                    check_finite(embeds, "the visual tokens", rows, "run the encoder in float32 or bfloat16")
+                    part["visual_embeds"] = embeds.numpy()
+                acc[shard].append(part)
+                if len(acc[shard]) == per_shard[shard]:
+                    yield shard, _concat_parts(acc.pop(shard))
+
+        counts = run_shards(folder, shard_rows, num_shards, ATTACH_REQUIRED, state, compute)
+        state.wait_for_everyone()
+        manifest = write_manifest(
+            folder, state, counts, num_shards, {"phase": "attach", "latents_from": config.get("latents_from")}
+        )
+        state.wait_for_everyone()
+        return manifest
+
+    # -- phase 4: assemble (main process) -------------------------------------------------
+    def assemble(self) -> CondensedDataset:
+        """Build the :class:`CondensedDataset` from the finished phases, save it to ``condensed/``
+        (atomically) and return it: the same tables and ``info`` keys as :func:`d2c_hf.condense`."""
+        from datasets import Array2D, Array3D, ClassLabel, Dataset, Features, Image, Value
+
+        run = read_run(self.output_dir)["phases"]
+        score_cfg, attach_cfg = run[SCORE_DIR], run[ATTACH_DIR]
+        selection = read_json(self.output_dir / SELECTION_FILE, "the selection")
+        # the selection as it was made (by `d2c select` or this run), for the record
+        options = replace(self.options, select=SelectOptions(**selection["options"]))
+        parts = options.attach.parts
+        names = score_cfg["class_names"]
+        num_shards = len(shard_plan(len(selection["source_indices"]), attach_cfg["shard_size"]))
+        shards = load_all_shards(self.output_dir / ATTACH_DIR, num_shards, ATTACH_REQUIRED)
+        got = _concat_parts(shards) if shards else {}
+        rows = got.get("rows", np.zeros(0, np.int64))
+        arrays = load_scores(self.output_dir)
+        position = np.searchsorted(arrays["source_index"], rows)
+        images = [
+            {"bytes": got["bytes"][got["offsets"][i] : got["offsets"][i + 1]].tobytes(), "path": None}
+            for i in range(len(rows))
+        ]
+        class_label = ClassLabel(names=names)
+        columns: dict[str, Any] = {
+            "image": images,
+            "label": got.get("label", np.zeros(0, np.int64)),
+            "source_index": rows,
+            "difficulty": arrays["difficulty"][position].astype(np.float32),
+        }
+        features = {
+            "image": Image(),
+            "label": class_label,
+            "source_index": Value("int64"),
+            "difficulty": Value("float32"),
+        }
+        attached = Attached(None, latents=attach_cfg.get("latents"), visual=attach_cfg.get("visual"))
+        if "latents" in parts:
+            columns["latents"] = got["latents"]
+            lat = attach_cfg["latents"]
+            features["latents"] = Array3D(
+                (2 * lat["latent_channels"], lat["latent_size"], lat["latent_size"]), "float16"
+            )
+        if "visual" in parts:
+            columns["visual_embeds"] = got["visual_embeds"]
+            vis = attach_cfg["visual"]
+            features["visual_embeds"] = Array2D((vis["num_tokens"], vis["hidden_size"]), "float16")
+        attached.samples = Dataset.from_dict(columns, features=Features(features))
+        attached.extra["distributed"] = {
+            "score_shards": len(shard_plan(score_cfg["source"]["num_rows"], score_cfg["shard_size"])),
+            "attach_shards": num_shards,
+            "latents_from": attach_cfg.get("latents_from"),
+        }
+        classes = text_info = None
+        if "text" in parts:
+            classes, text_info = class_table(options, names, self.state.device)
+        source = score_cfg["source"]
+        plan = Plan(
+            options,
+            len(names),
+            names,
+            class_label,
+            {
+                "name": source["dataset"],
+                "config": source.get("config"),
+                "split": source["split"],
+                "num_rows": source["num_rows"],
+                "fingerprint": source.get("fingerprint"),
+                "image_column": score_cfg["columns"]["image"],
+                "label_column": score_cfg["columns"]["label"],
+            },
+            True,
+            False,
+        )
+        scores = Scores(
+            source_index=arrays["source_index"],
+            labels=arrays["label"],
+            difficulty=arrays["difficulty"],
+            info={
+                **score_cfg["scorer"],
+                **load_reliability(self.output_dir),
+                "warn_reliability": self.options.score.warn_reliability,
+            },
+        )
+        condensed = assemble(plan, scores, selection["result"], attached, classes, text_info)
+        condensed.save_to_disk(self.output_dir / CONDENSED_DIR, overwrite=True, card=self.run.card)
+        return condensed
+
+
+# --------------------------------------------------------------------------------------
+# merged scores
+# --------------------------------------------------------------------------------------
+
+
+def merge_scores(output_dir: str | os.PathLike) -> dict[str, Any]:
+    """Concatenate the score shards in shard order into ``scores/`` (a ``datasets`` folder with
+    ``source_index``, ``label``, ``difficulty``, ``difficulty_per_timestep`` [, ``difficulty_halves``]),
+    atomically, with ``reliability.json`` beside the table.
+
+    The dataset-level step happens here, once every row is scored: with ``standardize_timesteps`` the
+    merged ``difficulty`` is the mean z-score of the per-timestep errors over all scored rows (the shards
+    keep the raw mean), and the reliability is computed from the halves
+    (:func:`d2c_hf.selection.scorer.finish_scores`)."""
+    from datasets import Array2D, ClassLabel, Dataset, Features, List, Value
+
+    from ..selection.scorer import finish_scores
+
+    output_dir = Path(output_dir)
+    config = phase_config(output_dir, SCORE_DIR)
+    num_shards = len(shard_plan(config["source"]["num_rows"], config["shard_size"]))
+    shards = load_all_shards(output_dir / SCORE_DIR, num_shards, SCORE_REQUIRED)
+    cat = {name: np.concatenate([s[name] for s in shards]) for name in ("rows", "label", "difficulty")}
+    per_timestep = np.concatenate([s["per_timestep"] for s in shards])
+    steps = config["scorer"]["num_timesteps"]
+    halves = np.concatenate([s["halves"] for s in shards]) if all("halves" in s for s in shards) else None
+    corrupt = np.concatenate([s["corrupt"] for s in shards]).astype(np.int64)
+    labels = cat["label"].astype(np.int64)
+    standardized, stats, report = finish_scores(per_timestep, halves, labels, config["scorer"])
+    difficulty = cat["difficulty"] if standardized is None else standardized
+    columns = {
+        "source_index": cat["rows"],
+        "label": cat["label"],
+        "difficulty": difficulty.astype(np.float32),
+        "difficulty_per_timestep": per_timestep.astype(np.float32),
+    }
+    features = {
+        "source_index": Value("int64"),
+        "label": ClassLabel(names=config["class_names"]),
+        "difficulty": Value("float32"),
+        "difficulty_per_timestep": List(Value("float32"), length=steps),
+    }
+    if halves is not None:
+        columns["difficulty_halves"] = halves.astype(np.float32)
+        features["difficulty_halves"] = Array2D((steps, 2), "float32")
+    table = Dataset.from_dict(columns, features=Features(features))
+    record = {"reliability": report.to_dict(), "standardization": None if stats is None else stats.to_dict()}
+    with staged_dir(output_dir / SCORES_DIR, "the merged scores") as staging:
+        table.save_to_disk(str(staging))
+        write_json(Path(staging) / RELIABILITY_FILE, record, sort_keys=True)
+    if len(corrupt):
+        logger.warning(
+            "%d corrupt images were skipped (rows %s...); they are excluded from selection",
+            len(corrupt),
+            corrupt[:5].tolist(),
+        )
+    return {
+        "scored_rows": len(table),
+        "corrupt_rows": corrupt.tolist(),
+        "num_shards": num_shards,
+        "reliability": record["reliability"],
+    }
+
+
+def load_scores(output_dir: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The merged scores as arrays: ``source_index``, ``label``, ``difficulty``, ``difficulty_per_timestep``."""
+    from datasets import load_from_disk
+
+    table = load_from_disk(str(Path(output_dir) / SCORES_DIR)).with_format("numpy")
+    return {
+        name: np.asarray(table[name])
+        for name in ("source_index", "label", "difficulty", "difficulty_per_timestep")
+    }
+
+
+def load_reliability(output_dir: str | os.PathLike) -> dict[str, Any]:
+    """``{"reliability": ..., "standardization": ...}`` of the merged scores (``scores/reliability.json``);
+    empty for scores merged before reliability was recorded."""
+    path = Path(output_dir) / SCORES_DIR / RELIABILITY_FILE
+    return read_json(path, "the scores' reliability record") if path.is_file() else {}
+
+
+def _posterior_lookup(output_dir: Path, rows: np.ndarray) -> np.ndarray | None:
+    """The scorer's stored VAE posteriors of ``rows`` if every score shard holds them, else None."""
+    config = phase_config(output_dir, SCORE_DIR)
+    shard_size = config["shard_size"]
+    num_shards = len(shard_plan(config["source"]["num_rows"], shard_size))
+    out = None
+    for k in np.unique(rows // shard_size).tolist():
+        shard = load_shard(shard_path(output_dir / SCORE_DIR, k, num_shards), ("rows", "posterior"))
+        if shard is None:
+            return None
+        want = rows[rows // shard_size == k]
+        where = np.searchsorted(shard["rows"], want)
+        if out is None:
+            out = np.empty((len(rows), *shard["posterior"].shape[1:]), np.float16)
+        out[np.searchsorted(rows, want)] = shard["posterior"][where]
+    return out
+
+
+def _concat_parts(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    out = {name: np.concatenate([p[name] for p in parts]) for name in parts[0] if name != "offsets"}
+    offsets, base = [np.zeros(1, np.int64)], 0
+    for p in parts:
+        offsets.append(p["offsets"][1:] + base)
+        base += int(p["offsets"][-1])
+    out["offsets"] = np.concatenate(offsets)
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# whole runs (what the d2c commands and condense() on a stream call)
+# --------------------------------------------------------------------------------------
+
+
+def run_score(runner: ShardedRunner) -> dict[str, Any]:
+    """``d2c score``: phase 1 (every process)."""
+    return runner.score(runner.plan())
+
+
+def run_condense(runner: ShardedRunner) -> CondensedDataset | None:
+    """``d2c condense``: every phase; returns the condensed dataset on the main process (else None)."""
+    plan = runner.plan()
+    runner.score(plan, check_tokens=True)
+    if runner.state.is_main_process:
+        runner.select(check=False)
+    runner.state.wait_for_everyone()
+    runner.attach(plan)
+    condensed = runner.assemble() if runner.state.is_main_process else None
+    runner.state.wait_for_everyone()
+    return condensed
+
+
+def run_attach(runner: ShardedRunner) -> CondensedDataset | None:
+    """``d2c attach``: phase 3 (every process), then the assembly (main process)."""
+    plan = runner.plan(scoring=False)
+    runner.attach(plan)
+    condensed = runner.assemble() if runner.state.is_main_process else None
+    runner.state.wait_for_everyone()
+    return condensed
+
+
+__all__ = [
+    "ATTACH_DIR",
+    "CONDENSED_DIR",
+    "SCORES_DIR",
+    "SCORE_DIR",
+    "SELECTION_FILE",
+    "RunOptions",
+    "ShardedRunner",
+    "load_reliability",
+    "load_scores",
+    "merge_scores",
+    "run_attach",
+    "run_condense",
+    "run_score",
+]
