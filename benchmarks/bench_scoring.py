@@ -157,9 +157,9 @@ def end_to_end(scorer, dataset, *, batch_size: int, num_workers: int, workdir: s
 
     from accelerate import PartialState
 
-    from d2c_hf.run.pipeline import CondenseOptions, ScoreOptions
+    from d2c_hf.run.options import CondenseOptions, RunOptions, ScoreOptions
     from d2c_hf.run.rows import source_from_dataset
-    from d2c_hf.run.sharded import RunOptions, ShardedRunner, run_score
+    from d2c_hf.run.sharded import ShardedRunner, run_score
 
     state = PartialState(cpu=scorer.device.type == "cpu")
     source = source_from_dataset(dataset, {"dataset": "bench-digits"})

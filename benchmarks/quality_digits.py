@@ -302,7 +302,7 @@ def prepare(settings: Settings, work: Path) -> dict[str, Any]:
     from d2c_hf.selection.scorer import DifficultyScorer
     from d2c_hf.selection.train_scorer import train_scorer
     from d2c_hf.utils.files import staged_dir
-    from d2c_hf.utils.vae import PIXEL_SPACE
+    from d2c_hf.utils.spaces import PIXEL_SPACE
 
     key = {
         k: v

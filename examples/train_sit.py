@@ -364,7 +364,8 @@ def check_run_inputs(args: argparse.Namespace) -> None:
 
 def load_sampling_vae(args: argparse.Namespace, condensed: Any):
     """The dataset's VAE (from --vae, else the info record), or None in pixel space."""
-    from d2c_hf.utils.vae import is_pixel_space, load_vae
+    from d2c_hf.utils.spaces import is_pixel_space
+    from d2c_hf.utils.vae import load_vae
 
     latents = condensed.info.get("latents") or {}
     if (args.vae is None and latents.get("space") == "pixel") or (

@@ -481,7 +481,9 @@ def test_condense_checks_a_streaming_dataset_before_loading_models(digits_small)
         condense(stream, images_per_class=2, **{**sized, "scorer": None})
     with pytest.raises(TypeError, match=r"only \['key_column', 'max_forward_batch'\].*\['num_timestep'\]"):
         condense(stream, images_per_class=2, num_timestep=4, **sized)
-    with pytest.raises(TypeError, match=r"selection_kwargs \['feature_column'\]"):
+    with pytest.raises(
+        ValueError, match=r"feature_column='x' is not a column"
+    ):  # streams select by features too
         condense(stream, images_per_class=2, selection_kwargs={"feature_column": "x"}, **sized)
     with pytest.raises(ValueError, match="label_column='y' is not a column"):
         condense(stream, images_per_class=2, label_column="y", **sized)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from d2c_hf.selection.estimator import check_estimator
 from d2c_hf.selection.reliability import (
     Reliability,
     ReliabilityError,
@@ -19,13 +20,7 @@ from d2c_hf.selection.reliability import (
     score_reliability,
     spearman_brown,
 )
-from d2c_hf.selection.scorer import (
-    DifficultyScorer,
-    check_estimator,
-    noise_seed,
-    pixel_keys,
-    sample_noise,
-)
+from d2c_hf.selection.scorer import DifficultyScorer, noise_seed, pixel_keys, sample_noise
 from d2c_hf.utils.images import preprocess_images
 
 
@@ -158,7 +153,7 @@ def test_estimator_options_are_checked_without_a_model():
 
 def test_bad_estimator_options_fail_before_any_model_loads(monkeypatch):
     import d2c_hf.selection.scorer as scoring
-    from d2c_hf.run.pipeline import ScoreOptions
+    from d2c_hf.run.options import ScoreOptions
 
     def no_load(*args, **kwargs):
         raise AssertionError("a model was loaded")
@@ -304,7 +299,7 @@ def test_apply_standardises_and_reports_what_the_halves_say(local_hub, digits_sm
 
 def test_probe_measures_a_one_draw_score_without_changing_it(local_hub, digits_small):
     rows = digits_small.select(range(40))
-    plain = DifficultyScorer.from_pretrained(local_hub.pixel_dit, num_timesteps=3)
+    plain = DifficultyScorer.from_pretrained(local_hub.pixel_dit, num_timesteps=3, reliability_probe=0)
     probed = DifficultyScorer.from_pretrained(local_hub.pixel_dit, num_timesteps=3, reliability_probe=24)
     reference = _scores(plain.apply(rows))
     assert not plain.reliability.computable and "reliability_probe" in plain.reliability.reason

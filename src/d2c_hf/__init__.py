@@ -114,7 +114,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     )
     from .pipelines.sit.pipeline_sit import SiTPipeline
     from .run.condense import condense
-    from .run.pipeline import CondenseOptions
+    from .run.options import CondenseOptions
     from .schedulers.scheduling_flow_match_euler_maruyama import FlowMatchEulerMaruyamaScheduler
     from .selection.reliability import Reliability, ReliabilityError, score_reliability
     from .selection.scorer import DifficultyScorer
@@ -127,4 +127,4 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         select_indices,
     )
     from .selection.train_scorer import train_scorer
-    from .utils.vae import PIXEL_SPACE
+    from .utils.spaces import PIXEL_SPACE

@@ -88,6 +88,8 @@ def _one_line(err: BaseException) -> str:
 
 
 def _add_data_args(parser: argparse.ArgumentParser) -> None:
+    from .run.options import DataOptions
+
     g = parser.add_argument_group("data")
     g.add_argument(
         "--dataset", required=True, help="'digits', a save_to_disk folder, or a load_dataset name/path"
@@ -99,8 +101,8 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
         "Dataset is one split",
     )
     g.add_argument("--streaming", action="store_true", help="read the source as an IterableDataset")
-    g.add_argument("--image_column", default="image")
-    g.add_argument("--label_column", default="label")
+    g.add_argument("--image_column", default=DataOptions.image_column)
+    g.add_argument("--label_column", default=DataOptions.label_column)
     g.add_argument("--max_samples", type=int, default=None, help="only the first N rows")
     g.add_argument("--num_rows", type=int, default=None, help="size of a streaming split without metadata")
     g.add_argument(
@@ -112,43 +114,59 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_run_args(parser: argparse.ArgumentParser) -> None:
+    from .run.options import CondenseOptions, RunOptions, ScoreOptions
+
     g = parser.add_argument_group("run")
     g.add_argument("--output_dir", required=True)
-    g.add_argument("--resolution", type=int, default=256)
-    g.add_argument("--batch_size", type=int, default=32)
-    g.add_argument("--shard_size", type=int, default=2048, help="rows per shard (a multiple of --batch_size)")
-    g.add_argument("--num_workers", type=int, default=4, help="DataLoader workers decoding images")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--resolution", type=int, default=CondenseOptions.resolution)
+    g.add_argument("--batch_size", type=int, default=CondenseOptions.batch_size)
+    g.add_argument(
+        "--shard_size",
+        type=int,
+        default=RunOptions.shard_size,
+        help="rows per shard (a multiple of --batch_size)",
+    )
+    g.add_argument(
+        "--num_workers", type=int, default=RunOptions.num_workers, help="DataLoader workers decoding images"
+    )
+    g.add_argument("--seed", type=int, default=ScoreOptions.seed)
     g.add_argument("--cpu", action="store_true", help="run on the CPU even if a GPU is available")
 
 
 def _add_vae_arg(group: Any) -> None:
+    from .run.options import ScoreOptions
+
     group.add_argument(
         "--vae",
-        default="auto",
+        default=ScoreOptions.vae,
         help="AutoencoderKL (Hub id or folder), 'pixel', or 'auto' (default): the scorer's own vae/, else pixel "
         "space for a 3-channel scorer, else stabilityai/sd-vae-ft-ema",
     )
 
 
 def _add_score_args(parser: argparse.ArgumentParser) -> None:
+    from .run.options import DataOptions, ScoreOptions
+
     g = parser.add_argument_group("scoring")
-    g.add_argument("--scorer", default="facebook/DiT-XL-2-256")
+    g.add_argument("--scorer", default=ScoreOptions.scorer)
     _add_vae_arg(g)
     g.add_argument(
         "--num_timesteps",
         type=int,
-        default=None,
+        default=ScoreOptions.num_timesteps,
         help="timesteps per draw (default 10, or the grid's length)",
     )
     g.add_argument(
         "--timestep_grid",
-        default="midpoints",
+        default=ScoreOptions.timestep_grid,
         help="midpoints (the paper's evenly spaced bins), stratified (one random timestep per bin), or a "
         "comma-separated list of timesteps",
     )
     g.add_argument(
-        "--num_draws", type=int, default=1, help="independent noise draws per timestep (default 1)"
+        "--num_draws",
+        type=int,
+        default=ScoreOptions.num_draws,
+        help="independent noise draws per timestep (default 1)",
     )
     g.add_argument("--antithetic", action="store_true", help="also score every draw's -eps (2x the passes)")
     g.add_argument(
@@ -159,46 +177,81 @@ def _add_score_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--reliability_probe",
         type=int,
-        default=512,
+        default=ScoreOptions.reliability_probe,
         help="with one draw: rows re-scored with fresh noise to measure the reliability (0 = none)",
     )
     g.add_argument(
-        "--warn_reliability", type=float, default=0.5, help="warn below this reliability (default 0.5)"
+        "--warn_reliability",
+        type=float,
+        default=ScoreOptions.warn_reliability,
+        help=f"warn below this reliability (default {ScoreOptions.warn_reliability})",
     )
     g.add_argument(
-        "--min_reliability", type=float, default=None, help="stop before selecting below this reliability"
+        "--min_reliability",
+        type=float,
+        default=ScoreOptions.min_reliability,
+        help="stop before selecting below this reliability",
     )
     g.add_argument(
-        "--key_column", default=None, help="column whose value replaces the pixel hash as the noise key"
+        "--key_column",
+        default=DataOptions.key_column,
+        help="column whose value replaces the pixel hash as the noise key",
     )
     g.add_argument(
         "--dtype", default=None, help="scorer autocast dtype: fp32 | bf16 | fp16 (default: bf16 on CUDA)"
     )
     g.add_argument(
-        "--max_forward_batch", type=int, default=None, help="most (image, timestep) pairs per forward"
+        "--max_forward_batch",
+        type=int,
+        default=ScoreOptions.max_forward_batch,
+        help="most (image, timestep) pairs per forward",
     )
     g.add_argument("--compile", action="store_true", help="torch.compile the scorer")
 
 
+def _add_feature_arg(group: Any) -> None:
+    from .run.options import SelectOptions
+
+    group.add_argument(
+        "--feature_column",
+        default=SelectOptions.feature_column,
+        help="a column of per-row features for herding / kcenter / moderate (read while scoring)",
+    )
+
+
 def _add_select_args(parser: argparse.ArgumentParser) -> None:
+    from .run.options import SelectOptions
+
     g = parser.add_argument_group("selection")
     budget = g.add_mutually_exclusive_group(required=True)
-    budget.add_argument("--ratio", type=float, default=None)
-    budget.add_argument("--images_per_class", type=int, default=None)
-    g.add_argument("--strategy", default="interval")
-    g.add_argument("--interval", default="auto", help="the stride k, or 'auto'")
+    budget.add_argument("--ratio", type=float, default=SelectOptions.ratio)
+    budget.add_argument("--images_per_class", type=int, default=SelectOptions.images_per_class)
+    g.add_argument("--strategy", default=SelectOptions.strategy, help="a key of d2c_hf.STRATEGIES")
+    g.add_argument("--interval", default=SelectOptions.interval, help="the stride k, or 'auto'")
+    g.add_argument(
+        "--strategy_option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an option of the strategy (repeatable; VALUE is JSON, else a string), e.g. position=0.5 for window",
+    )
+    _add_feature_arg(g)
 
 
 def _add_attach_args(parser: argparse.ArgumentParser, with_vae: bool = False) -> None:
+    from .run.options import AttachOptions
+
     g = parser.add_argument_group("attach")
     if with_vae:
         _add_vae_arg(g)
-    g.add_argument("--attach", nargs="*", default=["latents", "visual", "text"])
-    g.add_argument("--text_encoder", default="google/flan-t5-xl")
-    g.add_argument("--vision_encoder", default="facebook/dinov2-base")
-    g.add_argument("--patch_size", type=int, default=2)
-    g.add_argument("--num_visual_tokens", type=int, default=None)
-    g.add_argument("--prompt_template", default="a photo of a {}")
+    g.add_argument(
+        "--attach", nargs="*", default=list(AttachOptions.parts), help="parts: any of d2c_hf.ATTACH_PARTS"
+    )
+    g.add_argument("--text_encoder", default=AttachOptions.text_encoder)
+    g.add_argument("--vision_encoder", default=AttachOptions.vision_encoder)
+    g.add_argument("--patch_size", type=int, default=AttachOptions.patch_size)
+    g.add_argument("--num_visual_tokens", type=int, default=AttachOptions.num_visual_tokens)
+    g.add_argument("--prompt_template", default=AttachOptions.prompt_template)
     g.add_argument("--attach_dtype", default=None, help="Attach models' dtype (default float32)")
     g.add_argument(
         "--no_reuse_latents",
@@ -244,72 +297,115 @@ def _reliability_line(record: dict | None) -> str:
     return Reliability.from_dict(record).summary()
 
 
+def _given(
+    args: argparse.Namespace, names: dict[str, str], convert: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """``{field: value}`` of the flags this command has (``names``: field -> flag); a field without its
+    flag keeps the options class's default, so no default is written here."""
+    convert = convert or {}
+    return {
+        field: convert.get(field, lambda v: v)(getattr(args, flag))
+        for field, flag in names.items()
+        if hasattr(args, flag)
+    }
+
+
+def _same_names(*names: str) -> dict[str, str]:
+    return {name: name for name in names}
+
+
 def _options(args: argparse.Namespace):
     """The typed options of a sharded run, from whichever flags the command has."""
-    from .run.pipeline import AttachOptions, CondenseOptions, DataOptions, ScoreOptions, SelectOptions
+    from .run.options import AttachOptions, CondenseOptions, DataOptions, ScoreOptions, SelectOptions
 
-    get = lambda name, default=None: getattr(args, name, default)  # noqa: E731
-    seed = get("seed", 0)
+    dtype = lambda v: None if v in (None, "auto") else v  # noqa: E731
     score = ScoreOptions(
-        scorer=get("scorer", "facebook/DiT-XL-2-256"),
-        vae=get("vae", "auto"),
-        num_timesteps=get("num_timesteps"),
-        timestep_grid=_timestep_grid(get("timestep_grid", "midpoints")),
-        num_draws=get("num_draws", 1),
-        antithetic=bool(get("antithetic", False)),
-        standardize_timesteps=bool(get("standardize_timesteps", False)),
-        reliability_probe=get("reliability_probe", 512),
-        warn_reliability=get("warn_reliability", 0.5),
-        min_reliability=get("min_reliability"),
-        seed=seed,
-        dtype=None if get("dtype") in (None, "auto") else get("dtype"),
-        max_forward_batch=get("max_forward_batch"),
-        compile=bool(get("compile", False)),
+        **_given(
+            args,
+            {
+                **_same_names(
+                    "scorer",
+                    "vae",
+                    "num_timesteps",
+                    "timestep_grid",
+                    "num_draws",
+                    "antithetic",
+                    "seed",
+                    "dtype",
+                ),
+                **_same_names(
+                    "standardize_timesteps", "reliability_probe", "warn_reliability", "min_reliability"
+                ),
+                **_same_names("max_forward_batch", "compile"),
+            },
+            {"timestep_grid": _timestep_grid, "dtype": dtype},
+        )
     )
     select = None  # score and attach take no budget (attach reads what d2c select recorded)
-    if get("images_per_class") is not None or get("ratio") is not None:
+    if getattr(args, "images_per_class", None) is not None or getattr(args, "ratio", None) is not None:
         select = SelectOptions(
-            images_per_class=get("images_per_class"),
-            ratio=get("ratio"),
-            strategy=get("strategy", "interval"),
-            interval=_interval(get("interval", "auto")),
-            seed=seed,
+            **_given(
+                args,
+                {
+                    **_same_names(
+                        "images_per_class", "ratio", "strategy", "interval", "seed", "feature_column"
+                    ),
+                    "strategy_options": "strategy_option",
+                },
+                {"interval": _interval, "strategy_options": _strategy_options},
+            )
         )
     attach = AttachOptions(
-        parts=tuple(get("attach", ("latents", "visual", "text")) or ()),
-        vision_encoder=get("vision_encoder", "facebook/dinov2-base"),
-        text_encoder=get("text_encoder", "google/flan-t5-xl"),
-        patch_size=get("patch_size", 2),
-        num_visual_tokens=get("num_visual_tokens"),
-        prompt_template=get("prompt_template", "a photo of a {}"),
-        dtype=None if get("attach_dtype") in (None, "auto") else get("attach_dtype"),
-        reuse_latents=bool(get("reuse_latents", True)),
+        **_given(
+            args,
+            {
+                "parts": "attach",
+                **_same_names("vision_encoder", "text_encoder", "patch_size", "num_visual_tokens"),
+                **_same_names("prompt_template", "reuse_latents"),
+                "dtype": "attach_dtype",
+            },
+            {"parts": lambda v: tuple(v or ()), "dtype": dtype},
+        )
     )
     return CondenseOptions(
         data=DataOptions(
-            image_column=get("image_column", "image"),
-            label_column=get("label_column", "label"),
-            key_column=get("key_column"),
-            skip_corrupt=bool(get("skip_corrupt", False)),
+            **_given(args, _same_names("image_column", "label_column", "key_column", "skip_corrupt"))
         ),
         score=score,
         select=select,
         attach=attach,
-        resolution=get("resolution", 256),
-        batch_size=get("batch_size", 32),
-        notes=tuple(get("note") or ()),
+        **_given(
+            args,
+            {**_same_names("resolution", "batch_size"), "notes": "note"},
+            {"notes": lambda v: tuple(v or ())},
+        ),
     )
+
+
+def _strategy_options(values: list[str]) -> dict[str, Any]:
+    """``--strategy_option NAME=VALUE`` (repeatable): VALUE is read as JSON, else kept as a string."""
+    out: dict[str, Any] = {}
+    for item in values or ():
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--strategy_option must be NAME=VALUE, got {item!r}")
+        try:
+            out[name] = json.loads(value)
+        except json.JSONDecodeError:
+            out[name] = value
+    return out
 
 
 def _runner(args: argparse.Namespace, *, store_posterior: bool = False, with_source: bool = True):
     """Options, work folder, process state and source of a sharded command, checked in that order (the
     cheap checks and the output folder before the dataset is opened, the dataset before any model)."""
-    from .run.sharded import RunOptions, ShardedRunner
+    from .run.options import RunOptions
+    from .run.sharded import ShardedRunner
 
     options = _options(args)
     run = RunOptions(
         output_dir=Path(args.output_dir),
-        shard_size=getattr(args, "shard_size", 2048),
+        shard_size=getattr(args, "shard_size", RunOptions.shard_size),
         num_workers=getattr(args, "num_workers", 0),
         store_posterior=store_posterior,
         card=not getattr(args, "no_card", False),
@@ -331,6 +427,7 @@ def _source(args: argparse.Namespace):
         max_samples=args.max_samples,
         num_rows=args.num_rows,
         num_classes=args.num_classes,
+        feature_column=getattr(args, "feature_column", None),
     )
 
 
@@ -356,6 +453,7 @@ def score_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--store_posterior", action="store_true", help="keep each image's VAE posterior for Attach"
     )
+    _add_feature_arg(parser)
     return parser
 
 
@@ -374,11 +472,13 @@ def score_main(argv: list[str] | None = None) -> int:
 
 
 def select_parser() -> argparse.ArgumentParser:
+    from .run.options import SelectOptions
+
     parser = _parser(
         "d2c select", "Select a subset from the merged scores of --output_dir; writes selection.json."
     )
     parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=SelectOptions.seed)
     _add_select_args(parser)
     return parser
 
@@ -386,7 +486,8 @@ def select_parser() -> argparse.ArgumentParser:
 def select_main(argv: list[str] | None = None) -> int:
     """``d2c select``: select from the merged scores of ``--output_dir``; writes ``selection.json``."""
     args = select_parser().parse_args(argv)
-    from .run.sharded import RunOptions, ShardedRunner
+    from .run.options import RunOptions
+    from .run.sharded import ShardedRunner
 
     runner = ShardedRunner(_options(args), RunOptions(output_dir=Path(args.output_dir)), state=None)
     record = runner.select()
@@ -433,7 +534,7 @@ def condense_main(argv: list[str] | None = None) -> int:
     """``d2c condense``: score + select + attach in one resumable run; writes ``output_dir/condensed``."""
     args = condense_parser().parse_args(argv)
     from .run.sharded import CONDENSED_DIR, run_condense
-    from .utils.vae import is_pixel_space
+    from .utils.spaces import is_pixel_space
 
     store = bool(args.reuse_latents and "latents" in (args.attach or []) and not is_pixel_space(args.vae))
     runner = _runner(args, store_posterior=store)

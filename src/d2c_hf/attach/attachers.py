@@ -834,7 +834,7 @@ class TextAttacher:
         prompt_template: str = "a photo of a {}",
         max_length: int = 16,
         unique: str = "synonym",
-        batch_size: int = 64,
+        batch_size: int = 32,
         dtype: str | torch.dtype | None = None,
         device: str | torch.device | None = None,
     ) -> None:
@@ -865,7 +865,7 @@ class TextAttacher:
         prompt_template: str = "a photo of a {}",
         max_length: int = 16,
         unique: str = "synonym",
-        batch_size: int = 64,
+        batch_size: int = 32,
         dtype: str | torch.dtype | None = None,
         device: str | torch.device | None = None,
     ) -> TextAttacher:

@@ -23,23 +23,16 @@ from typing import Any
 import torch
 
 from ..condensed.dataset import CondensedDataset
-from ..selection.reliability import DEFAULT_WARN_RELIABILITY
-from ..selection.scorer import DEFAULT_PROBE_ROWS, MIDPOINTS
 from ..utils.checks import check_positive_int
-from ..utils.vae import AUTO
-from .pipeline import (
-    DEFAULT_ATTACH,
-    DEFAULT_PROMPT,
-    DEFAULT_SCORER,
-    DEFAULT_TEXT_ENCODER,
-    DEFAULT_VISION_ENCODER,
+from ..utils.spaces import AUTO
+from .options import (
     AttachOptions,
     CondenseOptions,
     DataOptions,
-    MemoryRunner,
     ScoreOptions,
     SelectOptions,
 )
+from .pipeline import MemoryRunner
 
 logger = logging.getLogger(__name__)
 
@@ -51,39 +44,40 @@ STREAMING_SHARD_ROWS = 2048
 
 def condense(
     dataset,
-    ratio: float | None = None,
-    images_per_class: int | None = None,
+    ratio: float | None = SelectOptions.ratio,
+    images_per_class: int | None = SelectOptions.images_per_class,
     *,
-    scorer: Any = DEFAULT_SCORER,
-    vae: Any = AUTO,
-    text_encoder: Any = DEFAULT_TEXT_ENCODER,
-    vision_encoder: Any = DEFAULT_VISION_ENCODER,
-    strategy: str = "interval",
-    interval: int | str = "auto",
-    attach: str | Sequence[str] | None = DEFAULT_ATTACH,
-    resolution: int = 256,
-    patch_size: int = 2,
-    num_visual_tokens: int | None = None,
-    image_column: str = "image",
-    label_column: str = "label",
-    class_names: Sequence[str] | Mapping[int, str] | None = None,
-    prompt_template: str = DEFAULT_PROMPT,
-    seed: int = 0,
-    num_timesteps: int | None = None,
-    timestep_grid: str | Sequence[float] = MIDPOINTS,
-    num_draws: int = 1,
-    antithetic: bool = False,
-    standardize_timesteps: bool = False,
-    reliability_probe: int = DEFAULT_PROBE_ROWS,
-    warn_reliability: float | None = DEFAULT_WARN_RELIABILITY,
-    min_reliability: float | None = None,
-    batch_size: int = 32,
-    device: str | torch.device | None = None,
-    dtype: str | torch.dtype | None = None,
+    scorer: Any = ScoreOptions.scorer,
+    vae: Any = ScoreOptions.vae,
+    text_encoder: Any = AttachOptions.text_encoder,
+    vision_encoder: Any = AttachOptions.vision_encoder,
+    strategy: str = SelectOptions.strategy,
+    interval: int | str = SelectOptions.interval,
+    attach: str | Sequence[str] | None = AttachOptions.parts,
+    resolution: int = CondenseOptions.resolution,
+    patch_size: int = AttachOptions.patch_size,
+    num_visual_tokens: int | None = AttachOptions.num_visual_tokens,
+    image_column: str = DataOptions.image_column,
+    label_column: str = DataOptions.label_column,
+    class_names: Sequence[str] | Mapping[int, str] | None = DataOptions.class_names,
+    prompt_template: str = AttachOptions.prompt_template,
+    seed: int = ScoreOptions.seed,
+    num_timesteps: int | None = ScoreOptions.num_timesteps,
+    timestep_grid: str | Sequence[float] = ScoreOptions.timestep_grid,
+    num_draws: int = ScoreOptions.num_draws,
+    antithetic: bool = ScoreOptions.antithetic,
+    standardize_timesteps: bool = ScoreOptions.standardize_timesteps,
+    reliability_probe: int = ScoreOptions.reliability_probe,
+    warn_reliability: float | None = ScoreOptions.warn_reliability,
+    min_reliability: float | None = ScoreOptions.min_reliability,
+    batch_size: int = CondenseOptions.batch_size,
+    device: str | torch.device | None = CondenseOptions.device,
+    dtype: str | torch.dtype | None = ScoreOptions.dtype,
     selection_kwargs: Mapping[str, Any] | None = None,
     notes: Sequence[str] | None = None,
     num_rows: int | None = None,
     work_dir: str | os.PathLike | None = None,
+    options: CondenseOptions | None = None,
     **scorer_kwargs: Any,
 ) -> CondensedDataset:
     """D2C end to end: score, select, attach — with the paper's defaults.
@@ -176,14 +170,35 @@ def condense(
             )
         if num_rows is not None and num_rows != len(dataset):
             raise ValueError(f"num_rows={num_rows!r} but the dataset has {len(dataset)} rows")
+    if options is not None:  # the typed options instead of the keyword arguments
+        if not isinstance(options, CondenseOptions):
+            raise TypeError(f"options must be a CondenseOptions, got {type(options).__name__}")
+        arguments = locals()
+        given = sorted(
+            name
+            for name, param in inspect.signature(condense).parameters.items()
+            if param.default is not inspect.Parameter.empty
+            and name not in ("options", "num_rows", "work_dir")
+            and not _same(arguments[name], param.default)
+        )
+        if given or scorer_kwargs:
+            raise TypeError(
+                f"pass either options= or the option arguments, not both: {given + sorted(scorer_kwargs)}"
+            )
+        if options.select is None:
+            raise ValueError("options.select is None: a condense run needs a budget (SelectOptions)")
+        return _run(dataset, split, options, streaming, num_rows=num_rows, work_dir=work_dir)
     if isinstance(scorer, DifficultyScorer) and scorer_kwargs:
         raise TypeError(f"scorer is already a DifficultyScorer; {sorted(scorer_kwargs)} would be ignored")
     estimator = {
-        "num_timesteps": (num_timesteps, None),
-        "timestep_grid": (timestep_grid, MIDPOINTS),
-        "num_draws": (num_draws, 1),
-        "antithetic": (antithetic, False),
-        "standardize_timesteps": (standardize_timesteps, False),
+        name: (value, getattr(ScoreOptions, name))
+        for name, value in (
+            ("num_timesteps", num_timesteps),
+            ("timestep_grid", timestep_grid),
+            ("num_draws", num_draws),
+            ("antithetic", antithetic),
+            ("standardize_timesteps", standardize_timesteps),
+        )
     }
     if isinstance(scorer, DifficultyScorer):
         ignored = sorted(k for k, (value, default) in estimator.items() if not _same(value, default))
@@ -245,11 +260,18 @@ def condense(
         device=device,
         notes=tuple(notes or ()),
     )
+    return _run(dataset, split, options, streaming, num_rows=num_rows, work_dir=work_dir)
+
+
+def _run(
+    dataset, split, options: CondenseOptions, streaming: bool, *, num_rows, work_dir
+) -> CondensedDataset:
     if streaming:
-        if features is not None or feature_column is not None or strategy_options:
-            given = sorted({*strategy_options, *(["features"] if features is not None else [])})
-            given += ["feature_column"] if feature_column is not None else []
-            raise TypeError(f"selection_kwargs {given} are not supported for a streaming dataset")
+        if options.select.features is not None:
+            raise TypeError(
+                "selection features given as an array are not supported for a streaming dataset: store them in a "
+                "column and pass selection_kwargs={'feature_column': ...}"
+            )
         return _condense_stream(dataset, split, options, num_rows=num_rows, work_dir=work_dir)
     return MemoryRunner(dataset, split, options).run()
 
@@ -354,9 +376,10 @@ def _condense_stream(
     from datasets import ClassLabel
 
     from ..utils.hub import resolve_device
-    from ..utils.vae import PIXEL_SPACE
+    from ..utils.spaces import PIXEL_SPACE
+    from .options import RunOptions
     from .rows import source_from_dataset
-    from .sharded import RunOptions, ShardedRunner, run_condense
+    from .sharded import ShardedRunner, run_condense
     from .workdir import OneProcess
 
     # ---- cheap checks (no model, no row read) -------------------------------------------
@@ -394,6 +417,7 @@ def _condense_stream(
         label_column=label_column,
         key_column=options.data.key_column,
         num_classes=len(names) if names is not None and bare_labels else None,
+        feature_column=options.select.feature_column,
     )
     shard_size = options.batch_size * max(1, STREAMING_SHARD_ROWS // options.batch_size)
     latent_space = options.score.vae != PIXEL_SPACE

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,259 +26,16 @@ import numpy as np
 import torch
 
 from ..attach.attachers import (
-    ATTACH_PARTS,
-    check_class_names,
     class_prompts,
-    parse_attach,
     resolve_attach_dtype,
 )
 from ..condensed.dataset import CondensedDataset, build_info, scores_features
-from ..selection.reliability import DEFAULT_WARN_RELIABILITY, Reliability, check_reliability, check_threshold
-from ..selection.scorer import DEFAULT_PROBE_ROWS, MIDPOINTS, check_estimator
-from ..utils.checks import check_positive_int, check_seed
+from ..selection.reliability import Reliability, check_reliability
 from ..utils.columns import column_numpy
-from ..utils.hub import normalise_reference
-from ..utils.vae import AUTO, DEFAULT_VAE, PIXEL_SPACE, normalise_vae
+from ..utils.spaces import AUTO, DEFAULT_VAE, PIXEL_SPACE
+from .options import CondenseOptions, needs_scores
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_SCORER = "facebook/DiT-XL-2-256"
-DEFAULT_TEXT_ENCODER = "google/flan-t5-xl"
-DEFAULT_VISION_ENCODER = "facebook/dinov2-base"
-DEFAULT_PROMPT = "a photo of a {}"
-DEFAULT_ATTACH = ("latents", "visual", "text")
-
-
-# --------------------------------------------------------------------------------------
-# typed options (argparse and condense() build these; nothing else reads a Namespace)
-# --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DataOptions:
-    """Which columns hold what, and how bad rows are handled.
-
-    Attributes:
-        image_column, label_column: input columns (stored as ``image`` / ``label``).
-        key_column: a column whose value replaces the pixel hash as the noise key of a row.
-        class_names: one name per class id, a sequence or a ``{label: name}`` mapping (default: the
-            ``ClassLabel`` names); needed for ``text`` when the labels are bare integers. Stored as a tuple.
-        skip_corrupt: skip undecodable images (recorded) instead of failing on the first (sharded runs).
-    """
-
-    image_column: str = "image"
-    label_column: str = "label"
-    key_column: str | None = None
-    class_names: Sequence[str] | Mapping[int, str] | None = None
-    skip_corrupt: bool = False
-
-    def __post_init__(self) -> None:
-        for name in ("image_column", "label_column"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise ValueError(f"{name} must be a column name, got {getattr(self, name)!r}")
-        if self.class_names is not None:
-            object.__setattr__(self, "class_names", tuple(check_class_names(self.class_names)))
-
-
-@dataclass(frozen=True)
-class ScoreOptions:
-    """How the difficulty is estimated (see :class:`d2c_hf.DifficultyScorer`).
-
-    Attributes:
-        scorer: a Hub id, a local folder, a loaded model or a ``DifficultyScorer``; ``None`` = no scoring
-            (an existing ``difficulty`` column is reused, or the strategy needs no scores).
-        vae: ``"auto"`` = the scorer's own ``vae/``, else pixel space for a 3-channel scorer, else
-            :data:`~d2c_hf.utils.vae.DEFAULT_VAE`; ``"pixel"`` / ``None`` = pixel space; or a VAE (Hub id,
-            folder, loaded). A VAE that encodes differently from the one the scorer ships is refused.
-        num_timesteps, seed, dtype, max_forward_batch, prediction_type: passed to the scorer
-            (``num_timesteps=None``: 10, or the length of an explicit ``timestep_grid``).
-        timestep_grid, num_draws, antithetic, standardize_timesteps: the estimator (see
-            :class:`d2c_hf.DifficultyScorer`); the defaults are the paper's (10 evenly spaced timesteps, one
-            draw each).
-        reliability_probe: with one draw, the rows re-scored with fresh noise to measure the reliability
-            (default 512, spread over up to 8 classes; 0 = none). With ``num_draws >= 2`` the split-half
-            reliability needs no extra forward pass.
-        warn_reliability: warn (and say so on the card) when the reliability is below this; ``None`` = never.
-        min_reliability: stop before selecting (:class:`~d2c_hf.selection.reliability.ReliabilityError`) when the
-            reliability is below this or cannot be computed; ``None`` (default) = never.
-        compile: ``torch.compile`` the scorer (sharded runs).
-        return_per_timestep: map-style runs: also add ``difficulty_per_timestep`` while scoring.
-    """
-
-    scorer: Any = DEFAULT_SCORER
-    vae: Any = AUTO
-    num_timesteps: int | None = None
-    seed: int = 0
-    dtype: Any = None
-    max_forward_batch: int | None = None
-    prediction_type: str | None = None
-    compile: bool = False
-    return_per_timestep: bool = False
-    timestep_grid: Any = MIDPOINTS
-    num_draws: int = 1
-    antithetic: bool = False
-    standardize_timesteps: bool = False
-    reliability_probe: int = DEFAULT_PROBE_ROWS
-    warn_reliability: float | None = DEFAULT_WARN_RELIABILITY
-    min_reliability: float | None = None
-
-    def __post_init__(self) -> None:
-        vae = normalise_vae(self.vae)
-        object.__setattr__(self, "vae", vae if vae in (AUTO, PIXEL_SPACE) else normalise_reference(vae))
-        object.__setattr__(self, "scorer", normalise_reference(self.scorer))
-        _, grid = check_estimator(
-            self.num_timesteps, self.timestep_grid, self.num_draws, self.antithetic, self.reliability_probe
-        )
-        object.__setattr__(self, "timestep_grid", grid)
-        object.__setattr__(
-            self, "warn_reliability", check_threshold(self.warn_reliability, "warn_reliability")
-        )
-        object.__setattr__(self, "min_reliability", check_threshold(self.min_reliability, "min_reliability"))
-        check_seed(self.seed)
-        if self.max_forward_batch is not None:
-            check_positive_int(self.max_forward_batch, "max_forward_batch")
-        resolve_attach_dtype(self.dtype)  # refuses anything but float32 / bfloat16 / float16
-
-
-@dataclass(frozen=True)
-class SelectOptions:
-    """The budget and the strategy (see :func:`d2c_hf.selection.strategies.select`).
-
-    Attributes:
-        images_per_class, ratio: the budget (exactly one).
-        strategy, interval, seed: the selection.
-        strategy_options: the strategy's own options (e.g. ``window``'s ``position``).
-        feature_column: a column of per-row features for feature-based strategies (herding, k-center...).
-        features: or the features themselves, ``(N, d)``, one row per dataset row.
-    """
-
-    images_per_class: int | None = None
-    ratio: float | None = None
-    strategy: str = "interval"
-    interval: int | str = "auto"
-    seed: int = 0
-    strategy_options: Mapping[str, Any] = field(default_factory=dict)
-    feature_column: str | None = None
-    features: Any = None
-
-    def __post_init__(self) -> None:
-        from ..selection.strategies import Selector
-
-        clash = {"images_per_class", "ratio", "strategy", "interval", "seed", "num_classes"} & set(
-            self.strategy_options
-        )
-        if clash:
-            raise TypeError(f"selection_kwargs must not repeat condense() arguments: {sorted(clash)}")
-        # validates the strategy, budget, interval, seed and the strategy's options without any data
-        Selector(
-            self.strategy,
-            images_per_class=self.images_per_class,
-            ratio=self.ratio,
-            interval=self.interval,
-            seed=self.seed,
-            feature_column=self.feature_column if self.features is None else "features",
-            **self.strategy_options,
-        )
-
-    def to_record(self) -> dict[str, Any]:
-        """The options as recorded with a sharded selection (``selection.json``)."""
-        return {
-            "ratio": self.ratio,
-            "images_per_class": self.images_per_class,
-            "strategy": self.strategy,
-            "interval": self.interval,
-            "seed": self.seed,
-        }
-
-
-@dataclass(frozen=True)
-class AttachOptions:
-    """What Attach stores (see :mod:`d2c_hf.attach.attachers`).
-
-    Attributes:
-        parts: any of ``"latents"``, ``"visual"``, ``"text"``.
-        vision_encoder, text_encoder: Hub ids, folders or loaded models.
-        patch_size: the diffusion transformer's patch size (for the visual token count).
-        num_visual_tokens: h; default ``(resolution / vae factor / patch_size) ** 2``.
-        prompt_template: the class prompt, with one ``{}``.
-        dtype: the Attach models' compute dtype (default float32).
-        reuse_latents: sharded runs in a latent space: take the selected rows' latents from the
-            posteriors the scorer stored (each image encoded once) instead of encoding them again.
-    """
-
-    parts: tuple[str, ...] = DEFAULT_ATTACH
-    vision_encoder: Any = DEFAULT_VISION_ENCODER
-    text_encoder: Any = DEFAULT_TEXT_ENCODER
-    patch_size: int = 2
-    num_visual_tokens: int | None = None
-    prompt_template: str = DEFAULT_PROMPT
-    dtype: Any = None
-    reuse_latents: bool = True
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "parts", parse_attach(self.parts))
-        object.__setattr__(self, "vision_encoder", normalise_reference(self.vision_encoder))
-        object.__setattr__(self, "text_encoder", normalise_reference(self.text_encoder))
-        check_positive_int(self.patch_size, "patch_size")
-        if self.num_visual_tokens is not None:
-            check_positive_int(self.num_visual_tokens, "num_visual_tokens")
-        resolve_attach_dtype(self.dtype)
-        if "text" in self.parts:
-            class_prompts(["x"], self.prompt_template)  # the template has exactly one {}
-
-
-@dataclass(frozen=True)
-class CondenseOptions:
-    """Everything a condense run needs besides the data.
-
-    Attributes:
-        resolution: image side (ADM centre crop) for scoring and Attach.
-        batch_size: images per model call, for every model.
-        device: ``None`` = CUDA if available, else CPU (sharded runs: the process's device).
-        notes: free-text lines recorded in ``info["notes"]`` and shown on the card.
-    """
-
-    data: DataOptions = field(default_factory=DataOptions)
-    score: ScoreOptions = field(default_factory=ScoreOptions)
-    select: SelectOptions | None = None  # None: a run that does not select (``d2c score``, ``d2c attach``)
-    attach: AttachOptions = field(default_factory=AttachOptions)
-    resolution: int = 256
-    batch_size: int = 32
-    device: Any = None
-    notes: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        check_positive_int(self.resolution, "resolution")
-        check_positive_int(self.batch_size, "batch_size")
-        if self.resolution % self.attach.patch_size:
-            raise ValueError(
-                f"resolution={self.resolution} is not divisible by patch_size={self.attach.patch_size}"
-            )
-        object.__setattr__(self, "notes", tuple(str(n) for n in self.notes or ()))
-
-    def check_references(self, run_scorer: bool) -> None:
-        """Refuse mistyped local paths of the models this run will load, before any is loaded."""
-        from ..utils.hub import check_reference
-
-        refs = []
-        if run_scorer and isinstance(self.score.scorer, (str, os.PathLike)):
-            refs.append(("scorer", self.score.scorer))
-        if isinstance(self.score.vae, (str, os.PathLike)) and self.score.vae not in (AUTO, PIXEL_SPACE):
-            refs.append(("vae", self.score.vae))
-        for part, role, value in (
-            ("visual", "vision_encoder", self.attach.vision_encoder),
-            ("text", "text_encoder", self.attach.text_encoder),
-        ):
-            if part in self.attach.parts and isinstance(value, (str, os.PathLike)):
-                refs.append((role, value))
-        for role, value in refs:
-            check_reference(value, role)
-
-
-def needs_scores(options: CondenseOptions) -> bool:
-    from ..selection.strategies import STRATEGIES
-
-    return options.select is not None and STRATEGIES[options.select.strategy].needs_scores
 
 
 # --------------------------------------------------------------------------------------
@@ -522,6 +279,7 @@ def class_table(options: CondenseOptions, names: Sequence[str], device: torch.de
     text = TextAttacher.from_pretrained(
         options.attach.text_encoder,
         prompt_template=options.attach.prompt_template,
+        batch_size=options.batch_size,
         dtype=resolve_attach_dtype(options.attach.dtype),
         device=device,
     )
@@ -751,16 +509,10 @@ class MemoryRunner:
 
 
 __all__ = [
-    "ATTACH_PARTS",
-    "AttachOptions",
     "Attached",
-    "CondenseOptions",
-    "DataOptions",
     "MemoryRunner",
     "Plan",
-    "ScoreOptions",
     "Scores",
-    "SelectOptions",
     "assemble",
     "attach_vae",
     "check_class_setup",

@@ -36,9 +36,26 @@ class Source:
     image_column: str
     label_column: str
     key_column: str | None
+    feature_column: str | None = None  # per-row selection features (herding, k-center, ...)
 
     def columns(self) -> list[str]:
-        return [c for c in (self.image_column, self.label_column, self.key_column) if c]
+        return [c for c in (self.image_column, self.label_column, self.key_column, self.feature_column) if c]
+
+    @property
+    def feature_dtype(self) -> np.dtype | None:
+        """The numpy dtype the feature column holds (what ``with_format("numpy")`` gives in memory)."""
+        return None if self.feature_column is None else numpy_dtype(self.data.features[self.feature_column])
+
+
+def numpy_dtype(feature: Any) -> np.dtype:
+    """The numpy dtype of the values of a (nested) ``datasets`` feature: ``List(Value("float32"))`` ->
+    float32."""
+    while not hasattr(feature, "dtype") or getattr(feature, "dtype", None) == "list":
+        inner = getattr(feature, "feature", None)
+        if inner is None:
+            raise TypeError(f"feature {feature!r} holds no numeric values")
+        feature = inner
+    return np.dtype(feature.dtype)
 
 
 def open_source(
@@ -52,6 +69,7 @@ def open_source(
     max_samples: int | None = None,
     num_rows: int | None = None,
     num_classes: int | None = None,
+    feature_column: str | None = None,
 ) -> Source:
     """Open ``dataset`` (``"digits"``, a ``save_to_disk`` folder, or a ``load_dataset`` name/path) and
     check its columns before any model is loaded.
@@ -120,6 +138,7 @@ def open_source(
         label_column=label_column,
         key_column=key_column,
         num_classes=num_classes,
+        feature_column=feature_column,
     )
 
 
@@ -133,6 +152,7 @@ def source_from_dataset(
     label_column: str = "label",
     key_column: str | None = None,
     num_classes: int | None = None,
+    feature_column: str | None = None,
 ) -> Source:
     """A :class:`Source` over an already-loaded ``Dataset`` / ``IterableDataset`` (columns checked);
     ``identity`` names it in the run config (add what identifies the data, e.g. a fingerprint)."""
@@ -154,8 +174,12 @@ def source_from_dataset(
     )
     if key_column is not None and key_column not in data.features:
         raise ValueError(f"key_column={key_column!r} is not a column; columns: {list(data.features)}")
+    if feature_column is not None and feature_column not in data.features:
+        raise ValueError(
+            f"feature_column={feature_column!r} is not a column of the dataset; columns: {list(data.features)}"
+        )
     label_feature = data.features[label_column]
-    columns = [c for c in (image_column, label_column, key_column) if c]
+    columns = list(dict.fromkeys(c for c in (image_column, label_column, key_column, feature_column) if c))
     data = data.select_columns(columns)
     if data.features[image_column].decode:
         data = data.cast_column(image_column, Image(decode=False))
@@ -173,6 +197,7 @@ def source_from_dataset(
         image_column=image_column,
         label_column=label_column,
         key_column=key_column,
+        feature_column=feature_column,
     )
 
 
@@ -203,6 +228,8 @@ class BatchPrep:
     num_classes: int
     skip_corrupt: bool
     keep_bytes: bool
+    feature_column: str | None = None
+    feature_dtype: Any = None
 
     def __call__(self, rows: np.ndarray, raw: Mapping[str, list]) -> dict[str, Any]:
         from ..data.inputs import check_labels
@@ -253,6 +280,9 @@ class BatchPrep:
         }
         if self.keep_bytes:
             out["bytes"] = blobs
+        if self.feature_column:
+            values = [raw[self.feature_column][i] for i in keep]
+            out["features"] = np.asarray(values, dtype=self.feature_dtype) if values else np.zeros((0, 0))
         return out
 
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,15 +41,13 @@ import torch
 
 from ..attach.attachers import check_finite, resolve_attach_dtype
 from ..condensed.dataset import CondensedDataset
-from ..utils.checks import check_non_negative_int, check_positive_int
-from ..utils.files import read_json, staged_dir, write_json
-from ..utils.vae import AUTO, DEFAULT_VAE, PIXEL_SPACE
+from ..utils.files import absolute, read_json, staged_dir, write_json
+from ..utils.spaces import AUTO, DEFAULT_VAE, PIXEL_SPACE
+from .options import CondenseOptions, RunOptions, SelectOptions
 from .pipeline import (
     Attached,
-    CondenseOptions,
     Plan,
     Scores,
-    SelectOptions,
     assemble,
     check_class_setup,
     class_table,
@@ -59,7 +57,6 @@ from .pipeline import (
 )
 from .rows import BatchPrep, Source, make_loader, plan_batches
 from .workdir import (
-    absolute,
     load_all_shards,
     load_shard,
     open_phase,
@@ -79,44 +76,6 @@ SELECTION_FILE = "selection.json"
 RELIABILITY_FILE = "reliability.json"
 SCORE_REQUIRED = ("rows", "difficulty", "label", "corrupt")
 ATTACH_REQUIRED = ("rows", "bytes", "offsets", "label")
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """The work folder of a sharded run and how its rows are cut and read.
-
-    Attributes:
-        output_dir: the work folder (created; a rerun with the same options resumes there).
-        shard_size: rows per shard, a multiple of ``batch_size`` (so a batch never straddles shards).
-        num_workers: ``DataLoader`` workers decoding and cropping images (0 = in the model process).
-        store_posterior: keep each scored image's VAE posterior so Attach reuses it.
-        card: write the dataset card (README + figures) of ``condensed/``.
-    """
-
-    output_dir: Path
-    shard_size: int = 2048
-    num_workers: int = 4
-    store_posterior: bool = False
-    card: bool = True
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "output_dir", absolute(self.output_dir))
-        check_positive_int(self.shard_size, "shard_size")
-        check_non_negative_int(self.num_workers, "num_workers")
-        check_output_dir(self.output_dir)
-
-    def check_batch(self, batch_size: int) -> None:
-        if self.shard_size % batch_size:
-            raise ValueError(
-                f"shard_size {self.shard_size} must be a multiple of batch_size {batch_size} (so that every batch "
-                "holds the same rows whatever the number of processes)"
-            )
-
-
-def check_output_dir(path: Path) -> None:
-    """An output folder must be a folder (or not exist yet): checked before any model loads."""
-    if path.exists() and not path.is_dir():
-        raise NotADirectoryError(f"output_dir {path} exists and is a file; choose a folder")
 
 
 def _vae_reference(options: CondenseOptions, scorer: Any) -> str:
@@ -201,6 +160,8 @@ class ShardedRunner:
             "skip_corrupt": bool(options.data.skip_corrupt),
             "class_names": list(plan.class_names),
         }
+        if source.feature_column is not None:  # only then: work folders of earlier runs still resume
+            config["feature_column"] = source.feature_column
         folder = open_phase(self.output_dir, SCORE_DIR, config, state)
         ranges = shard_plan(source.num_rows, self.run.shard_size)
         num_shards = len(ranges)
@@ -214,6 +175,8 @@ class ShardedRunner:
             scorer.num_classes,
             bool(options.data.skip_corrupt),
             keep_bytes=False,
+            feature_column=source.feature_column,
+            feature_dtype=source.feature_dtype,
         )
         upsampled = 0
 
@@ -227,6 +190,8 @@ class ShardedRunner:
                 part = {"rows": item["rows"].numpy(), "corrupt": item["corrupt"].numpy()}
                 part["label"] = item["labels"].numpy()
                 part["key"] = item["keys"].numpy().view(np.uint64)
+                if "features" in item:
+                    part["features"] = np.asarray(item["features"])
                 if len(item["rows"]):
                     pixels = item["pixels"].to(state.device, non_blocking=True)
                     if store_posterior:
@@ -247,8 +212,7 @@ class ShardedRunner:
                     part["halves"] = scored.halves
                 parts[shard].append(part)
                 if len(parts[shard]) == per_shard[shard]:
-                    done = parts.pop(shard)
-                    yield shard, {name: np.concatenate([q[name] for q in done]) for name in done[0]}
+                    yield shard, _concat_score_parts(parts.pop(shard))
 
         counts = run_shards(folder, shard_rows, num_shards, SCORE_REQUIRED, state, compute)
         if upsampled:
@@ -296,11 +260,19 @@ class ShardedRunner:
         if not (self.output_dir / SCORES_DIR).is_dir():
             merge_scores(self.output_dir)
         arrays = load_scores(self.output_dir)
+        wanted, stored = self.options.select.feature_column, config.get("feature_column")
+        if wanted is not None and wanted != stored:
+            raise ValueError(
+                f"feature_column={wanted!r} was not stored with the scores "
+                f"({'they hold ' + repr(stored) if stored else 'they hold no features'}): score again with "
+                f"--feature_column {wanted} (d2c score reads it while scoring)"
+            )
         scores = Scores(
             source_index=arrays["source_index"].astype(np.int64),
             labels=arrays["label"].astype(np.int64),
             difficulty=arrays["difficulty"].astype(np.float32),
             info=config["scorer"],
+            features=arrays.get("features") if wanted is not None else None,
         )
         if check:
             self.check_reliability()
@@ -430,7 +402,7 @@ class ShardedRunner:
         score_cfg, attach_cfg = run[SCORE_DIR], run[ATTACH_DIR]
         selection = read_json(self.output_dir / SELECTION_FILE, "the selection")
         # the selection as it was made (by `d2c select` or this run), for the record
-        options = replace(self.options, select=SelectOptions(**selection["options"]))
+        options = replace(self.options, select=SelectOptions.from_record(selection["options"]))
         parts = options.attach.parts
         names = score_cfg["class_names"]
         num_shards = len(shard_plan(len(selection["source_indices"]), attach_cfg["shard_size"]))
@@ -554,6 +526,10 @@ def merge_scores(output_dir: str | os.PathLike) -> dict[str, Any]:
     if halves is not None:
         columns["difficulty_halves"] = halves.astype(np.float32)
         features["difficulty_halves"] = Array2D((steps, 2), "float32")
+    if config.get("feature_column") is not None:  # the selection features, as the source stored them
+        values = np.concatenate([s["features"] for s in shards if len(s["features"])])
+        columns["features"] = values
+        features["features"] = List(Value(str(values.dtype)), length=values.shape[1])
     table = Dataset.from_dict(columns, features=Features(features))
     record = {"reliability": report.to_dict(), "standardization": None if stats is None else stats.to_dict()}
     with staged_dir(output_dir / SCORES_DIR, "the merged scores") as staging:
@@ -574,14 +550,13 @@ def merge_scores(output_dir: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_scores(output_dir: str | os.PathLike) -> dict[str, np.ndarray]:
-    """The merged scores as arrays: ``source_index``, ``label``, ``difficulty``, ``difficulty_per_timestep``."""
+    """The merged scores as arrays: ``source_index``, ``label``, ``difficulty``, ``difficulty_per_timestep``
+    [, ``features``: the selection features, when ``d2c score`` stored a feature column]."""
     from datasets import load_from_disk
 
     table = load_from_disk(str(Path(output_dir) / SCORES_DIR)).with_format("numpy")
-    return {
-        name: np.asarray(table[name])
-        for name in ("source_index", "label", "difficulty", "difficulty_per_timestep")
-    }
+    names = ("source_index", "label", "difficulty", "difficulty_per_timestep", "features")
+    return {name: np.asarray(table[name]) for name in names if name in table.column_names}
 
 
 def load_reliability(output_dir: str | os.PathLike) -> dict[str, Any]:
@@ -606,6 +581,15 @@ def _posterior_lookup(output_dir: Path, rows: np.ndarray) -> np.ndarray | None:
         if out is None:
             out = np.empty((len(rows), *shard["posterior"].shape[1:]), np.float16)
         out[np.searchsorted(rows, want)] = shard["posterior"][where]
+    return out
+
+
+def _concat_score_parts(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """One score shard from its batches (an all-corrupt batch's features are ``(0, 0)``: left out)."""
+    out = {name: np.concatenate([p[name] for p in parts]) for name in parts[0] if name != "features"}
+    if "features" in parts[0]:
+        full = [p["features"] for p in parts if len(p["features"])] or [parts[0]["features"]]
+        out["features"] = np.concatenate(full)
     return out
 
 
@@ -657,7 +641,6 @@ __all__ = [
     "SCORES_DIR",
     "SCORE_DIR",
     "SELECTION_FILE",
-    "RunOptions",
     "ShardedRunner",
     "load_reliability",
     "load_scores",

@@ -20,7 +20,6 @@ with another config is refused, naming the differing keys (:func:`check_run_conf
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -281,8 +280,3 @@ def sha256_hex(data: bytes) -> str:
     import hashlib
 
     return hashlib.sha256(data).hexdigest()
-
-
-def absolute(path: str | os.PathLike) -> Path:
-    """``path`` expanded and absolute (without resolving symlinks), for run records and messages."""
-    return Path(os.path.abspath(Path(path).expanduser()))

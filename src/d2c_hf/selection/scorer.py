@@ -67,16 +67,21 @@ from ..utils.hub import (
     resolve_dtype,
 )
 from ..utils.images import pixels_to_tensor, preprocess_images
+from ..utils.spaces import AUTO, DEFAULT_VAE, normalise_vae
 from ..utils.vae import (
-    AUTO,
-    DEFAULT_VAE,
     downsample_factor,
     encode_posterior,
     latent_channels,
     latent_scale,
     load_vae,
-    normalise_vae,
     scale_latents,
+)
+from .estimator import (
+    DEFAULT_PROBE_ROWS,
+    MIDPOINTS,
+    PROBE_CLASSES,
+    STRATIFIED,
+    check_estimator,
 )
 from .reliability import (
     DEFAULT_WARN_RELIABILITY,
@@ -106,12 +111,6 @@ NUM_CLASSES_KEYS = ("num_classes", "num_embeds_ada_norm", "num_class_embeds")
 FINGERPRINT_VERSION = 1
 SCORER_INFO_FILE = "d2c_scorer.json"
 HALVES_COLUMN = "difficulty_halves"
-MIDPOINTS, STRATIFIED = "midpoints", "stratified"
-TIMESTEP_GRIDS = (MIDPOINTS, STRATIFIED)
-#: rows a one-draw run re-scores with fresh noise to measure its reliability (ScoreOptions' default)
-DEFAULT_PROBE_ROWS = 512
-#: classes the probe spreads its rows over (fewer when the data has fewer)
-PROBE_CLASSES = 8
 
 
 # --------------------------------------------------------------------------------------
@@ -138,68 +137,6 @@ def timestep_grid(num_timesteps: int, prediction_type: str, num_train_timesteps:
     if prediction_type == "flow":
         return (i.to(torch.float64) + 0.5).div(num_timesteps).to(torch.float32)
     raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
-
-
-def check_estimator(
-    num_timesteps: Any = None,
-    timestep_grid: Any = "midpoints",
-    num_draws: Any = 1,
-    antithetic: Any = False,
-    reliability_probe: Any = 0,
-) -> tuple[int, str | tuple[float, ...]]:
-    """Check the estimator's options without a model: ``(T, grid)``.
-
-    Args:
-        num_timesteps: T; ``None`` = 10, or the length of an explicit grid.
-        timestep_grid: ``"midpoints"`` (the paper's evenly spaced bins), ``"stratified"`` (one random
-            timestep in each of T equal bins, drawn per sample and draw) or an explicit sequence of
-            timesteps (integers for epsilon models, times in [0, 1] for flow models).
-        num_draws: independent noise draws per timestep (>= 1).
-        antithetic: also use ``-eps`` for every draw (two forward passes per draw).
-        reliability_probe: rows re-scored with fresh noise to measure the reliability of a one-draw score
-            (0 = none).
-    """
-    from ..utils.checks import check_non_negative_int
-
-    check_positive_int(num_draws, "num_draws")
-    if not isinstance(antithetic, (bool, np.bool_)):
-        raise ValueError(f"antithetic must be True or False, got {antithetic!r}")
-    check_non_negative_int(reliability_probe, "reliability_probe")
-    if isinstance(timestep_grid, str):
-        if timestep_grid not in TIMESTEP_GRIDS:
-            raise ValueError(
-                f"timestep_grid must be one of {TIMESTEP_GRIDS} or a sequence of timesteps, got {timestep_grid!r}"
-            )
-        steps = 10 if num_timesteps is None else check_positive_int(num_timesteps, "num_timesteps")
-        return steps, timestep_grid
-    if not isinstance(timestep_grid, (Sequence, np.ndarray, torch.Tensor)) or isinstance(
-        timestep_grid, bytes
-    ):
-        raise ValueError(
-            f"timestep_grid must be 'midpoints', 'stratified' or a sequence of timesteps, got {timestep_grid!r}"
-        )
-    values = []
-    for t in list(np.asarray(timestep_grid, dtype=object).reshape(-1)):
-        if (
-            isinstance(t, (bool, np.bool_))
-            or not isinstance(t, (int, float, np.integer, np.floating))
-            or not np.isfinite(t)
-        ):
-            raise ValueError(f"timestep_grid must hold finite numbers, got {t!r} in {list(timestep_grid)}")
-        if t < 0:
-            raise ValueError(f"timestep_grid must hold non-negative timesteps, got {t!r}")
-        values.append(float(t))
-    if not values:
-        raise ValueError("timestep_grid is empty; give at least one timestep")
-    if len(set(values)) != len(values):
-        raise ValueError(
-            f"timestep_grid {list(timestep_grid)} repeats a timestep; use num_draws for more draws at each timestep"
-        )
-    if num_timesteps is not None and check_positive_int(num_timesteps, "num_timesteps") != len(values):
-        raise ValueError(
-            f"num_timesteps={num_timesteps} but timestep_grid lists {len(values)} timesteps; leave num_timesteps unset"
-        )
-    return len(values), tuple(values)
 
 
 # --------------------------------------------------------------------------------------
@@ -718,7 +655,7 @@ class DifficultyScorer:
         standardize_timesteps: z-score each timestep's error over the dataset before averaging (done by
             :meth:`apply` and the sharded runner, which see the whole dataset; beyond the paper).
         reliability_probe: with one draw, the rows (spread over up to 8 classes) that :meth:`apply`
-            re-scores with fresh noise to measure the score's reliability; 0 = none. With
+            re-scores with fresh noise to measure the score's reliability (default 512; 0 = none). With
             ``num_draws >= 2`` the reliability is the split-half one and costs no extra forward pass.
         warn_reliability: :meth:`apply` warns when the reliability is below this (``None`` = never).
         seed: seed of the common random numbers (an int in ``[0, 2**64)``).
@@ -745,7 +682,7 @@ class DifficultyScorer:
         num_draws: int = 1,
         antithetic: bool = False,
         standardize_timesteps: bool = False,
-        reliability_probe: int = 0,
+        reliability_probe: int = DEFAULT_PROBE_ROWS,
         warn_reliability: float | None = DEFAULT_WARN_RELIABILITY,
         seed: int = 0,
         resolution: int | None = None,
@@ -878,7 +815,7 @@ class DifficultyScorer:
         num_draws: int = 1,
         antithetic: bool = False,
         standardize_timesteps: bool = False,
-        reliability_probe: int = 0,
+        reliability_probe: int = DEFAULT_PROBE_ROWS,
         warn_reliability: float | None = DEFAULT_WARN_RELIABILITY,
         seed: int = 0,
         resolution: int | None = None,
@@ -901,7 +838,7 @@ class DifficultyScorer:
                 ``vae/``; what :func:`train_scorer` writes), or a bare model folder (``config.json`` at the
                 root). Or a loaded model.
             vae: ``"auto"`` (default) = the repo's own ``vae/`` if it has one, else pixel space for a
-                3-channel model, else the paper's SD VAE (:data:`~d2c_hf.utils.vae.DEFAULT_VAE`); ``"pixel"`` or
+                3-channel model, else the paper's SD VAE (:data:`~d2c_hf.utils.spaces.DEFAULT_VAE`); ``"pixel"`` or
                 ``None`` = pixel space; a folder / Hub id (an ``AutoencoderKL``, or a pipeline with ``vae/``)
                 or a loaded ``AutoencoderKL`` overrides.
             other arguments: see the class docstring.
@@ -1084,10 +1021,14 @@ class DifficultyScorer:
 
     @property
     def fingerprint(self) -> str:
-        """Hash of :attr:`config` (and the transform's version): equal fingerprints give equal scores."""
+        """Hash of :attr:`config` (and the transform's version): equal fingerprints give equal scores.
+
+        The requested probe size counts, not the probe rows :meth:`apply` planned for the last dataset (a
+        scorer's fingerprint does not change by using it); :meth:`map_fingerprint` adds the plan."""
         from datasets.fingerprint import Hasher
 
-        return Hasher.hash([type(self).__name__, FINGERPRINT_VERSION, self.config])
+        config = {**self.config, "reliability_probe": self.reliability_probe}
+        return Hasher.hash([type(self).__name__, FINGERPRINT_VERSION, config])
 
     def __repr__(self) -> str:
         name = self._model_provenance.get("name_or_path") or self._model_provenance.get("class")
@@ -1513,7 +1454,7 @@ class DifficultyScorer:
         """The ``new_fingerprint`` of ``apply``: hash of the input's fingerprint and :attr:`fingerprint`."""
         from datasets.fingerprint import Hasher
 
-        return Hasher.hash([dataset._fingerprint, self.fingerprint])
+        return Hasher.hash([dataset._fingerprint, self.fingerprint, self.probe])
 
     def check_label_range(self, dataset: Any, dataset_classes: int) -> None:
         import pyarrow.compute as pc

@@ -24,10 +24,10 @@ from ..utils.checks import check_new_output_dir, check_positive_int, check_posit
 from ..utils.files import staged_dir, write_json
 from ..utils.hub import model_provenance, resolve_device
 from ..utils.images import dataset_pixels, first_image_side, pixels_to_tensor
+from ..utils.spaces import is_pixel_space
 from ..utils.vae import (
     downsample_factor,
     encode_posterior,
-    is_pixel_space,
     latent_channels,
     latent_scale,
     load_vae,

@@ -164,3 +164,8 @@ def staged_dir(target: str | os.PathLike, what: str = "the output") -> Iterator[
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def absolute(path: str | os.PathLike) -> Path:
+    """``path`` expanded and absolute (without resolving symlinks), for run records and messages."""
+    return Path(os.path.abspath(Path(path).expanduser()))

@@ -21,32 +21,7 @@ from typing import Any
 import torch
 
 from .hub import mark_subfolder
-
-#: ``vae=PIXEL_SPACE`` (or ``None``) means pixel space everywhere: no VAE, models see the image itself.
-PIXEL_SPACE = "pixel"
-#: ``vae=AUTO`` means "the scorer's own": the ``vae/`` a scorer ships with, else pixel space for a
-#: 3-channel scorer, else :data:`DEFAULT_VAE` (the paper's SD VAE).
-AUTO = "auto"
-#: the VAE of the paper (DiT and REPA): SD-VAE-ft-EMA (its encoder is the same as SD-VAE-ft-MSE's)
-DEFAULT_VAE = "stabilityai/sd-vae-ft-ema"
-#: spellings of pixel space accepted at the edges (the CLI, option files), normalised to PIXEL_SPACE
-_PIXEL_SPELLINGS = ("", "pixel", "none")
-
-
-def normalise_vae(vae: Any) -> Any:
-    """The one notion of pixel space: ``None``, ``""``, ``"pixel"`` and ``"none"`` (any case) become
-    :data:`PIXEL_SPACE`; ``"auto"`` stays :data:`AUTO`; anything else (a Hub id, a folder, a loaded
-    ``AutoencoderKL``) is returned unchanged."""
-    if vae is None:
-        return PIXEL_SPACE
-    if isinstance(vae, str) and vae.strip().lower() in (*_PIXEL_SPELLINGS, AUTO):
-        return AUTO if vae.strip().lower() == AUTO else PIXEL_SPACE
-    return vae
-
-
-def is_pixel_space(vae: Any) -> bool:
-    """Whether ``vae`` names pixel space (see :func:`normalise_vae`)."""
-    return normalise_vae(vae) == PIXEL_SPACE
+from .spaces import AUTO, PIXEL_SPACE, normalise_vae
 
 
 def load_vae(vae: Any, *, subfolder: str | None = None, dtype: torch.dtype | None = None, device: Any = None):
