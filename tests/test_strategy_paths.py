@@ -136,6 +136,11 @@ def test_a_streaming_condense_selects_by_a_feature_column_like_memory(local_hub,
 def test_select_refuses_a_feature_column_the_scores_do_not_hold(work):
     with pytest.raises(ValueError, match=r"feature_column='other' was not stored with the scores.*'feat'"):
         select_main(
-            ["--output_dir", str(work), "--images_per_class", "3", "--strategy", "herding"]
-            + ["--feature_column", "other"]
+            [
+                *("--output_dir", str(work), "--images_per_class", "3"),
+                "--strategy",
+                "herding",
+                "--feature_column",
+                "other",
+            ]
         )
