@@ -17,8 +17,8 @@ from d2c_hf.attach.attachers import (
     VisualAttacher,
     class_prompts,
     clean_class_name,
-    parse_attach,
 )
+from d2c_hf.attach.parts import parse_attach
 from d2c_hf.utils.images import center_crop, pixels_to_tensor
 
 IMAGENET_TSV = Path(__file__).parent / "data" / "imagenet1k_classes.tsv"

@@ -51,8 +51,18 @@ CONDENSE_ARGS = {
     "device": (CondenseOptions, "device"),
     "dtype": (ScoreOptions, "dtype"),
 }
-#: condense() arguments that are not options of a run (what to condense, where, how to pass options)
-NOT_OPTIONS = {"dataset", "selection_kwargs", "notes", "num_rows", "work_dir", "options", "scorer_kwargs"}
+#: condense() arguments that are not options of a run (what to condense, where, how to pass options) or
+#: containers whose default None is an empty one
+NOT_OPTIONS = {
+    "dataset",
+    "selection_kwargs",
+    "part_options",
+    "notes",
+    "num_rows",
+    "work_dir",
+    "options",
+    "scorer_kwargs",
+}
 
 #: d2c flag (argparse dest) -> (options class, field); the CLI's only conversions are named in cli.py
 CLI_FLAGS = {
@@ -93,6 +103,7 @@ CLI_FLAGS = {
 CLI_ONLY = {
     "dataset", "split", "streaming", "max_samples", "num_rows", "num_classes", "output_dir", "cpu",
     "store_posterior", "no_card", "note", "ratio", "images_per_class", "strategy_option", "attach",
+    "part_option",
 }  # fmt: skip
 
 #: scorer / attacher argument -> (options class, field). ``resolution`` is left out on purpose: a scorer

@@ -26,7 +26,7 @@ _EXPORTS: dict[str, str] = {
     "ReliabilityError": "selection.reliability",
     "score_reliability": "selection.reliability",
     "train_scorer": "selection.train_scorer",
-    "PIXEL_SPACE": "utils.vae",
+    "PIXEL_SPACE": "utils.spaces",
     "images_per_class_from_ratio": "selection.strategies",
     "select_indices": "selection.strategies",
     "select": "selection.strategies",
@@ -40,7 +40,11 @@ _EXPORTS: dict[str, str] = {
     "train_vision_encoder": "attach.train_encoder",
     "CondensedDataset": "condensed.dataset",
     "condense": "run.condense",
-    "CondenseOptions": "run.pipeline",
+    "CondenseOptions": "run.options",
+    "ATTACH_PARTS": "attach.parts",
+    "AttachPart": "attach.parts",
+    "PartContext": "attach.parts",
+    "register_attach_part": "attach.parts",
     # models, pipelines, schedulers
     "SiTTransformer2DModel": "models.transformer_sit",
     "SIT_PRESETS": "models.transformer_sit",
@@ -90,6 +94,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .attach.attachers import LatentEncoder, TextAttacher, VisualAttacher
+    from .attach.parts import ATTACH_PARTS, AttachPart, PartContext, register_attach_part
     from .attach.train_encoder import train_vision_encoder
     from .condensed.dataset import CondensedDataset
     from .data.digits import load_digits_dataset

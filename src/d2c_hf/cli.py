@@ -259,6 +259,13 @@ def _add_attach_args(parser: argparse.ArgumentParser, with_vae: bool = False) ->
         action="store_false",
         help="encode the selected images again instead of reusing the scorer's VAE posterior",
     )
+    g.add_argument(
+        "--part_option",
+        action="append",
+        default=[],
+        metavar="PART.NAME=VALUE",
+        help="an option of a registered attach part (repeatable; VALUE is JSON, else a string)",
+    )
     g.add_argument("--no_card", action="store_true", help="skip the dataset card (README + figures)")
     g.add_argument("--note", action="append", help="a line recorded in the condensed info (repeatable)")
 
@@ -363,8 +370,9 @@ def _options(args: argparse.Namespace):
                 **_same_names("vision_encoder", "text_encoder", "patch_size", "num_visual_tokens"),
                 **_same_names("prompt_template", "reuse_latents"),
                 "dtype": "attach_dtype",
+                "part_options": "part_option",
             },
-            {"parts": lambda v: tuple(v or ()), "dtype": dtype},
+            {"parts": lambda v: tuple(v or ()), "dtype": dtype, "part_options": _part_options},
         )
     )
     return CondenseOptions(
@@ -382,17 +390,32 @@ def _options(args: argparse.Namespace):
     )
 
 
-def _strategy_options(values: list[str]) -> dict[str, Any]:
-    """``--strategy_option NAME=VALUE`` (repeatable): VALUE is read as JSON, else kept as a string."""
+def _key_values(values: list[str], flag: str, form: str) -> dict[str, Any]:
+    """``--flag KEY=VALUE`` (repeatable): VALUE is read as JSON, else kept as a string."""
     out: dict[str, Any] = {}
     for item in values or ():
         name, sep, value = item.partition("=")
         if not sep or not name:
-            raise ValueError(f"--strategy_option must be NAME=VALUE, got {item!r}")
+            raise ValueError(f"{flag} must be {form}, got {item!r}")
         try:
             out[name] = json.loads(value)
         except json.JSONDecodeError:
             out[name] = value
+    return out
+
+
+def _strategy_options(values: list[str]) -> dict[str, Any]:
+    return _key_values(values, "--strategy_option", "NAME=VALUE")
+
+
+def _part_options(values: list[str]) -> dict[str, dict[str, Any]]:
+    """``--part_option PART.NAME=VALUE`` -> ``{part: {name: value}}``."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in _key_values(values, "--part_option", "PART.NAME=VALUE").items():
+        part, dot, name = key.partition(".")
+        if not dot or not part or not name:
+            raise ValueError(f"--part_option must be PART.NAME=VALUE, got {key!r}")
+        out.setdefault(part, {})[name] = value
     return out
 
 

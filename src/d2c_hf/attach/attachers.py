@@ -45,13 +45,6 @@ from ..utils.vae import downsample_factor, encode_posterior, latent_channels, la
 
 logger = logging.getLogger(__name__)
 
-#: Parts that :func:`d2c_hf.condense` can attach, and what each one produces.
-ATTACH_PARTS: dict[str, str] = {
-    "latents": "column 'latents': VAE posterior mean|std (LatentEncoder)",
-    "visual": "column 'visual_embeds': vision-encoder patch tokens (VisualAttacher)",
-    "text": "the 'classes' table: T5 embeddings of one prompt per class (TextAttacher)",
-}
-
 
 def resolve_attach_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
     """``None`` -> float32 (see the module docstring); otherwise a torch dtype or an alias like ``"bf16"``."""
@@ -78,7 +71,7 @@ def check_finite(array: torch.Tensor, what: str, rows: Sequence[int], hint: str)
 # --------------------------------------------------------------------------------------
 
 
-class _ImageTransform:
+class ImageTransform:
     """Base for the per-image Attach transforms (``datasets`` map transforms).
 
     Subclasses set ``output_column``, implement ``_encode(images, rows) -> np.ndarray`` and
@@ -234,7 +227,7 @@ def _place(module: Any, device: torch.device, dtype: torch.dtype):
     return module
 
 
-class LatentEncoder(_ImageTransform):
+class LatentEncoder(ImageTransform):
     """Store each image's raw VAE posterior so training never touches pixels again.
 
     For an image x (ADM centre crop at ``resolution``, scaled to ``[-1, 1]``) the column
@@ -345,11 +338,15 @@ class LatentEncoder(_ImageTransform):
         mean, std = encode_posterior(self.vae, x)
         return torch.cat([mean, std], dim=1)
 
-    def _encode(self, images: Sequence[Any], rows: Sequence[int]) -> np.ndarray:
-        pixels = self._preprocess(images, rows, self.resolution)
+    def compute(self, pixels: np.ndarray, rows: Sequence[int]) -> np.ndarray:
+        """``(B, S, S, 3)`` uint8 crops -> the stored ``(B, 2C, h, w)`` float16 posteriors, checked finite
+        (the per-batch code of both runners)."""
         moments = self.encode(pixels).to("cpu", torch.float16)
         check_finite(moments, "the VAE posterior", rows, "check the VAE or run it in float32")
         return moments.numpy()
+
+    def _encode(self, images: Sequence[Any], rows: Sequence[int]) -> np.ndarray:
+        return self.compute(self._preprocess(images, rows, self.resolution), rows)
 
     def __repr__(self) -> str:
         name = (self._provenance or {}).get("name_or_path") or "pixel space"
@@ -394,7 +391,7 @@ def encoder_inputs(
     return x
 
 
-class VisualAttacher(_ImageTransform):
+class VisualAttacher(ImageTransform):
     """Store each image's vision-encoder patch tokens, the targets of REPA's projection loss.
 
     Preprocessing follows REPA: ADM centre crop at the dataset ``resolution``, ``x / 255``,
@@ -650,11 +647,15 @@ class VisualAttacher(_ImageTransform):
             )
         return tokens[:, : self.num_tokens].float()
 
-    def _encode(self, images: Sequence[Any], rows: Sequence[int]) -> np.ndarray:
-        pixels = self._preprocess(images, rows, self.resolution or self.input_size)
+    def compute(self, pixels: np.ndarray, rows: Sequence[int]) -> np.ndarray:
+        """``(B, S, S, 3)`` uint8 crops -> the stored ``(B, h, d)`` float16 tokens, checked finite (the
+        per-batch code of both runners)."""
         tokens = self.encode(pixels).to("cpu", torch.float16)
         check_finite(tokens, "the visual tokens", rows, "run the encoder in float32 or bfloat16")
         return tokens.numpy()
+
+    def _encode(self, images: Sequence[Any], rows: Sequence[int]) -> np.ndarray:
+        return self.compute(self._preprocess(images, rows, self.resolution or self.input_size), rows)
 
     def __repr__(self) -> str:
         return (
@@ -990,18 +991,3 @@ class TextAttacher:
             f"{type(self).__name__}(text_encoder={self._provenance.get('name_or_path')!r}, "
             f"prompt_template={self.prompt_template!r}, max_length={self.max_length})"
         )
-
-
-def parse_attach(attach: str | Sequence[str] | None) -> tuple[str, ...]:
-    """Validate an ``attach=`` argument: ``None``/``()`` -> nothing, a name or a sequence of
-    names from :data:`ATTACH_PARTS`; returns them in canonical order without duplicates."""
-    if attach is None:
-        return ()
-    parts = (attach,) if isinstance(attach, str) else tuple(attach)
-    unknown = [p for p in parts if p not in ATTACH_PARTS]
-    if unknown:
-        raise ValueError(
-            f"unknown attach part(s) {unknown}; choose from {list(ATTACH_PARTS)} "
-            f"({'; '.join(f'{k}: {v}' for k, v in ATTACH_PARTS.items())})"
-        )
-    return tuple(p for p in ATTACH_PARTS if p in parts)

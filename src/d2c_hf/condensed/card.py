@@ -249,6 +249,10 @@ def _contents_section(condensed: CondensedLike) -> list[str]:
         "text_embeds": "T5 encoder `last_hidden_state` of the prompt",
         "text_mask": "attention mask of the prompt tokens (1 = token, 0 = padding)",
     }
+    for name in condensed.info.get("attach") or []:  # a registered part records its column's description
+        record = condensed.info.get(name) or {}
+        if record.get("column"):
+            descriptions.setdefault(record["column"], record.get("description", ""))
     lines = [
         "## Contents",
         "",

@@ -65,6 +65,8 @@ TRAINING_ARRAYS = {
     "text_embeds": ("classes", "text_embeds"),
     "text_mask": ("classes", "text_mask"),
 }
+#: the ``info`` keys of the built-in Attach parts (always present; ``None`` when not attached)
+BUILTIN_INFO_KEYS = ("latents", "visual", "text")
 DEFAULT_TRAINING_ARRAYS = ("latents", "labels", "visual_embeds", "text_embeds", "text_mask")
 
 
@@ -790,13 +792,10 @@ def build_info(
     feature_column: str | None,
     labels: np.ndarray,
     scoring: Mapping[str, Any] | None,
-    latents: Mapping[str, Any] | None,
-    visual: Mapping[str, Any] | None,
-    text: Mapping[str, Any] | None,
+    parts: Mapping[str, Mapping[str, Any] | None],
     attach: Sequence[str],
     resolution: int,
     patch_size: int,
-    num_visual_tokens: int | None,
     seed: int,
     notes: Sequence[str] | None,
     **extra: Any,
@@ -805,7 +804,9 @@ def build_info(
     and the sharded ``d2c condense`` so both describe a result in exactly the same keys.
 
     ``selection`` is :meth:`SelectionResult.to_dict`; ``labels`` are the selected rows' labels (for
-    the realised per-class counts); ``extra`` keys (e.g. ``distributed``) are appended."""
+    the realised per-class counts); ``parts`` is each attached part's record by name (the built-in parts'
+    keys ``latents``, ``visual``, ``text`` are always there, ``None`` when not attached; a registered part's
+    record follows them under its name); ``extra`` keys (e.g. ``distributed``) are appended."""
     from ..version import __version__
 
     selection_info = dict(selection)
@@ -837,15 +838,14 @@ def build_info(
         "counts": counts.tolist(),
         "selection": selection_info,
         "scoring": scoring,
-        "latents": latents,
-        "visual": visual,
-        "text": text,
+        **{name: parts.get(name) for name in BUILTIN_INFO_KEYS},
         "attach": list(attach),
         "resolution": resolution,
         "patch_size": patch_size,
-        "num_visual_tokens": num_visual_tokens,
+        "num_visual_tokens": (parts.get("visual") or {}).get("num_tokens"),
         "seed": seed,
         "notes": list(notes or []),
+        **{name: record for name, record in parts.items() if name not in BUILTIN_INFO_KEYS},
         **extra,
     }
 

@@ -74,6 +74,7 @@ def condense(
     device: str | torch.device | None = CondenseOptions.device,
     dtype: str | torch.dtype | None = ScoreOptions.dtype,
     selection_kwargs: Mapping[str, Any] | None = None,
+    part_options: Mapping[str, Mapping[str, Any]] | None = None,
     notes: Sequence[str] | None = None,
     num_rows: int | None = None,
     work_dir: str | os.PathLike | None = None,
@@ -116,7 +117,9 @@ def condense(
             encode like the scorer's own VAE when the scorer ships one (else it is refused).
         text_encoder, vision_encoder: models for the ``text`` and ``visual`` parts.
         strategy, interval, seed, selection_kwargs: passed to :func:`d2c_hf.selection.strategies.select`.
-        attach: any of ``"latents"``, ``"visual"``, ``"text"``; ``()`` for select-only.
+        attach: any of ``"latents"``, ``"visual"``, ``"text"`` and the registered parts
+            (:func:`~d2c_hf.attach.parts.register_attach_part`); ``()`` for select-only.
+        part_options: ``{part: {option: value}}``, the options of registered parts.
         resolution: image side (ADM centre crop) for scoring and latents.
         patch_size: the diffusion transformer's patch size (for the visual token count).
         image_column, label_column: input columns (stored as ``image``/``label``).
@@ -254,6 +257,7 @@ def condense(
             num_visual_tokens=num_visual_tokens,
             prompt_template=prompt_template,
             dtype=dtype,
+            part_options=dict(part_options or {}),
         ),
         resolution=resolution,
         batch_size=batch_size,
@@ -375,6 +379,7 @@ def _condense_stream(
     """condense() of an ``IterableDataset``: the sharded engine of ``d2c condense``, in this process."""
     from datasets import ClassLabel
 
+    from ..attach.parts import get_part
     from ..utils.hub import resolve_device
     from ..utils.spaces import PIXEL_SPACE
     from .options import RunOptions
@@ -391,10 +396,9 @@ def _condense_stream(
     _model_reference("scorer", options.score.scorer)
     if options.score.vae not in (AUTO, PIXEL_SPACE):
         _model_reference("vae", options.score.vae)
-    if "text" in options.attach.parts:
-        _model_reference("text_encoder", options.attach.text_encoder)
-    if "visual" in options.attach.parts:
-        _model_reference("vision_encoder", options.attach.vision_encoder)
+    for part in options.attach.parts:
+        for role, value in get_part(part).references(options):
+            _model_reference(role, value)
     size = streaming_size(data, split, num_rows)
     features = getattr(data, "features", None) or {}
     label_column = options.data.label_column

@@ -259,6 +259,8 @@ class AttachOptions(_Record):
         dtype: the Attach models' compute dtype (default float32).
         reuse_latents: sharded runs in a latent space: take the selected rows' latents from the
             posteriors the scorer stored (each image encoded once) instead of encoding them again.
+        part_options: ``{part: {option: value}}``, the options of registered parts
+            (:class:`~d2c_hf.attach.parts.AttachPart`; ``--part_option NAME.KEY=VALUE``).
     """
 
     parts: tuple[str, ...] = DEFAULT_ATTACH
@@ -269,12 +271,20 @@ class AttachOptions(_Record):
     prompt_template: str = DEFAULT_PROMPT
     dtype: Any = None
     reuse_latents: bool = True
+    part_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from ..attach.attachers import class_prompts, parse_attach, resolve_attach_dtype
+        from ..attach.attachers import class_prompts, resolve_attach_dtype
+        from ..attach.parts import parse_attach
         from ..utils.hub import normalise_reference
 
         object.__setattr__(self, "parts", parse_attach(self.parts))
+        unknown = sorted(set(self.part_options) - set(self.parts))
+        if unknown:
+            raise ValueError(
+                f"part_options for {unknown}, which are not attached (attach={list(self.parts)})"
+            )
+        object.__setattr__(self, "part_options", {k: dict(v) for k, v in self.part_options.items()})
         object.__setattr__(self, "vision_encoder", normalise_reference(self.vision_encoder))
         object.__setattr__(self, "text_encoder", normalise_reference(self.text_encoder))
         check_positive_int(self.patch_size, "patch_size")
@@ -323,12 +333,10 @@ class CondenseOptions(_Record):
             refs.append(("scorer", self.score.scorer))
         if isinstance(self.score.vae, (str, os.PathLike)) and self.score.vae not in (AUTO, PIXEL_SPACE):
             refs.append(("vae", self.score.vae))
-        for part, role, value in (
-            ("visual", "vision_encoder", self.attach.vision_encoder),
-            ("text", "text_encoder", self.attach.text_encoder),
-        ):
-            if part in self.attach.parts and isinstance(value, (str, os.PathLike)):
-                refs.append((role, value))
+        from ..attach.parts import get_part
+
+        for name in self.attach.parts:  # each part names the models it loads
+            refs += [(r, v) for r, v in get_part(name).references(self) if isinstance(v, (str, os.PathLike))]
         for role, value in refs:
             check_reference(value, role)
 

@@ -18,16 +18,22 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..attach.attachers import (
-    class_prompts,
-    resolve_attach_dtype,
+from ..attach.attachers import class_prompts
+from ..attach.parts import (
+    BUILTIN_PARTS,
+    AttachPart,
+    PartContext,
+    get_part,
+    needs_vae,
+    part_columns,
+    part_transform,
 )
 from ..condensed.dataset import CondensedDataset, build_info, scores_features
 from ..selection.reliability import Reliability, check_reliability
@@ -195,11 +201,12 @@ class Scores:
 
 @dataclass
 class Attached:
-    """The attach phase's result: the samples table and each attacher's record."""
+    """The attach phase's result: the samples table, each part's ``info`` record (by part name, in
+    ``attach`` order) and the ``classes`` table of a class part (``text``)."""
 
     samples: Any
-    latents: dict[str, Any] | None = None
-    visual: dict[str, Any] | None = None
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    classes: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -272,28 +279,26 @@ def select_rows(options: CondenseOptions, scores: Scores, num_classes: int):
     return result, rows
 
 
-def class_table(options: CondenseOptions, names: Sequence[str], device: torch.device):
-    """The ``classes`` table (T5 embeddings of one prompt per class) and the text attacher's record."""
-    from ..attach.attachers import TextAttacher
+def load_parts(options: CondenseOptions, context: PartContext) -> dict[str, AttachPart]:
+    """Every Attach part of the run, built (models loaded) in ``attach`` order."""
+    return {name: get_part(name).load(options, context) for name in options.attach.parts}
 
-    text = TextAttacher.from_pretrained(
-        options.attach.text_encoder,
-        prompt_template=options.attach.prompt_template,
-        batch_size=options.batch_size,
-        dtype=resolve_attach_dtype(options.attach.dtype),
-        device=device,
-    )
-    return text.encode_classes(list(names)), text.config
+
+def attach_classes(parts: Mapping[str, AttachPart], names: Sequence[str], attached: Attached) -> None:
+    """The class-level parts (``text``): the ``classes`` table and their records, into ``attached``."""
+    for name, part in parts.items():
+        if type(part).column is None:
+            attached.classes = part.classes(list(names))
+            attached.records[name] = part.config
+
+
+def part_context(options: CondenseOptions, device: torch.device, vae: Any) -> PartContext:
+    """What the parts are built with: the device, the run's VAE and (when a part needs the VAE) h."""
+    return PartContext(device, vae, token_count(options, vae) if needs_vae(options.attach.parts) else None)
 
 
 def assemble(
-    plan: Plan,
-    scores: Scores,
-    selection: Any,
-    attached: Attached,
-    classes: Any,
-    text_info: dict[str, Any] | None,
-    **extra: Any,
+    plan: Plan, scores: Scores, selection: Any, attached: Attached, **extra: Any
 ) -> CondensedDataset:
     """The condensed dataset: the attached samples, the class table, every scored row and the ``info``."""
     from datasets import Dataset
@@ -306,6 +311,11 @@ def assemble(
             features=scores_features(plan.class_label),
         )
     samples = attached.samples
+    records = {name: attached.records.get(name) for name in options.attach.parts}
+    for name in options.attach.parts:  # a part from outside the package describes itself in its record
+        if name not in BUILTIN_PARTS:
+            part = get_part(name)
+            records[name] = {**records[name], "column": part.column, "description": part.description}
     info = build_info(
         source=plan.source,
         class_names=list(plan.class_names),
@@ -315,17 +325,15 @@ def assemble(
         feature_column=options.select.feature_column,
         labels=column_numpy(samples, "label").astype(np.int64),
         scoring=scores.info,
-        latents=attached.latents,
-        visual=attached.visual,
-        text=text_info,
+        parts=records,
         attach=options.attach.parts,
         resolution=options.resolution,
         patch_size=options.attach.patch_size,
-        num_visual_tokens=attached.visual["num_tokens"] if attached.visual else None,
         seed=options.select.seed,
         notes=options.notes,
         **{**attached.extra, **extra},
     )
+    classes = attached.classes
     return CondensedDataset(samples, classes, info, scores=score_table)
 
 
@@ -368,8 +376,8 @@ class MemoryRunner:
             raise ValueError(
                 f"selection features have {len(sel.features)} rows but the dataset has {len(dataset)}"
             )
-        for part, column in (("latents", "latents"), ("visual", "visual_embeds")):
-            if part in options.attach.parts and column in columns:
+        for part, column in part_columns(options.attach.parts).items():
+            if column in columns:
                 raise ValueError(
                     f"the dataset already has a {column!r} column; remove it or leave {part!r} out of attach"
                 )
@@ -418,17 +426,17 @@ class MemoryRunner:
             if (plan.run_scorer)
             else (None, None)
         )
-        needs_vae = "latents" in options.attach.parts or "visual" in options.attach.parts
-        vae = attach_vae(options, device, scorer_vae, scored=scorer is not None) if needs_vae else None
-        tokens = token_count(options, vae) if needs_vae else None
+        needs = needs_vae(options.attach.parts)
+        vae = attach_vae(options, device, scorer_vae, scored=scorer is not None) if needs else None
+        context = part_context(options, device, vae)
 
         scored, scores = self.score(plan, scorer)
         selection, rows = select_rows(options, scores, plan.num_classes)
-        attached = self.attach(plan, scored, rows, scores, vae, tokens, device)
-        classes = text_info = None
-        if "text" in options.attach.parts:
-            classes, text_info = class_table(options, plan.class_names, device)
-        return assemble(plan, scores, selection, attached, classes, text_info)
+        parts = load_parts(options, context)
+        self.device = device
+        attached = self.attach(plan, scored, rows, scores, parts)
+        attach_classes(parts, plan.class_names, attached)
+        return assemble(plan, scores, selection, attached)
 
     def score(self, plan: Plan, scorer: Any) -> tuple[Any, Scores]:
         options = self.options
@@ -467,11 +475,9 @@ class MemoryRunner:
         return scored, scores
 
     def attach(
-        self, plan: Plan, scored: Any, rows: np.ndarray, scores: Scores, vae: Any, tokens: int | None, device
+        self, plan: Plan, scored: Any, rows: np.ndarray, scores: Scores, parts: Mapping[str, AttachPart]
     ) -> Attached:
         from datasets import Value
-
-        from ..attach.attachers import LatentEncoder, VisualAttacher
 
         options = self.options
         image, label = options.data.image_column, options.data.label_column
@@ -486,25 +492,11 @@ class MemoryRunner:
         samples = samples.select_columns(
             ["image", "label", "source_index", *(["difficulty"] if has_scores else [])]
         )
-        dtype = resolve_attach_dtype(options.attach.dtype)
         attached = Attached(samples)
-        if "latents" in options.attach.parts:
-            encoder = LatentEncoder(
-                vae, resolution=options.resolution, batch_size=options.batch_size, dtype=dtype, device=device
-            )
-            attached.samples = encoder.apply(attached.samples)
-            attached.latents = encoder.config
-        if "visual" in options.attach.parts:
-            visual = VisualAttacher.from_pretrained(
-                options.attach.vision_encoder,
-                num_tokens=tokens,
-                resolution=options.resolution,
-                batch_size=options.batch_size,
-                dtype=dtype,
-                device=device,
-            )
-            attached.samples = visual.apply(attached.samples)
-            attached.visual = visual.config
+        for name, part in parts.items():  # the row parts, each a datasets map over the selected rows
+            if type(part).column is not None:
+                attached.samples = part_transform(part, options, self.device).apply(attached.samples)
+                attached.records[name] = part.config
         return attached
 
 
@@ -514,10 +506,12 @@ __all__ = [
     "Plan",
     "Scores",
     "assemble",
+    "attach_classes",
     "attach_vae",
     "check_class_setup",
-    "class_table",
+    "load_parts",
     "load_scorer",
+    "part_context",
     "scoring_record",
     "select_rows",
     "token_count",

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..attach.attachers import check_finite, resolve_attach_dtype
+from ..attach.parts import PartContext, get_part, needs_vae
 from ..condensed.dataset import CondensedDataset
 from ..utils.files import absolute, read_json, staged_dir, write_json
 from ..utils.spaces import AUTO, DEFAULT_VAE, PIXEL_SPACE
@@ -49,9 +49,10 @@ from .pipeline import (
     Plan,
     Scores,
     assemble,
+    attach_classes,
     check_class_setup,
-    class_table,
     load_scorer,
+    part_context,
     select_rows,
     token_count,
 )
@@ -289,7 +290,6 @@ class ShardedRunner:
     # -- phase 3: attach ------------------------------------------------------------------
     def attach(self, plan: Plan) -> dict[str, Any]:
         """Latents and visual tokens (and the image bytes) of the selected rows, on this rank's shards."""
-        from ..attach.attachers import LatentEncoder, VisualAttacher
         from ..utils.vae import load_vae
 
         options, state, source = self.options, self.state, self.source
@@ -298,47 +298,31 @@ class ShardedRunner:
             raise FileNotFoundError(f"{selection_file} not found: run `d2c select` first")
         selected = np.asarray(read_json(selection_file, "the selection")["source_indices"], dtype=np.int64)
         score_cfg = phase_config(self.output_dir, SCORE_DIR)
-        parts = options.attach.parts
-        needs_vae = "latents" in parts or "visual" in parts
+        rows_parts = [p for p in options.attach.parts if get_part(p).column is not None]
         vae_ref = score_cfg.get("vae_source", PIXEL_SPACE) if options.score.vae == AUTO else options.score.vae
-        vae = load_vae(vae_ref, dtype=torch.float32, device=state.device) if needs_vae else None
-        tokens = token_count(options, vae) if needs_vae else None
-        dtype = resolve_attach_dtype(options.attach.dtype)
-        encoder = visual = reuse = None
+        needs = needs_vae(options.attach.parts)
+        vae = load_vae(vae_ref, dtype=torch.float32, device=state.device) if needs else None
+        context = part_context(options, state.device, vae)
+        built = {name: get_part(name).load(options, context) for name in rows_parts}
+        reuse = None
         config: dict[str, Any] = {
             "source": source.identity,
             "selection_sha": sha256_hex(selected.tobytes()),
-            "parts": [p for p in parts if p != "text"],
+            "parts": rows_parts,
             "shard_size": self.run.shard_size,
             "batch_size": options.batch_size,
             "skip_corrupt": bool(options.data.skip_corrupt),
         }
-        if "latents" in parts:
-            encoder = LatentEncoder(
-                vae,
-                resolution=options.resolution,
-                batch_size=options.batch_size,
-                dtype=dtype,
-                device=state.device,
-            )
-            config["latents"] = encoder.config
-            same_space = (
-                score_cfg["scorer"].get("vae") == encoder.config["vae"]
-                and options.resolution == score_cfg["scorer"]["resolution"]
-            )
-            if options.attach.reuse_latents and same_space:  # else another VAE or crop: encode again
-                reuse = _posterior_lookup(self.output_dir, selected)
-            config["latents_from"] = "scorer posterior" if reuse is not None else "vae"
-        if "visual" in parts:
-            visual = VisualAttacher.from_pretrained(
-                options.attach.vision_encoder,
-                num_tokens=tokens,
-                resolution=options.resolution,
-                batch_size=options.batch_size,
-                dtype=dtype,
-                device=state.device,
-            )
-            config["visual"] = visual.config
+        for name, part in built.items():
+            config[name] = part.config
+            if name == "latents":
+                same_space = (
+                    score_cfg["scorer"].get("vae") == part.config["vae"]
+                    and options.resolution == score_cfg["scorer"]["resolution"]
+                )
+                if options.attach.reuse_latents and same_space:  # else another VAE or crop: encode again
+                    reuse = _posterior_lookup(self.output_dir, selected)
+                config["latents_from"] = "scorer posterior" if reuse is not None else "vae"
         folder = open_phase(self.output_dir, ATTACH_DIR, config, state)
 
         ranges = shard_plan(len(selected), self.run.shard_size)
@@ -369,17 +353,11 @@ class ShardedRunner:
                     "bytes": np.frombuffer(b"".join(blobs), np.uint8),
                     "offsets": np.cumsum([0, *map(len, blobs)]).astype(np.int64),
                 }
-                if encoder is not None:
-                    if reuse is not None:
-                        part["latents"] = reuse[np.searchsorted(selected, rows)]
+                for name, step in built.items():  # the parts' own per-batch code (as in memory)
+                    if name == "latents" and reuse is not None:
+                        part[step.column] = reuse[np.searchsorted(selected, rows)]
                     else:
-                        moments = encoder.encode(pixels.numpy()).to("cpu", torch.float16)
-                        check_finite(moments, "the VAE posterior", rows, "run the VAE in float32")
-                        part["latents"] = moments.numpy()
-                if visual is not None:
-                    embeds = visual.encode(pixels.numpy()).to("cpu", torch.float16)
-                    check_finite(embeds, "the visual tokens", rows, "run the encoder in float32 or bfloat16")
-                    part["visual_embeds"] = embeds.numpy()
+                        part[step.column] = step.compute(pixels.numpy(), rows)
                 acc[shard].append(part)
                 if len(acc[shard]) == per_shard[shard]:
                     yield shard, _concat_parts(acc.pop(shard))
@@ -396,14 +374,13 @@ class ShardedRunner:
     def assemble(self) -> CondensedDataset:
         """Build the :class:`CondensedDataset` from the finished phases, save it to ``condensed/``
         (atomically) and return it: the same tables and ``info`` keys as :func:`d2c_hf.condense`."""
-        from datasets import Array2D, Array3D, ClassLabel, Dataset, Features, Image, Value
+        from datasets import ClassLabel, Dataset, Features, Image, Value
 
         run = read_run(self.output_dir)["phases"]
         score_cfg, attach_cfg = run[SCORE_DIR], run[ATTACH_DIR]
         selection = read_json(self.output_dir / SELECTION_FILE, "the selection")
         # the selection as it was made (by `d2c select` or this run), for the record
         options = replace(self.options, select=SelectOptions.from_record(selection["options"]))
-        parts = options.attach.parts
         names = score_cfg["class_names"]
         num_shards = len(shard_plan(len(selection["source_indices"]), attach_cfg["shard_size"]))
         shards = load_all_shards(self.output_dir / ATTACH_DIR, num_shards, ATTACH_REQUIRED)
@@ -428,26 +405,23 @@ class ShardedRunner:
             "source_index": Value("int64"),
             "difficulty": Value("float32"),
         }
-        attached = Attached(None, latents=attach_cfg.get("latents"), visual=attach_cfg.get("visual"))
-        if "latents" in parts:
-            columns["latents"] = got["latents"]
-            lat = attach_cfg["latents"]
-            features["latents"] = Array3D(
-                (2 * lat["latent_channels"], lat["latent_size"], lat["latent_size"]), "float16"
-            )
-        if "visual" in parts:
-            columns["visual_embeds"] = got["visual_embeds"]
-            vis = attach_cfg["visual"]
-            features["visual_embeds"] = Array2D((vis["num_tokens"], vis["hidden_size"]), "float16")
+        attached = Attached(None)
+        for name in attach_cfg.get("parts", []):  # each row part's column, typed from its recorded config
+            part = get_part(name)
+            columns[part.column] = got[part.column]
+            features.update(part.features(attach_cfg[name]))
+            attached.records[name] = attach_cfg[name]
         attached.samples = Dataset.from_dict(columns, features=Features(features))
         attached.extra["distributed"] = {
             "score_shards": len(shard_plan(score_cfg["source"]["num_rows"], score_cfg["shard_size"])),
             "attach_shards": num_shards,
             "latents_from": attach_cfg.get("latents_from"),
         }
-        classes = text_info = None
-        if "text" in parts:
-            classes, text_info = class_table(options, names, self.state.device)
+        class_parts = [p for p in options.attach.parts if get_part(p).column is None]
+        if class_parts:
+            context = PartContext(self.state.device)
+            built = {name: get_part(name).load(options, context) for name in class_parts}
+            attach_classes(built, names, attached)
         source = score_cfg["source"]
         plan = Plan(
             options,
@@ -476,7 +450,7 @@ class ShardedRunner:
                 "warn_reliability": self.options.score.warn_reliability,
             },
         )
-        condensed = assemble(plan, scores, selection["result"], attached, classes, text_info)
+        condensed = assemble(plan, scores, selection["result"], attached)
         condensed.save_to_disk(self.output_dir / CONDENSED_DIR, overwrite=True, card=self.run.card)
         return condensed
 
