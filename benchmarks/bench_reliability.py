@@ -99,7 +99,8 @@ def scorer_folder(cache: Path, train, steps: int, resolution: int, seed: int) ->
 
 def pool_errors(cache: Path, folder: Path, train, pool: Pool, batch_size: int) -> tuple[np.ndarray, float]:
     """``(N, T, max_draws)`` float32 errors of ``pool`` and the seconds they took (cached)."""
-    from d2c_hf.selection.scorer import DifficultyScorer, pixel_keys
+    from d2c_hf.selection.noise import pixel_keys
+    from d2c_hf.selection.scorer import DifficultyScorer
     from d2c_hf.utils.images import preprocess_images
 
     path = cache / f"{folder.name}-{pool.name}-D{pool.max_draws}.npz"

@@ -188,7 +188,8 @@ def reliability_cost(
     * per dataset: :func:`finish_scores` on ``finish_rows`` synthetic rows, against the time scoring
       those rows takes at the measured ``score_batch`` rate.
     """
-    from d2c_hf.selection.scorer import finish_scores, pixel_keys
+    from d2c_hf.selection.noise import pixel_keys
+    from d2c_hf.selection.scorer import finish_scores
 
     x0, keys = scorer.encode(pixels), pixel_keys(pixels)
     draws = range(scorer.num_draws)

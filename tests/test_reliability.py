@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from d2c_hf.selection.estimator import check_estimator
+from d2c_hf.selection.noise import noise_seed, pixel_keys, sample_noise
 from d2c_hf.selection.reliability import (
     Reliability,
     ReliabilityError,
@@ -20,7 +21,7 @@ from d2c_hf.selection.reliability import (
     score_reliability,
     spearman_brown,
 )
-from d2c_hf.selection.scorer import DifficultyScorer, noise_seed, pixel_keys, sample_noise
+from d2c_hf.selection.scorer import DifficultyScorer
 from d2c_hf.utils.images import preprocess_images
 
 
@@ -158,7 +159,7 @@ def test_bad_estimator_options_fail_before_any_model_loads(monkeypatch):
     def no_load(*args, **kwargs):
         raise AssertionError("a model was loaded")
 
-    monkeypatch.setattr(scoring, "_load_model", no_load)
+    monkeypatch.setattr(scoring, "load_model", no_load)
     with pytest.raises(ValueError, match="num_draws"):
         DifficultyScorer.from_pretrained("/nonexistent/scorer", num_draws=0)
     with pytest.raises(ValueError, match="warn_reliability"):

@@ -18,13 +18,9 @@ from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.modeling_utils import ModelMixin
 from PIL import Image as PILImage
 
-from d2c_hf.selection.scorer import (
-    DifficultyScorer,
-    pixel_keys,
-    sample_noise,
-    timestep_grid,
-    value_keys,
-)
+from d2c_hf.selection.denoisers import timestep_grid
+from d2c_hf.selection.noise import pixel_keys, sample_noise, value_keys
+from d2c_hf.selection.scorer import DifficultyScorer
 from d2c_hf.selection.train_scorer import train_scorer
 from d2c_hf.utils.images import pixels_to_tensor, preprocess_images
 

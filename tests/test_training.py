@@ -8,11 +8,11 @@ import torch
 from datasets import Array3D, Dataset, Features, Value
 
 from d2c_hf.models.transformer_sit import SiTTransformer2DModel
+from d2c_hf.schedulers.paths import interpolate
 from d2c_hf.train.batches import BatchSource
 from d2c_hf.train.losses import (
     compute_loss,
     flow_matching_loss,
-    interpolate,
     projection_loss,
     sample_timesteps,
     seeded_generator,

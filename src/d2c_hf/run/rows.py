@@ -233,7 +233,7 @@ class BatchPrep:
 
     def __call__(self, rows: np.ndarray, raw: Mapping[str, list]) -> dict[str, Any]:
         from ..data.inputs import check_labels
-        from ..selection.scorer import pixel_keys, value_keys
+        from ..selection.noise import pixel_keys, value_keys
         from ..utils.images import center_crop, decode_image
 
         keep, pixels, blobs, corrupt, upsampled = [], [], [], [], 0

@@ -45,8 +45,6 @@ See ``docs/scoring.md`` for the user guide and :func:`train_scorer` for a scorer
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -56,13 +54,10 @@ import numpy as np
 import torch
 
 from ..data.inputs import check_labels
-from ..train.losses import interpolate
 from ..utils.checks import check_positive_int, check_seed
 from ..utils.hub import (
     check_fork_safe,
-    load_pretrained,
     model_provenance,
-    read_repo_json,
     resolve_device,
     resolve_dtype,
 )
@@ -76,6 +71,17 @@ from ..utils.vae import (
     load_vae,
     scale_latents,
 )
+from .denoisers import (
+    NUM_CLASSES_KEYS,
+    PREDICTION_TYPES,
+    EpsilonAdapter,
+    FlowAdapter,
+    check_denoiser,
+    config_value,
+    detect_prediction_type,
+    load_model,
+    model_prediction,
+)
 from .estimator import (
     DEFAULT_PROBE_ROWS,
     MIDPOINTS,
@@ -83,6 +89,7 @@ from .estimator import (
     STRATIFIED,
     check_estimator,
 )
+from .noise import pixel_keys, probe_draws, sample_bin_offsets, sample_noise, value_keys
 from .reliability import (
     DEFAULT_WARN_RELIABILITY,
     Reliability,
@@ -97,455 +104,10 @@ logger = logging.getLogger(__name__)
 
 DIFFICULTY_COLUMN = "difficulty"
 PER_TIMESTEP_COLUMN = "difficulty_per_timestep"
-PREDICTION_TYPES = ("epsilon", "flow")
-#: Model classes whose prediction type is known (matched by class name, nothing is imported).
-KNOWN_MODEL_CLASSES: dict[str, str] = {
-    "DiTTransformer2DModel": "epsilon",
-    "Transformer2DModel": "epsilon",  # the Hub config of facebook/DiT-XL-2-256 (remapped by diffusers)
-    "SiTTransformer2DModel": "flow",
-    "UNet2DModel": "epsilon",  # with num_class_embeds (class-conditional), e.g. a DDPM UNet
-}
-#: config keys that give a model's number of classes (DiT/SiT, diffusers' DiT remap, UNet2DModel)
-NUM_CLASSES_KEYS = ("num_classes", "num_embeds_ada_norm", "num_class_embeds")
 #: Bump when the scores change for the same config (invalidates ``datasets`` caches).
 FINGERPRINT_VERSION = 1
 SCORER_INFO_FILE = "d2c_scorer.json"
 HALVES_COLUMN = "difficulty_halves"
-
-
-# --------------------------------------------------------------------------------------
-# timestep grid
-# --------------------------------------------------------------------------------------
-
-
-def timestep_grid(num_timesteps: int, prediction_type: str, num_train_timesteps: int = 1000) -> torch.Tensor:
-    """The fixed, evenly spaced timestep grid: midpoints of ``num_timesteps`` equal bins.
-
-    Returns:
-        ``"epsilon"``: int64 ``(T,)``, ``t_i = floor((i + 0.5) * N / T)`` with N = ``num_train_timesteps``
-        (``[50, 150, ..., 950]`` for T = 10, N = 1000); ``"flow"``: float32 ``(T,)``, ``t_i = (i + 0.5) / T``.
-    """
-    check_positive_int(num_timesteps, "num_timesteps")
-    i = torch.arange(num_timesteps, dtype=torch.int64)
-    if prediction_type == "epsilon":
-        if num_timesteps > num_train_timesteps:
-            raise ValueError(
-                f"num_timesteps={num_timesteps} exceeds the model's {num_train_timesteps} training timesteps"
-            )
-        # exact integer arithmetic: floor((2i + 1) * N / (2T))
-        return torch.div((2 * i + 1) * num_train_timesteps, 2 * num_timesteps, rounding_mode="floor")
-    if prediction_type == "flow":
-        return (i.to(torch.float64) + 0.5).div(num_timesteps).to(torch.float32)
-    raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
-
-
-# --------------------------------------------------------------------------------------
-# common random numbers
-# --------------------------------------------------------------------------------------
-
-
-def _hash64(*parts: bytes) -> int:
-    digest = hashlib.blake2b(digest_size=8)
-    for part in parts:
-        digest.update(len(part).to_bytes(8, "little"))
-        digest.update(part)
-    return int.from_bytes(digest.digest(), "little")
-
-
-def pixel_keys(pixels: np.ndarray) -> np.ndarray:
-    """Stable per-sample keys: a 64-bit blake2b hash of each image's preprocessed pixels.
-
-    Args:
-        pixels: ``(B, H, W, 3)`` uint8 (the centre crop the model sees).
-
-    Returns:
-        ``(B,)`` uint64. Identical pixels give identical keys whatever the row, split or process.
-    """
-    pixels = np.ascontiguousarray(pixels)
-    shape = json.dumps(list(pixels.shape[1:])).encode()
-    return np.array([_hash64(b"pixels", shape, image.tobytes()) for image in pixels], dtype=np.uint64)
-
-
-def value_keys(values: Sequence[Any], rows: Sequence[int] | None = None, column: str = "key") -> np.ndarray:
-    """Per-sample keys from a user's key column (ints, strings or bytes, e.g. an image id or path).
-
-    Returns:
-        ``(B,)`` uint64 hashes; ``None`` or other types raise, naming the row.
-    """
-    keys = np.empty(len(values), dtype=np.uint64)
-    for i, value in enumerate(values):
-        if isinstance(value, (bool, np.bool_)) or value is None:
-            kind = None
-        elif isinstance(value, (int, np.integer)):
-            kind, data = b"int", str(int(value)).encode()
-        elif isinstance(value, str):
-            kind, data = b"str", value.encode("utf-8")
-        elif isinstance(value, (bytes, bytearray)):
-            kind, data = b"bytes", bytes(value)
-        else:
-            kind = None
-        if kind is None:
-            row = i if rows is None else rows[i]
-            raise ValueError(
-                f"key column {column!r} has {value!r} at row {row}; keys must be integers, strings or bytes"
-            )
-        keys[i] = _hash64(kind, data)
-    return keys
-
-
-def noise_seed(seed: int, key: int, draw: int = 0) -> int:
-    """The CPU generator seed of one sample's noise draw: a 64-bit blake2b hash of ``(seed, key)`` for draw
-    0 (the stream of every score computed with one draw) and of ``(seed, key, draw)`` for draw ``d >= 1``."""
-    parts = [b"d2c-difficulty-noise", int(seed).to_bytes(8, "little"), int(key).to_bytes(8, "little")]
-    if draw:
-        parts.append(int(draw).to_bytes(8, "little"))
-    return _hash64(*parts)
-
-
-def sample_noise(
-    keys: Sequence[int] | np.ndarray, seed: int, num_timesteps: int, shape: Sequence[int], draw: int = 0
-) -> torch.Tensor:
-    """Common random numbers: the noise of every (sample, timestep index) of one draw.
-
-    Sample b gets ``torch.randn((T, *shape), generator=torch.Generator("cpu").manual_seed(noise_seed(seed,
-    keys[b], draw)))``; timestep index i uses slice i. Generated on CPU so every device sees the same numbers.
-    Draw 0 is the stream of a one-draw score; each further draw is a new, independent stream.
-
-    Returns:
-        ``(B, T, *shape)`` float32 on CPU.
-    """
-    keys = np.asarray(keys, dtype=np.uint64)
-    out = torch.empty((len(keys), num_timesteps, *shape), dtype=torch.float32)
-    generator = torch.Generator("cpu")
-    for b, key in enumerate(keys.tolist()):
-        generator.manual_seed(noise_seed(seed, key, draw))
-        torch.randn((num_timesteps, *shape), generator=generator, out=out[b])
-    return out
-
-
-def sample_bin_offsets(
-    keys: Sequence[int] | np.ndarray, seed: int, num_timesteps: int, draw: int
-) -> torch.Tensor:
-    """Stratified timesteps: a uniform offset in ``[0, 1)`` per (sample, timestep bin) of one draw, from a
-    CPU generator seeded with ``blake2b("d2c-difficulty-timesteps", seed, key, draw)``.
-
-    Returns:
-        ``(B, T)`` float64 on CPU.
-    """
-    keys = np.asarray(keys, dtype=np.uint64)
-    out = torch.empty((len(keys), num_timesteps), dtype=torch.float64)
-    generator = torch.Generator("cpu")
-    for b, key in enumerate(keys.tolist()):
-        generator.manual_seed(
-            _hash64(
-                b"d2c-difficulty-timesteps",
-                int(seed).to_bytes(8, "little"),
-                int(key).to_bytes(8, "little"),
-                int(draw).to_bytes(8, "little"),
-            )
-        )
-        torch.rand((num_timesteps,), generator=generator, dtype=torch.float64, out=out[b])
-    return out
-
-
-def probe_draws(keys: Sequence[int] | np.ndarray, seed: int) -> np.ndarray:
-    """``(B,)`` float64 in ``[0, 1)``: a row is in the reliability probe when this is below the probe's
-    fraction (and its class is a probe class); a function of ``(seed, key)`` only."""
-    keys = np.asarray(keys, dtype=np.uint64)
-    return np.array(
-        [
-            _hash64(b"d2c-reliability-probe", int(seed).to_bytes(8, "little"), int(k).to_bytes(8, "little"))
-            / 2.0**64
-            for k in keys.tolist()
-        ],
-        dtype=np.float64,
-    )
-
-
-# --------------------------------------------------------------------------------------
-# adapters: path (how x_t is built) + prediction (what the output is compared with)
-# --------------------------------------------------------------------------------------
-
-
-def dit_ddpm_scheduler():
-    """DiT's training schedule as a diffusers ``DDPMScheduler``: linear betas 1e-4..0.02 over 1000 steps,
-    epsilon prediction (used when a scorer ships no scheduler, and by :func:`d2c_hf.train_scorer`)."""
-    from diffusers import DDPMScheduler
-
-    return DDPMScheduler(
-        num_train_timesteps=1000,
-        beta_schedule="linear",
-        beta_start=1e-4,
-        beta_end=0.02,
-        prediction_type="epsilon",
-        clip_sample=False,
-    )
-
-
-class EpsilonAdapter:
-    """DDPM path with epsilon prediction (DiT).
-
-    ``x_t = sqrt(abar_t) x + sqrt(1 - abar_t) eps`` (``DDPMScheduler.add_noise``), target ``eps``,
-    integer timesteps ``t_i = floor((i + 0.5) * N / T)``.
-
-    Args:
-        num_timesteps: T, the grid size.
-        scheduler: a ``DDPMScheduler`` (or any diffusers scheduler / config dict with the same beta
-            parameters, e.g. DiT's saved ``DDIMScheduler``); ``None`` = DiT's linear schedule
-            (betas 1e-4..0.02, 1000 steps).
-    """
-
-    prediction_type = "epsilon"
-
-    def __init__(
-        self, num_timesteps: int, scheduler: Any = None, grid: str | Sequence[float] = MIDPOINTS
-    ) -> None:
-        from diffusers import DDPMScheduler
-
-        if scheduler is None:
-            scheduler = dit_ddpm_scheduler()
-        elif not isinstance(scheduler, DDPMScheduler):
-            config = scheduler if isinstance(scheduler, Mapping) else scheduler.config
-            scheduler = DDPMScheduler.from_config(dict(config))
-        if scheduler.config.prediction_type != "epsilon":
-            raise ValueError(
-                f"the scheduler says prediction_type={scheduler.config.prediction_type!r}; the epsilon adapter "
-                "needs an epsilon-prediction model (pass prediction_type='flow' for flow/velocity models)"
-            )
-        self.scheduler = scheduler
-        self.num_train_timesteps = int(scheduler.config.num_train_timesteps)
-        self.grid = grid
-        if isinstance(grid, str):
-            self.timesteps = timestep_grid(num_timesteps, "epsilon", self.num_train_timesteps)
-        else:
-            values = [float(t) for t in grid]
-            if any(t != int(t) or not 0 <= t < self.num_train_timesteps for t in values):
-                raise ValueError(
-                    f"timestep_grid for an epsilon model must hold integer timesteps in [0, "
-                    f"{self.num_train_timesteps}), got {list(grid)}"
-                )
-            self.timesteps = torch.tensor([int(t) for t in values], dtype=torch.int64)
-
-    def to(self, device: torch.device) -> EpsilonAdapter:
-        # add_noise caches alphas_cumprod on the samples' device; do it once, outside inference mode
-        self.scheduler.alphas_cumprod = self.scheduler.alphas_cumprod.to(device)
-        self.timesteps = self.timesteps.to(device)
-        return self
-
-    def interpolate(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """``(N, C, H, W)`` float32 clean samples and noise, ``(N,)`` int64 timesteps -> x_t ``(N, C, H, W)``."""
-        return self.scheduler.add_noise(x0, noise, t)
-
-    def target(self, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """The regression target: ``eps``."""
-        return noise
-
-    def model_timesteps(self, t: torch.Tensor) -> torch.Tensor:
-        """``(N,)`` int64 timesteps for the model (as given)."""
-        return t
-
-    def stratified(self, offsets: torch.Tensor) -> torch.Tensor:
-        """``(..., T)`` uniform offsets in [0, 1) -> one integer timestep in each of T equal bins,
-        ``floor(i N / T) + floor(u (floor((i+1) N / T) - floor(i N / T)))``, int64."""
-        steps = offsets.shape[-1]
-        edges = torch.div(torch.arange(steps + 1) * self.num_train_timesteps, steps, rounding_mode="floor")
-        width = (edges[1:] - edges[:-1]).to(torch.float64)
-        return (edges[:-1] + (offsets.cpu() * width).floor().to(torch.int64)).clamp(
-            max=self.num_train_timesteps - 1
-        )
-
-    @property
-    def config(self) -> dict[str, Any]:
-        c = self.scheduler.config
-        return {
-            "path": "ddpm",
-            "target": "epsilon",
-            "num_train_timesteps": self.num_train_timesteps,
-            "beta_schedule": c.beta_schedule,
-            "beta_start": float(c.beta_start),
-            "beta_end": float(c.beta_end),
-            "trained_betas": None if c.trained_betas is None else [float(b) for b in c.trained_betas],
-            "timesteps": [int(t) for t in self.timesteps.tolist()]
-            if self.grid != STRATIFIED
-            else "stratified",
-        }
-
-
-class FlowAdapter:
-    """Linear flow path with velocity prediction (SiT / REPA convention).
-
-    ``x_t = (1 - t) x + t eps``, target ``eps - x``, ``t_i = (i + 0.5) / T`` passed as float32.
-    """
-
-    prediction_type = "flow"
-
-    def __init__(self, num_timesteps: int, grid: str | Sequence[float] = MIDPOINTS) -> None:
-        self.grid = grid
-        if isinstance(grid, str):
-            self.timesteps = timestep_grid(num_timesteps, "flow")
-        else:
-            values = [float(t) for t in grid]
-            if any(not 0.0 <= t <= 1.0 for t in values):
-                raise ValueError(
-                    f"timestep_grid for a flow model must hold times t in [0, 1], got {list(grid)}"
-                )
-            self.timesteps = torch.tensor(values, dtype=torch.float32)
-
-    def to(self, device: torch.device) -> FlowAdapter:
-        self.timesteps = self.timesteps.to(device)
-        return self
-
-    def interpolate(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """``(N, C, H, W)`` clean samples and noise, ``(N,)`` float32 times -> ``(1 - t) x + t eps``
-        (the training loss's interpolant, :func:`d2c_hf.train.losses.interpolate`)."""
-        return interpolate(x0, noise, t)[0]
-
-    def target(self, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """The regression target: the velocity ``eps - x``."""
-        return noise - x0
-
-    def model_timesteps(self, t: torch.Tensor) -> torch.Tensor:
-        """``(N,)`` float32 ``t`` in ``[0, 1]`` (as given)."""
-        return t
-
-    def stratified(self, offsets: torch.Tensor) -> torch.Tensor:
-        """``(..., T)`` uniform offsets in [0, 1) -> ``t_i = (i + u_i) / T``, float32."""
-        steps = offsets.shape[-1]
-        return ((torch.arange(steps, dtype=torch.float64) + offsets.cpu()) / steps).to(torch.float32)
-
-    @property
-    def config(self) -> dict[str, Any]:
-        return {
-            "path": "linear",
-            "target": "velocity",
-            "timesteps": [float(t) for t in self.timesteps.tolist()]
-            if self.grid != STRATIFIED
-            else "stratified",
-        }
-
-
-def model_prediction(output: Any, channels: int) -> torch.Tensor:
-    """The comparable part of a model output: ``output.sample`` (or ``output[0]``), and of a
-    learned-sigma output ``(N, 2C, H, W)`` only the first C channels (the ``eps``/velocity half)."""
-    sample = getattr(output, "sample", None)
-    if sample is None:
-        sample = output[0] if isinstance(output, (tuple, list)) else output
-    if sample.shape[1] == channels:
-        return sample
-    if sample.shape[1] == 2 * channels:
-        return sample[:, :channels]
-    raise ValueError(
-        f"the model returned {sample.shape[1]} channels for {channels}-channel inputs; expected {channels} or "
-        f"{2 * channels} (learned sigma)"
-    )
-
-
-def check_denoiser(model: Any) -> None:
-    """Refuse models that are not diffusion denoisers (a VAE passed as the scorer, say), naming the fix."""
-    name = type(model).__name__
-    if name.startswith(("Autoencoder", "VQModel", "AsymmetricAutoencoder", "ConsistencyDecoder")):
-        raise ValueError(
-            f"the scorer is a {name}, an autoencoder, not a diffusion denoiser: pass it as vae=..., and a "
-            "class-conditional diffusion model (a DiT or SiT pipeline or transformer, a UNet2DModel with "
-            "num_class_embeds, or the output of train_scorer) as the scorer"
-        )
-
-
-def detect_prediction_type(model: Any) -> str:
-    """``"epsilon"`` or ``"flow"`` from the model's class name or ``config.prediction_type``."""
-    check_denoiser(model)
-    name = type(model).__name__
-    if name in KNOWN_MODEL_CLASSES:
-        return KNOWN_MODEL_CLASSES[name]
-    declared = _config_value(model, "prediction_type")
-    if declared in PREDICTION_TYPES:
-        return declared
-    raise ValueError(
-        f"cannot tell whether {name} predicts noise or a flow velocity: pass prediction_type='epsilon' "
-        "(DDPM noising, eps target, integer timesteps) or prediction_type='flow' (x_t = (1-t) x + t eps, "
-        "target eps - x, t in [0, 1])"
-    )
-
-
-# --------------------------------------------------------------------------------------
-# loading: pipeline folder | folder with transformer/ | bare model folder, Hub id or local
-# --------------------------------------------------------------------------------------
-
-
-def _config_value(model: Any, *names: str) -> Any:
-    config = getattr(model, "config", None)
-    for name in names:
-        if isinstance(config, Mapping):
-            value = config.get(name)
-        else:
-            value = getattr(config, name, None)
-        if value is not None:
-            return value
-    return None
-
-
-def _model_class(library: str | None, class_name: str) -> type:
-    """Resolve a model class named in ``model_index.json`` / ``config.json`` (diffusers or d2c_hf only:
-    nothing else is imported on a repo's say-so)."""
-    import importlib
-
-    if library in (None, "diffusers"):
-        import diffusers
-
-        if hasattr(diffusers, class_name):
-            return getattr(diffusers, class_name)
-    if library is None or library == "d2c_hf" or library.startswith("d2c_hf."):
-        try:  # an ImportError (e.g. a broken model module) propagates as is
-            return getattr(importlib.import_module(library or "d2c_hf"), class_name)
-        except AttributeError:
-            pass
-    raise ValueError(
-        f"unsupported model class {class_name!r} (library {library!r}): DifficultyScorer loads diffusers and "
-        "d2c_hf models; load the model yourself and pass it (with prediction_type=...)"
-    )
-
-
-def _load_model(repo: str) -> tuple[Any, dict[str, Any] | None, bool]:
-    """Load the denoiser of a repo: ``(model, scheduler_config_or_None, repo_has_vae)``.
-
-    Layouts: a diffusers pipeline (``model_index.json`` + ``transformer/`` [+ ``vae/``, ``scheduler/``],
-    exactly facebook/DiT-XL-2-256), a folder with a ``transformer/`` subfolder, or a bare model folder
-    (``config.json`` at the root).
-    """
-    from ..utils.hub import check_reference
-
-    check_reference(repo, "scorer")
-    index = read_repo_json(repo, "model_index.json", role="scorer")
-    if index is not None:
-        entry = index.get("transformer")
-        if not entry or entry[0] is None:
-            raise ValueError(
-                f"the pipeline {repo!r} has no transformer component ({index.get('_class_name')}); "
-                "DifficultyScorer needs a class-conditional diffusion transformer (DiT or SiT)"
-            )
-        cls = _model_class(entry[0], entry[1])
-        model = load_pretrained(cls, repo, role="scorer", subfolder="transformer")
-        scheduler = (
-            read_repo_json(repo, "scheduler_config.json", "scheduler") if index.get("scheduler") else None
-        )
-        vae_entry = index.get("vae")
-        return model, scheduler, bool(vae_entry and vae_entry[0] is not None)
-
-    config = read_repo_json(repo, "config.json", "transformer")
-    subfolder: str | None = "transformer"
-    if config is None:
-        config, subfolder = read_repo_json(repo, "config.json"), None
-    if config is None or "_class_name" not in config:
-        raise ValueError(
-            f"scorer {repo!r} is not a model folder: expected model_index.json (a diffusers pipeline such as "
-            "facebook/DiT-XL-2-256), transformer/config.json, or a config.json written by save_pretrained"
-        )
-    cls = _model_class(None, config["_class_name"])
-    kwargs = {"subfolder": subfolder} if subfolder else {}
-    model = load_pretrained(cls, repo, role="scorer", **kwargs)
-    scheduler = read_repo_json(repo, "scheduler_config.json", "scheduler") if subfolder else None
-    has_vae = subfolder is not None and read_repo_json(repo, "config.json", "vae") is not None
-    return model, scheduler, has_vae
 
 
 # --------------------------------------------------------------------------------------
@@ -726,7 +288,7 @@ class DifficultyScorer:
             )
         self.prediction_type = prediction_type
         model_name = type(model).__name__
-        in_channels = _config_value(model, "in_channels")
+        in_channels = config_value(model, "in_channels")
         if in_channels is None:
             raise ValueError(
                 f"{model_name} has no config.in_channels; DifficultyScorer needs a diffusers-style config"
@@ -745,14 +307,14 @@ class DifficultyScorer:
             raise ValueError(
                 f"{model_name} takes {self.channels} input channels but scores in {space}; {hint}"
             )
-        out_channels = _config_value(model, "out_channels")
+        out_channels = config_value(model, "out_channels")
         if out_channels is not None and int(out_channels) not in (self.channels, 2 * self.channels):
             raise ValueError(
                 f"{model_name} has out_channels={out_channels} for in_channels={self.channels}; expected "
                 f"{self.channels} or {2 * self.channels} (learned sigma)"
             )
         self.learned_sigma = out_channels is not None and int(out_channels) == 2 * self.channels
-        num_classes = _config_value(model, *NUM_CLASSES_KEYS)
+        num_classes = config_value(model, *NUM_CLASSES_KEYS)
         if num_classes is None:
             raise ValueError(
                 f"{model_name} is not class-conditional: its config has none of {', '.join(NUM_CLASSES_KEYS)}. "
@@ -763,7 +325,7 @@ class DifficultyScorer:
         self.num_classes = int(num_classes)
 
         self.factor = downsample_factor(vae)
-        sample_size = _config_value(model, "sample_size", "input_size")
+        sample_size = config_value(model, "sample_size", "input_size")
         if isinstance(sample_size, (list, tuple)):
             sample_size = sample_size[0]
         if resolution is None:
@@ -861,7 +423,7 @@ class DifficultyScorer:
         repo_has_vae = False
         if isinstance(model, (str, os.PathLike)):
             repo = str(model)
-            model, scheduler, repo_has_vae = _load_model(repo)
+            model, scheduler, repo_has_vae = load_model(repo)
         elif not isinstance(model, torch.nn.Module):
             raise TypeError(
                 f"model must be a Hub id, a local folder or a loaded model, got {type(model).__name__}"
@@ -870,7 +432,7 @@ class DifficultyScorer:
         if isinstance(vae, str) and vae == AUTO:
             if repo_has_vae:
                 vae_model = load_vae(repo)
-            elif int(_config_value(model, "in_channels") or 3) == 3:
+            elif int(config_value(model, "in_channels") or 3) == 3:
                 vae_model = None  # a pixel-space model
             else:
                 vae_model = load_vae(DEFAULT_VAE)

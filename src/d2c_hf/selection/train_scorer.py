@@ -33,7 +33,8 @@ from ..utils.vae import (
     load_vae,
     scale_latents,
 )
-from .scorer import SCORER_INFO_FILE, dit_ddpm_scheduler
+from .denoisers import dit_ddpm_scheduler
+from .scorer import SCORER_INFO_FILE
 
 logger = logging.getLogger(__name__)
 

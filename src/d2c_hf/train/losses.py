@@ -22,6 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..schedulers.paths import interpolate
+
 __all__ = [
     "DEFAULT_PROJ_COEFF",
     "WEIGHTINGS",
@@ -83,16 +85,6 @@ def sample_timesteps(
 # --------------------------------------------------------------------------------------
 # losses
 # --------------------------------------------------------------------------------------
-
-
-def interpolate(x: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The linear interpolant and its velocity: ``x_t = (1 - t) x + t noise``, ``v = noise - x``.
-
-    ``t`` is ``(B,)`` (broadcast over the other axes) or a scalar.
-    """
-    t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
-    t = t.reshape(-1, *([1] * (x.ndim - 1))) if t.ndim else t
-    return (1 - t) * x + t * noise, noise - x
 
 
 def flow_matching_loss(pred: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
