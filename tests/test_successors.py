@@ -207,6 +207,20 @@ def test_alignment_matches_the_spread_that_herding_ignores():
     assert np.all(np.abs(x[align].std(0) - x.std(0)) < 0.1 * x.std(0))
 
 
+def test_one_pick_is_the_row_nearest_the_mean_and_constant_classes_give_the_first_rows():
+    x = np.random.default_rng(9).normal(size=(50, 4))
+    nearest = int(np.argmin(np.linalg.norm(x - x.mean(axis=0), axis=1)))
+    assert alignment_order(x, 1).tolist() == [nearest] == herding_order(x, 1).tolist()
+    assert kmeans_nearest_order(x, 1, seed=3).tolist() == [nearest]  # one cluster: the class mean
+    same = np.ones((9, 3))
+    assert alignment_order(same, 4).tolist() == [0, 1, 2, 3]  # every subset ties: lowest positions
+    got = kmeans_nearest_order(same, 4, seed=0)
+    assert np.unique(got).size == 4
+    labels = np.zeros(9, dtype=np.int64)
+    for strategy in ("kmeans", "alignment"):
+        assert select(None, labels, images_per_class=4, strategy=strategy, features=same).total == 4
+
+
 # --------------------------------------------------------------------------------------
 # through select(), Selector and condense()
 # --------------------------------------------------------------------------------------
