@@ -352,6 +352,9 @@ ALL_CONFIGS = [
     ("herding", {}),
     ("kcenter", {}),
     ("moderate", {}),
+    ("stratified", {}),
+    ("kmeans", {}),
+    ("alignment", {}),
 ]
 
 

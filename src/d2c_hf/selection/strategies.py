@@ -24,6 +24,9 @@ name           needs       keeps, per class (ranks are 0-based, easiest first)
 ``herding``    features    greedy: the running mean of the pick approaches the class mean
 ``kcenter``    features    greedy farthest-point (k-center) cover
 ``moderate``   features    Moderate-DS: distance to the class median closest to its median
+``stratified`` scores      the centre rank of each of m equal difficulty strata (stride n_c / m)
+``kmeans``     features    k-means with k = m, the row nearest each centroid (Briq et al.)
+``alignment``  features    moment matching to the class (GADC-style): greedy build + swaps
 =============  ==========  ====================================================================
 
 Difficulty convention (method.md §1): the ``difficulty`` score is the positive mean
@@ -43,7 +46,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..utils.checks import check_positive_int
+from ..utils.checks import check_non_negative_int, check_positive_int
+from . import successors
 
 logger = logging.getLogger(__name__)
 
@@ -602,6 +606,55 @@ def _run_moderate(problem: _Problem) -> _Picked:
     return _per_class_features(problem, lambda x, m, c: moderate_order(x, m))
 
 
+def _run_stratified(problem: _Problem) -> _Picked:
+    """Difficulty-stratified interval sampling (see :func:`successors.stratified_ranks`).
+
+    Per class, sort by difficulty ascending (ties by index) and keep the ranks
+    ``floor((i + 0.5) n_c / m)``, ``i = 0 .. m-1``: the centre of each of ``m`` equal strata, stride
+    ``n_c / m``, covering the whole difficulty range (no cutoff). Classes with ``n_c < m`` are kept whole.
+
+    Cost: O(N log N) time (the shared stable sort), O(N) memory.
+    """
+    m, sizes = problem.images_per_class, problem.class_sizes
+    counts = np.minimum(sizes, m)
+    order, starts = _group_by_class(problem, by_score=True)
+    cls = np.repeat(np.arange(sizes.size), counts)
+    j = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    ranks = ((2 * j + 1) * sizes[cls]) // (2 * counts[cls])  # = stratified_ranks(n_c, m), all classes
+    return _Picked(order[starts[cls] + ranks], counts, None, sizes < m)
+
+
+def _run_kmeans(problem: _Problem) -> _Picked:
+    """Per-class k-means nearest-to-centroid (see :func:`successors.kmeans_nearest_order`): k = m,
+    k-means++ seeding from ``np.random.default_rng([seed, c])``, Lloyd iterations to convergence or
+    ``max_iter``, then the row nearest each centroid. Options: ``normalize`` (default True),
+    ``max_iter`` (default 100).
+
+    Cost: O(I n_c m d) per class for I Lloyd iterations; O(n_c (d + m)) memory.
+    """
+    max_iter = int(problem.options["max_iter"])
+
+    def pick(x: np.ndarray, m: int, c: int) -> np.ndarray:
+        rng = np.random.default_rng([problem.seed, c])
+        return successors.kmeans_nearest_order(x, m, seed=rng, max_iter=max_iter)
+
+    return _per_class_features(problem, pick)
+
+
+def _run_alignment(problem: _Problem) -> _Picked:
+    """Distribution alignment per class (see :func:`successors.alignment_order`): minimise
+    ``||mu_S - mu_c||^2 + std_weight ||sigma_S - sigma_c||^2`` (per-dimension population mean and
+    standard deviation of the subset and of the class), greedy build then swap passes. Options:
+    ``normalize`` (default True), ``std_weight`` (default 1.0), ``max_passes`` (default 10).
+
+    Cost: O((1 + P) m n_c d) per class for P swap passes; O(n_c d) memory.
+    """
+    std_weight, passes = float(problem.options["std_weight"]), int(problem.options["max_passes"])
+    return _per_class_features(
+        problem, lambda x, m, c: successors.alignment_order(x, m, std_weight=std_weight, max_passes=passes)
+    )
+
+
 def _concat(parts: Sequence[np.ndarray]) -> np.ndarray:
     return np.concatenate(parts).astype(np.int64, copy=False) if parts else np.zeros(0, dtype=np.int64)
 
@@ -677,6 +730,14 @@ STRATEGIES: Mapping[str, Strategy] = MappingProxyType(
                      "O(N m d) time, O(max n_c d) memory", _NORMALIZE, _run_kcenter),
             Strategy("moderate", "distance to the class median closest to its median", False, True,
                      False, "O(N d + N log N) time, O(max n_c d) memory", _NORMALIZE, _run_moderate),
+            Strategy("stratified", "the centre rank of each of m equal difficulty strata", True, False,
+                     False, "O(N log N) time, O(N) memory", {}, _run_stratified),
+            Strategy("kmeans", "k-means with k = m per class, the row nearest each centroid", False, True,
+                     True, "O(I N m d) time (I Lloyd iterations), O(max n_c (d + m)) memory",
+                     {**_NORMALIZE, "max_iter": 100}, _run_kmeans),
+            Strategy("alignment", "moment matching to the class: greedy build + swap passes", False, True,
+                     False, "O((1 + P) N m d) time (P swap passes), O(max n_c d) memory",
+                     {**_NORMALIZE, "std_weight": 1.0, "max_passes": 10}, _run_alignment),
         )
     }
 )  # fmt: skip
@@ -738,6 +799,17 @@ def _check_options(strategy: Strategy, kwargs: Mapping[str, Any]) -> dict[str, A
         k = options["num_strata"]
         check_positive_int(k, "num_strata")
         options["num_strata"] = int(k)
+    if "max_iter" in options:
+        options["max_iter"] = check_positive_int(options["max_iter"], "max_iter")
+    if "max_passes" in options:
+        options["max_passes"] = check_non_negative_int(options["max_passes"], "max_passes")
+    if "std_weight" in options:
+        w = options["std_weight"]
+        if isinstance(w, (bool, np.bool_)) or not isinstance(w, (int, float, np.integer, np.floating)):
+            raise TypeError(f"std_weight must be a number >= 0, got {w!r}")
+        if not (math.isfinite(float(w)) and float(w) >= 0.0):
+            raise ValueError(f"std_weight must be a finite number >= 0, got {w!r}")
+        options["std_weight"] = float(w)
     if "normalize" in options:
         if not isinstance(options["normalize"], (bool, np.bool_)):
             raise TypeError(f"normalize must be True or False, got {options['normalize']!r}")
@@ -974,7 +1046,7 @@ def select(
 
     Args:
         scores: ``(N,)`` real difficulty per row, higher = harder (needed by ``interval``,
-            ``min``, ``max``, ``window``, ``medium``, ``ccs``; may be ``None`` otherwise).
+            ``min``, ``max``, ``window``, ``medium``, ``ccs``, ``stratified``; may be ``None`` otherwise).
         labels: ``(N,)`` integer class ids in ``[0, C)``.
         images_per_class: the per-class budget ``m`` (exactly one of this and ``ratio``).
         ratio: a fraction of the dataset in ``(0, 1]``; ``m = max(1, round(ratio * N / C))``
@@ -982,14 +1054,16 @@ def select(
         strategy: a key of :data:`STRATEGIES`.
         interval: ``interval`` only: the stride ``k >= 1``, or ``"auto"``
             (:func:`auto_interval` of the median class size).
-        features: ``(N, d)`` real features (``herding``, ``kcenter``, ``moderate``).
+        features: ``(N, d)`` real features (``herding``, ``kcenter``, ``moderate``, ``kmeans``,
+            ``alignment``).
         seed: non-negative integer; class ``c`` draws from ``np.random.default_rng([seed, c])``.
         num_classes: ``C``; default ``max(labels) + 1``. Classes without rows get 0 rows and
             appear in the shortfall.
         **strategy_kwargs: the strategy's options: ``position`` (``window``), ``cutoff`` and
             ``num_strata`` (``ccs``), ``normalize`` (feature strategies, default True: encoder
             embeddings are compared by direction, and their norms mostly track nuisances such
-            as contrast; pass False for raw Euclidean geometry).
+            as contrast; pass False for raw Euclidean geometry), ``max_iter`` (``kmeans``),
+            ``std_weight`` and ``max_passes`` (``alignment``).
 
     Returns:
         a :class:`SelectionResult`; ``result.indices`` are sorted unique int64 positions.
