@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
@@ -380,11 +381,12 @@ def _condense_stream(
     from datasets import ClassLabel
 
     from ..attach.parts import get_part
+    from ..utils.files import staged_dir
     from ..utils.hub import resolve_device
     from ..utils.spaces import PIXEL_SPACE
     from .options import RunOptions
     from .rows import source_from_dataset
-    from .sharded import ShardedRunner, run_condense
+    from .sharded import CONDENSED_DIR, ShardedRunner, run_condense
     from .workdir import OneProcess
 
     # ---- cheap checks (no model, no row read) -------------------------------------------
@@ -440,8 +442,27 @@ def _condense_stream(
             card=False,  # the card is written by save_to_disk / push_to_hub
         )
         runner = ShardedRunner(options, run, OneProcess(resolve_device(options.device)), source)
-        # built in memory (Dataset.from_dict): it outlives the temporary folder
-        return run_condense(runner)
+        condensed = run_condense(runner)
+        if work_dir is not None:
+            return condensed
+        # the result outlives the temporary shards: it moves into the datasets cache, as a map's result
+        # would (written shard by shard, so memory never holds the whole set)
+        del condensed
+        target = _result_cache(options, source.identity)
+        with staged_dir(target, "the condensed dataset") as staging:
+            Path(staging).rmdir()
+            shutil.move(str(Path(folder) / CONDENSED_DIR), str(staging))
+    return CondensedDataset.load(target)
+
+
+def _result_cache(options: CondenseOptions, identity: Mapping[str, Any]) -> Path:
+    """Where a streaming condense() without ``work_dir`` keeps its result: the ``datasets`` cache, by a
+    hash of the options and the source."""
+    from datasets import config
+    from datasets.fingerprint import Hasher
+
+    key = Hasher.hash([options.to_record(), dict(identity)])
+    return Path(config.HF_DATASETS_CACHE) / "d2c_hf" / f"condensed-{key}"
 
 
 __all__ = ["condense", "pick_split", "streaming_size"]

@@ -43,6 +43,9 @@ from .options import CondenseOptions, needs_scores
 
 logger = logging.getLogger(__name__)
 
+#: a realised fraction further than this (relative) from the requested ratio is a warning
+REALISED_RATIO_TOLERANCE = 0.2
+
 
 # --------------------------------------------------------------------------------------
 # the scorer and its VAE
@@ -276,6 +279,21 @@ def select_rows(options: CondenseOptions, scores: Scores, num_classes: int):
     )
     rows = scores.source_index[np.asarray(result.indices, dtype=np.int64)].astype(np.int64)
     logger.info("condense: selected %d of %d images (%s)", len(rows), len(scores.labels), sel.strategy)
+    if sel.ratio is not None and len(scores.labels):
+        realised = len(rows) / len(scores.labels)
+        if abs(realised / sel.ratio - 1) > REALISED_RATIO_TOLERANCE:
+            logger.warning(
+                "ratio=%g keeps %d of %d images, a realised fraction of %.3g: the budget is %d per class "
+                "(round(ratio x %d rows / %d classes)), %s",
+                sel.ratio,
+                len(rows),
+                len(scores.labels),
+                realised,
+                result.images_per_class,
+                len(scores.labels),
+                int(np.count_nonzero(result.class_sizes)),
+                "at least 1 per class" if result.images_per_class == 1 else "short in the small classes",
+            )
     return result, rows
 
 

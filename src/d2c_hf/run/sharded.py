@@ -58,6 +58,7 @@ from .pipeline import (
 )
 from .rows import BatchPrep, Source, make_loader, plan_batches
 from .workdir import (
+    iter_shards,
     load_all_shards,
     load_shard,
     open_phase,
@@ -77,6 +78,8 @@ SELECTION_FILE = "selection.json"
 RELIABILITY_FILE = "reliability.json"
 SCORE_REQUIRED = ("rows", "difficulty", "label", "corrupt")
 ATTACH_REQUIRED = ("rows", "bytes", "offsets", "label")
+#: rows per Arrow batch when the merged scores and the condensed samples are written (bounded memory)
+MERGE_BATCH_ROWS = 65536
 
 
 def _vae_reference(options: CondenseOptions, scorer: Any) -> str:
@@ -374,7 +377,9 @@ class ShardedRunner:
     def assemble(self) -> CondensedDataset:
         """Build the :class:`CondensedDataset` from the finished phases, save it to ``condensed/``
         (atomically) and return it: the same tables and ``info`` keys as :func:`d2c_hf.condense`."""
-        from datasets import ClassLabel, Dataset, Features, Image, Value
+        from datasets import ClassLabel, Features, Image, Value
+
+        from ..utils.tables import write_batches
 
         run = read_run(self.output_dir)["phases"]
         score_cfg, attach_cfg = run[SCORE_DIR], run[ATTACH_DIR]
@@ -383,22 +388,8 @@ class ShardedRunner:
         options = replace(self.options, select=SelectOptions.from_record(selection["options"]))
         names = score_cfg["class_names"]
         num_shards = len(shard_plan(len(selection["source_indices"]), attach_cfg["shard_size"]))
-        shards = load_all_shards(self.output_dir / ATTACH_DIR, num_shards, ATTACH_REQUIRED)
-        got = _concat_parts(shards) if shards else {}
-        rows = got.get("rows", np.zeros(0, np.int64))
         arrays = load_scores(self.output_dir)
-        position = np.searchsorted(arrays["source_index"], rows)
-        images = [
-            {"bytes": got["bytes"][got["offsets"][i] : got["offsets"][i + 1]].tobytes(), "path": None}
-            for i in range(len(rows))
-        ]
         class_label = ClassLabel(names=names)
-        columns: dict[str, Any] = {
-            "image": images,
-            "label": got.get("label", np.zeros(0, np.int64)),
-            "source_index": rows,
-            "difficulty": arrays["difficulty"][position].astype(np.float32),
-        }
         features = {
             "image": Image(),
             "label": class_label,
@@ -406,12 +397,28 @@ class ShardedRunner:
             "difficulty": Value("float32"),
         }
         attached = Attached(None)
-        for name in attach_cfg.get("parts", []):  # each row part's column, typed from its recorded config
-            part = get_part(name)
-            columns[part.column] = got[part.column]
-            features.update(part.features(attach_cfg[name]))
-            attached.records[name] = attach_cfg[name]
-        attached.samples = Dataset.from_dict(columns, features=Features(features))
+        row_parts = [get_part(name) for name in attach_cfg.get("parts", [])]
+        for part in row_parts:  # each row part's column, typed from its recorded config
+            features.update(part.features(attach_cfg[part.name]))
+            attached.records[part.name] = attach_cfg[part.name]
+
+        def batches() -> Iterator[dict[str, Any]]:  # one attach shard at a time: memory bounded by a shard
+            for got in iter_shards(self.output_dir / ATTACH_DIR, num_shards, ATTACH_REQUIRED):
+                rows, offsets = got["rows"], got["offsets"]
+                position = np.searchsorted(arrays["source_index"], rows)
+                yield {
+                    "image": [
+                        {"bytes": got["bytes"][offsets[i] : offsets[i + 1]].tobytes(), "path": None}
+                        for i in range(len(rows))
+                    ],
+                    "label": got["label"],
+                    "source_index": rows,
+                    "difficulty": arrays["difficulty"][position].astype(np.float32),
+                    **{part.column: got[part.column] for part in row_parts},
+                }
+
+        scratch = self.output_dir / ".condensed-samples.arrow"
+        attached.samples = write_batches(scratch, Features(features), batches())
         attached.extra["distributed"] = {
             "score_shards": len(shard_plan(score_cfg["source"]["num_rows"], score_cfg["shard_size"])),
             "attach_shards": num_shards,
@@ -451,8 +458,12 @@ class ShardedRunner:
             },
         )
         condensed = assemble(plan, scores, selection["result"], attached)
-        condensed.save_to_disk(self.output_dir / CONDENSED_DIR, overwrite=True, card=self.run.card)
-        return condensed
+        try:
+            condensed.save_to_disk(self.output_dir / CONDENSED_DIR, overwrite=True, card=self.run.card)
+        finally:
+            del condensed, attached  # release the memory map of the scratch file before removing it
+            scratch.unlink(missing_ok=True)
+        return CondensedDataset.load(self.output_dir / CONDENSED_DIR)
 
 
 # --------------------------------------------------------------------------------------
@@ -469,9 +480,10 @@ def merge_scores(output_dir: str | os.PathLike) -> dict[str, Any]:
     merged ``difficulty`` is the mean z-score of the per-timestep errors over all scored rows (the shards
     keep the raw mean), and the reliability is computed from the halves
     (:func:`d2c_hf.selection.scorer.finish_scores`)."""
-    from datasets import Array2D, ClassLabel, Dataset, Features, List, Value
+    from datasets import Array2D, ClassLabel, Features, List, Value
 
     from ..selection.scorer import finish_scores
+    from ..utils.tables import write_batches
 
     output_dir = Path(output_dir)
     config = phase_config(output_dir, SCORE_DIR)
@@ -482,14 +494,18 @@ def merge_scores(output_dir: str | os.PathLike) -> dict[str, Any]:
     steps = config["scorer"]["num_timesteps"]
     halves = np.concatenate([s["halves"] for s in shards]) if all("halves" in s for s in shards) else None
     corrupt = np.concatenate([s["corrupt"] for s in shards]).astype(np.int64)
-    labels = cat["label"].astype(np.int64)
+    features_values = None
+    if config.get("feature_column") is not None:  # the selection features, as the source stored them
+        features_values = np.concatenate([s["features"] for s in shards if len(s["features"])])
+    del shards  # from here on one copy of the arrays
+    labels = cat["label"].astype(np.int64, copy=False)
     standardized, stats, report = finish_scores(per_timestep, halves, labels, config["scorer"])
     difficulty = cat["difficulty"] if standardized is None else standardized
     columns = {
         "source_index": cat["rows"],
         "label": cat["label"],
-        "difficulty": difficulty.astype(np.float32),
-        "difficulty_per_timestep": per_timestep.astype(np.float32),
+        "difficulty": difficulty.astype(np.float32, copy=False),
+        "difficulty_per_timestep": per_timestep.astype(np.float32, copy=False),
     }
     features = {
         "source_index": Value("int64"),
@@ -498,17 +514,20 @@ def merge_scores(output_dir: str | os.PathLike) -> dict[str, Any]:
         "difficulty_per_timestep": List(Value("float32"), length=steps),
     }
     if halves is not None:
-        columns["difficulty_halves"] = halves.astype(np.float32)
+        columns["difficulty_halves"] = halves.astype(np.float32, copy=False)
         features["difficulty_halves"] = Array2D((steps, 2), "float32")
-    if config.get("feature_column") is not None:  # the selection features, as the source stored them
-        values = np.concatenate([s["features"] for s in shards if len(s["features"])])
-        columns["features"] = values
-        features["features"] = List(Value(str(values.dtype)), length=values.shape[1])
-    table = Dataset.from_dict(columns, features=Features(features))
+    if features_values is not None:
+        columns["features"] = features_values
+        features["features"] = List(Value(str(features_values.dtype)), length=features_values.shape[1])
     record = {"reliability": report.to_dict(), "standardization": None if stats is None else stats.to_dict()}
-    with staged_dir(output_dir / SCORES_DIR, "the merged scores") as staging:
-        table.save_to_disk(str(staging))
-        write_json(Path(staging) / RELIABILITY_FILE, record, sort_keys=True)
+    scratch = output_dir / f".{SCORES_DIR}-merge.arrow"  # written in batches (bounded memory), then saved
+    try:
+        table = write_batches(scratch, Features(features), _row_batches(columns, MERGE_BATCH_ROWS))
+        with staged_dir(output_dir / SCORES_DIR, "the merged scores") as staging:
+            table.save_to_disk(str(staging))
+            write_json(Path(staging) / RELIABILITY_FILE, record, sort_keys=True)
+    finally:
+        scratch.unlink(missing_ok=True)
     if len(corrupt):
         logger.warning(
             "%d corrupt images were skipped (rows %s...); they are excluded from selection",
@@ -523,14 +542,22 @@ def merge_scores(output_dir: str | os.PathLike) -> dict[str, Any]:
     }
 
 
+def _row_batches(columns: dict[str, np.ndarray], rows: int) -> Iterator[dict[str, np.ndarray]]:
+    n = len(next(iter(columns.values())))
+    for start in range(0, max(n, 1), rows):
+        yield {name: values[start : start + rows] for name, values in columns.items()}
+
+
 def load_scores(output_dir: str | os.PathLike) -> dict[str, np.ndarray]:
     """The merged scores as arrays: ``source_index``, ``label``, ``difficulty``, ``difficulty_per_timestep``
     [, ``features``: the selection features, when ``d2c score`` stored a feature column]."""
     from datasets import load_from_disk
 
-    table = load_from_disk(str(Path(output_dir) / SCORES_DIR)).with_format("numpy")
+    from ..utils.columns import column_array
+
+    table = load_from_disk(str(Path(output_dir) / SCORES_DIR))
     names = ("source_index", "label", "difficulty", "difficulty_per_timestep", "features")
-    return {name: np.asarray(table[name]) for name in names if name in table.column_names}
+    return {name: column_array(table, name) for name in names if name in table.column_names}
 
 
 def load_reliability(output_dir: str | os.PathLike) -> dict[str, Any]:
@@ -547,7 +574,10 @@ def _posterior_lookup(output_dir: Path, rows: np.ndarray) -> np.ndarray | None:
     num_shards = len(shard_plan(config["source"]["num_rows"], shard_size))
     out = None
     for k in np.unique(rows // shard_size).tolist():
-        shard = load_shard(shard_path(output_dir / SCORE_DIR, k, num_shards), ("rows", "posterior"))
+        path = shard_path(output_dir / SCORE_DIR, k, num_shards)
+        if not _holds(path, "posterior"):  # scored without store_posterior: encode again, quietly
+            return None
+        shard = load_shard(path, ("rows", "posterior"))
         if shard is None:
             return None
         want = rows[rows // shard_size == k]
@@ -556,6 +586,15 @@ def _posterior_lookup(output_dir: Path, rows: np.ndarray) -> np.ndarray | None:
             out = np.empty((len(rows), *shard["posterior"].shape[1:]), np.float16)
         out[np.searchsorted(rows, want)] = shard["posterior"][where]
     return out
+
+
+def _holds(path: Path, name: str) -> bool:
+    """Whether the shard file ``path`` holds the array ``name`` (reads the zip index only)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return name in data.files
+    except (OSError, ValueError):
+        return False
 
 
 def _concat_score_parts(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

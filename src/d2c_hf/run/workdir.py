@@ -99,12 +99,31 @@ def load_all_shards(folder: Path, num_shards: int, required: Sequence[str]) -> l
         if arrays is None:
             missing.append(k)
         shards.append(arrays)
+    _raise_missing(folder, num_shards, missing)
+    return shards
+
+
+def iter_shards(folder: Path, num_shards: int, required: Sequence[str]) -> Iterator[dict[str, np.ndarray]]:
+    """Every shard of a finished phase, in shard order, one at a time (memory bounded by one shard).
+
+    Raises:
+        RuntimeError as :func:`load_all_shards` (checked for the files before the first is yielded).
+    """
+    _raise_missing(
+        folder, num_shards, [k for k in range(num_shards) if not shard_path(folder, k, num_shards).is_file()]
+    )
+    for k in range(num_shards):
+        arrays = load_shard(shard_path(folder, k, num_shards), required)
+        _raise_missing(folder, num_shards, [k] if arrays is None else [])
+        yield arrays
+
+
+def _raise_missing(folder: Path, num_shards: int, missing: Sequence[int]) -> None:
     if missing:
         raise RuntimeError(
             f"{len(missing)} of {num_shards} shards in {folder} are not finished (e.g. shard {missing[0]}, "
             "whose rank died?): rerun the same command to compute only those"
         )
-    return shards
 
 
 # --------------------------------------------------------------------------------------

@@ -893,9 +893,10 @@ class DifficultyScorer:
         Returns:
             the dataset with the new column(s), in its original format.
         """
-        from datasets import Dataset, Image, IterableDataset
+        from datasets import Dataset, Features, Image, IterableDataset, concatenate_datasets
 
         from ..data.inputs import prepare_dataset
+        from ..utils.columns import column_numpy
 
         if not isinstance(dataset, (Dataset, IterableDataset)):
             raise TypeError(f"expected a datasets.Dataset or IterableDataset, got {type(dataset).__name__}")
@@ -949,8 +950,19 @@ class DifficultyScorer:
         map_kwargs.setdefault("new_fingerprint", self.map_fingerprint(raw))
         seen = self.num_upsampled
         self._defer_upsampling_warning = (map_kwargs.get("num_proc") or 1) <= 1
+        # The map writes only the columns it adds (no second copy of the images), joined to the input
+        # afterwards. A dataset with an indices mapping (``select``/``shuffle``) cannot be joined without
+        # flattening it, which copies every column anyway: there the map keeps the input columns itself.
+        join = raw._indices is None
         try:
-            out = raw.map(self, batched=True, with_indices=True, features=out_features, **map_kwargs)
+            scores = raw.map(
+                self,
+                batched=True,
+                with_indices=True,
+                features=Features(self.features) if join else out_features,
+                remove_columns=raw.column_names if join else None,
+                **map_kwargs,
+            )
         finally:
             self._defer_upsampling_warning = False
         upsampled = self.num_upsampled - seen
@@ -961,7 +973,15 @@ class DifficultyScorer:
                 len(dataset),
                 self.resolution,
             )
-        out = self._finish_dataset(out, list(raw.column_names))
+        labels = column_numpy(raw, self.label_column).astype(np.int64)
+        if join:
+            added = self._finish_dataset(
+                scores, labels, []
+            )  # the new table first: its file is cache_files[0]
+            out = concatenate_datasets([added, raw], axis=1)
+            out = out.select_columns([*raw.column_names, *added.column_names])
+        else:
+            out = self._finish_dataset(scores, labels, list(raw.column_names))
         if image_feature.decode:
             out = out.cast_column(self.image_column, image_feature)
         if original_format["type"] is not None:
@@ -980,15 +1000,15 @@ class DifficultyScorer:
         with ``return_per_timestep``]."""
         return [DIFFICULTY_COLUMN, *([PER_TIMESTEP_COLUMN] if self.return_per_timestep else [])]
 
-    def _finish_dataset(self, out: Any, input_columns: list[str]) -> Any:
-        """After the map: standardise (``standardize_timesteps``), measure the reliability, log and warn,
-        drop the helper columns; ``difficulty`` keeps its place after the input columns."""
+    def _finish_dataset(self, out: Any, labels: np.ndarray, input_columns: list[str]) -> Any:
+        """After the map (``out``: the ``input_columns`` and the added columns): standardise
+        (``standardize_timesteps``), measure the reliability, log and warn, drop the helper columns;
+        ``difficulty`` keeps its place after the input columns."""
         from datasets import Value
         from datasets.fingerprint import Hasher
 
-        from ..utils.columns import column_numpy, read_fixed_shape
+        from ..utils.columns import read_fixed_shape
 
-        labels = column_numpy(out, self.label_column).astype(np.int64)
         cpu, steps = torch.device("cpu"), self.num_timesteps
         per_timestep = halves = None
         if PER_TIMESTEP_COLUMN in out.column_names:
@@ -1006,9 +1026,9 @@ class DifficultyScorer:
             out = out.remove_columns(helpers)
         if difficulty is not None:  # the standardised score replaces the raw mean
             fingerprint = Hasher.hash([out._fingerprint, "standardized", self.standardization.to_dict()])
-            out = out.remove_columns(DIFFICULTY_COLUMN).add_column(
-                DIFFICULTY_COLUMN, difficulty, feature=Value("float32"), new_fingerprint=fingerprint
-            )
+            staged = f"{DIFFICULTY_COLUMN}_standardized"  # added first: a table keeps at least one column
+            out = out.add_column(staged, difficulty, feature=Value("float32"), new_fingerprint=fingerprint)
+            out = out.remove_columns(DIFFICULTY_COLUMN).rename_column(staged, DIFFICULTY_COLUMN)
             out = out.select_columns([*input_columns, *self.output_columns])
         return out
 

@@ -22,6 +22,16 @@ def column_numpy(dataset, column: str) -> np.ndarray:
     return arrow_column(dataset, column).to_numpy()
 
 
+def column_array(dataset, column: str) -> np.ndarray:
+    """A scalar or fixed-shape column as one numpy array ``(N, *shape)`` in its stored dtype, read through
+    Arrow (a columnar read: no per-row Python objects, no float16 -> float32 upcast)."""
+    shape = fixed_shape(dataset.features[column])
+    if shape is None:
+        return column_numpy(dataset, column)
+    dtype = np.dtype(leaf_dtype(dataset.features[column]))
+    return read_fixed_shape(dataset, column, shape, dtype, torch.device("cpu")).numpy()
+
+
 def fixed_shape(feature: Any) -> tuple[int, ...] | None:
     """The per-row shape of a fixed-shape feature (``Array2D/3D``, fixed-length ``List``), else None."""
     from datasets import Array2D, Array3D, Array4D, Array5D, List, Sequence, Value
