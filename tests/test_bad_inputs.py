@@ -49,7 +49,7 @@ def _no_loading():
 
     return (
         mock.patch.multiple("d2c_hf.utils.hub", load_pretrained=refuse),
-        mock.patch("d2c_hf.selection.scorer.load_pretrained", refuse),
+        mock.patch("d2c_hf.selection.denoisers.load_pretrained", refuse),
         mock.patch("d2c_hf.attach.attachers.load_pretrained", refuse),
     )
 

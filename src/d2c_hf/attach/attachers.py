@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from ..utils.checks import check_positive_int
 from ..utils.hub import check_fork_safe, load_pretrained, model_provenance, resolve_device, resolve_dtype
 from ..utils.images import pixels_to_tensor, preprocess_images
+from ..utils.maps import join_columns, map_new_columns
 from ..utils.vae import downsample_factor, encode_posterior, latent_channels, latent_scale, load_vae
 
 logger = logging.getLogger(__name__)
@@ -177,9 +178,13 @@ class ImageTransform:
             raw = raw.with_format(None)
             map_kwargs.setdefault("desc", f"{type(self).__name__} -> {self.output_column}")
             map_kwargs.setdefault("new_fingerprint", self._new_fingerprint(raw))
-        out_features = raw.features.copy()
-        out_features.update(self.features)
-        out = raw.map(self, batched=True, with_indices=True, features=out_features, **map_kwargs)
+        if is_map_style:  # only the new column is written, then joined (utils/maps.py)
+            added, joined = map_new_columns(raw, self, self.features, **map_kwargs)
+            out = join_columns(raw, added, joined)
+        else:
+            out_features = raw.features.copy()
+            out_features.update(self.features)
+            out = raw.map(self, batched=True, with_indices=True, features=out_features, **map_kwargs)
         if image_feature.decode:
             out = out.cast_column(self.image_column, image_feature)
         if is_map_style and original_format["type"] is not None:

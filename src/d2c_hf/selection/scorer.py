@@ -893,10 +893,11 @@ class DifficultyScorer:
         Returns:
             the dataset with the new column(s), in its original format.
         """
-        from datasets import Dataset, Features, Image, IterableDataset, concatenate_datasets
+        from datasets import Dataset, Image, IterableDataset
 
         from ..data.inputs import prepare_dataset
         from ..utils.columns import column_numpy
+        from ..utils.maps import join_columns, map_new_columns
 
         if not isinstance(dataset, (Dataset, IterableDataset)):
             raise TypeError(f"expected a datasets.Dataset or IterableDataset, got {type(dataset).__name__}")
@@ -950,19 +951,8 @@ class DifficultyScorer:
         map_kwargs.setdefault("new_fingerprint", self.map_fingerprint(raw))
         seen = self.num_upsampled
         self._defer_upsampling_warning = (map_kwargs.get("num_proc") or 1) <= 1
-        # The map writes only the columns it adds (no second copy of the images), joined to the input
-        # afterwards. A dataset with an indices mapping (``select``/``shuffle``) cannot be joined without
-        # flattening it, which copies every column anyway: there the map keeps the input columns itself.
-        join = raw._indices is None
-        try:
-            scores = raw.map(
-                self,
-                batched=True,
-                with_indices=True,
-                features=Features(self.features) if join else out_features,
-                remove_columns=raw.column_names if join else None,
-                **map_kwargs,
-            )
+        try:  # only the new columns are written (no second copy of the images): utils/maps.py
+            scores, joined = map_new_columns(raw, self, self.features, **map_kwargs)
         finally:
             self._defer_upsampling_warning = False
         upsampled = self.num_upsampled - seen
@@ -974,14 +964,8 @@ class DifficultyScorer:
                 self.resolution,
             )
         labels = column_numpy(raw, self.label_column).astype(np.int64)
-        if join:
-            added = self._finish_dataset(
-                scores, labels, []
-            )  # the new table first: its file is cache_files[0]
-            out = concatenate_datasets([added, raw], axis=1)
-            out = out.select_columns([*raw.column_names, *added.column_names])
-        else:
-            out = self._finish_dataset(scores, labels, list(raw.column_names))
+        kept = [] if joined else list(raw.column_names)
+        out = join_columns(raw, self._finish_dataset(scores, labels, kept), joined)
         if image_feature.decode:
             out = out.cast_column(self.image_column, image_feature)
         if original_format["type"] is not None:
