@@ -325,14 +325,13 @@ API_CASES = [
         TypeError,
         r"streaming dataset takes only \['key_column', 'max_forward_batch'\]",
     ),
-    # models are loaded for these: the error is about the model itself
     Case(
-        "a VAE as the scorer",
+        "a VAE as the scorer",  # refused from its config.json, before it loads
         lambda f: DifficultyScorer.from_pretrained(f["hub"].vae),
         ValueError,
-        "AutoencoderKL, an autoencoder, not a diffusion denoiser: pass it as vae=",
-        early=False,
+        r"scorer: .*vae holds an AutoencoderKL \(diffusers\) \(a VAE: pass it as vae=",
     ),
+    # models are loaded for these: the error is about the model itself
     Case(
         "the default scorer offline",
         lambda f: condense(f["ds"].remove_columns("difficulty"), images_per_class=2, attach=()),

@@ -84,7 +84,10 @@ def test_the_info_records_each_table_and_round_trips(two_selections, tmp_path):
     record = json.loads((path / INFO_FILENAME).read_text())[TABLES_KEY]
     assert set(record) == {"samples", "scores"}
     assert record["samples"]["num_rows"] == len(a.samples)
-    assert record == a.tables_record()
+    files = {table: entry.pop("files") for table, entry in record.items()}
+    assert record == a.tables_record()  # plus the data files' content checksums:
+    assert list(files["samples"]) == ["samples/data-00000-of-00001.arrow"]
+    assert set(files["samples"]["samples/data-00000-of-00001.arrow"]["columns"]) == set(a.samples.column_names)
     assert CondensedDataset.load(path).info == a.info  # the record is not part of .info
 
 
@@ -127,8 +130,10 @@ def test_rows_changed_after_the_save_are_refused(two_selections, tmp_path):
         shard.unlink()
     for shard in (other / "data").glob("*.parquet"):
         shutil.copy(shard, path / "data" / shard.name)
+    with pytest.raises(ValueError, match=r"the 'samples' table's data file data/train-00000-of-00001.parquet (is damaged|has)"):
+        CondensedDataset.load(path)  # the content checksums see it first
     with pytest.raises(ValueError, match="the 'samples' table read is not the one saved"):
-        CondensedDataset.load(path)
+        CondensedDataset.load(path, verify=False)  # the fingerprint still does without them
     # fewer rows: named as a row count
     shutil.rmtree(path / "data")
     (path / "data").mkdir()
@@ -136,7 +141,7 @@ def test_rows_changed_after_the_save_are_refused(two_selections, tmp_path):
         str(path / "data" / "train-00000-of-00001.parquet")
     )
     with pytest.raises(ValueError, match=r"'samples' table has 3 rows but its d2c_info.json records 10"):
-        CondensedDataset.load(path)
+        CondensedDataset.load(path, verify=False)
 
 
 def test_a_truncated_arrow_file_names_the_folder(two_selections, tmp_path):
@@ -144,8 +149,10 @@ def test_a_truncated_arrow_file_names_the_folder(two_selections, tmp_path):
     path = a.save_to_disk(tmp_path / "d", card=False)
     arrow = next((path / "samples").glob("*.arrow"))
     arrow.write_bytes(arrow.read_bytes()[:100])
-    with pytest.raises(ValueError, match=rf"{path / 'samples'} cannot be read .*damaged"):
+    with pytest.raises(ValueError, match=rf"{path}: the 'samples' table's data file samples/{arrow.name} has 100 bytes"):
         CondensedDataset.load(path)
+    with pytest.raises(ValueError, match=rf"{path / 'samples'} cannot be read .*damaged"):
+        CondensedDataset.load(path, verify=False)
 
 
 def test_info_cli_reports_a_damaged_folder(two_selections, tmp_path, capsys):

@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+#: the model arguments of the sharded commands (checked for their role, and kept apart from --output_dir)
+MODEL_FLAGS = ("scorer", "vae", "text_encoder", "vision_encoder")
 #: the errors a user can fix (bad input, a missing file, an unreachable model): one line, exit 2
 USER_ERRORS = (ValueError, TypeError, OSError)
 
@@ -424,8 +426,11 @@ def _runner(args: argparse.Namespace, *, store_posterior: bool = False, with_sou
     cheap checks and the output folder before the dataset is opened, the dataset before any model)."""
     from .run.options import RunOptions
     from .run.sharded import ShardedRunner
+    from .utils.files import check_apart
 
     options = _options(args)
+    inputs = {f"--{name}": getattr(args, name, None) for name in MODEL_FLAGS}
+    check_apart(args.output_dir, {"--dataset": getattr(args, "dataset", None), **inputs}, "--output_dir")
     run = RunOptions(
         output_dir=Path(args.output_dir),
         shard_size=getattr(args, "shard_size", RunOptions.shard_size),
@@ -435,6 +440,13 @@ def _runner(args: argparse.Namespace, *, store_posterior: bool = False, with_sou
     )
     source = _source(args) if with_source else None
     return ShardedRunner(options, run, _state(args), source)
+
+
+def _locked(runner: Any, command: str):
+    """The work folder's lock for the whole command (one run per folder; see run.workdir.work_lock)."""
+    from .run.workdir import work_lock
+
+    return work_lock(runner.output_dir, runner.state, f"{command} --output_dir {runner.output_dir}")
 
 
 def _source(args: argparse.Namespace):
@@ -486,7 +498,8 @@ def score_main(argv: list[str] | None = None) -> int:
     from .run.sharded import run_score
 
     runner = _runner(args, store_posterior=args.store_posterior)
-    manifest = run_score(runner)
+    with _locked(runner, "d2c score"):
+        manifest = run_score(runner)
     if runner.state.is_main_process:
         hidden = ("per_rank", "corrupt_rows", "reliability")
         print(json.dumps({k: v for k, v in manifest.items() if k not in hidden}))
@@ -513,7 +526,8 @@ def select_main(argv: list[str] | None = None) -> int:
     from .run.sharded import ShardedRunner
 
     runner = ShardedRunner(_options(args), RunOptions(output_dir=Path(args.output_dir)), state=None)
-    record = runner.select()
+    with _locked(runner, "d2c select"):
+        record = runner.select()
     print(json.dumps({"selected": len(record["source_indices"]), "counts": record["result"]["counts"]}))
     return 0
 
@@ -535,7 +549,8 @@ def attach_main(argv: list[str] | None = None) -> int:
     from .run.sharded import CONDENSED_DIR, run_attach
 
     runner = _runner(args)
-    condensed = run_attach(runner)
+    with _locked(runner, "d2c attach"):
+        condensed = run_attach(runner)
     if condensed is not None:
         print(json.dumps({"condensed": str(runner.output_dir / CONDENSED_DIR), "rows": len(condensed)}))
     return 0
@@ -561,7 +576,8 @@ def condense_main(argv: list[str] | None = None) -> int:
 
     store = bool(args.reuse_latents and "latents" in (args.attach or []) and not is_pixel_space(args.vae))
     runner = _runner(args, store_posterior=store)
-    condensed = run_condense(runner)
+    with _locked(runner, "d2c condense"):
+        condensed = run_condense(runner)
     if condensed is not None:
         print(json.dumps({"condensed": str(runner.output_dir / CONDENSED_DIR), "rows": len(condensed)}))
         print(_reliability_line((condensed.info.get("scoring") or {}).get("reliability")))

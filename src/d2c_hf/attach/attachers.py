@@ -885,6 +885,9 @@ class TextAttacher:
         dtype_ = resolve_attach_dtype(dtype)
         source = text_encoder if isinstance(text_encoder, (str, os.PathLike)) else None
         if source is not None:
+            from ..utils.roles import check_model_role
+
+            check_model_role(source, "text_encoder", tokenizer=tokenizer is None)  # before any weights load
             text_encoder = load_pretrained(T5EncoderModel, source, role="text_encoder", dtype=dtype_)
         else:
             source = getattr(getattr(text_encoder, "config", None), "_name_or_path", None) or None

@@ -375,6 +375,7 @@ class CondensedDataset:
         *,
         revision: str | None = None,
         token: str | None = None,
+        verify: bool = True,
         **load_kwargs,
     ) -> CondensedDataset:
         """Load a condensed dataset from a ``save_to_disk`` folder, a Hub-layout folder or a Hub repo id.
@@ -383,7 +384,10 @@ class CondensedDataset:
         ``load_dataset(folder)`` follows the folder's name, not its files, so it can answer with another
         folder's rows; see ``docs/condensed-datasets.md``). Whatever the layout, the tables read are
         checked against the record written at save time (tables present, row counts, a fingerprint of
-        the rows): a damaged, partly copied or stale folder is refused, naming what differs.
+        the rows): a damaged, partly copied or stale folder is refused, naming what differs. A local
+        folder's data files are also checked against the content checksums written at save time (bytes
+        changed in place are refused naming the file, table and column); that reads every byte once
+        (see docs/errors.md for the cost): ``verify=False`` skips it for huge sets (the other checks stay).
 
         Extra ``load_kwargs`` (``cache_dir``, ...) go to ``datasets.load_dataset`` for the Hub layouts.
 
@@ -393,7 +397,7 @@ class CondensedDataset:
                 (both versions are named), or one whose tables do not match its ``d2c_info.json``.
         """
         tables, info, record, where = storage.read_condensed(
-            path_or_repo_id, revision=revision, token=token, **load_kwargs
+            path_or_repo_id, revision=revision, token=token, verify=verify, **load_kwargs
         )
         condensed = cls(tables["samples"], tables["classes"], info, scores=tables["scores"])
         verify_tables(tables, condensed.info, where, record)

@@ -23,7 +23,7 @@ from typing import Any
 
 from ..utils.files import read_json, staged_dir, write_json
 from .info import INFO_FILENAME, TABLES_KEY, check_format_version
-from .integrity import tables_record
+from .integrity import tables_record, verify_data_files
 
 logger = logging.getLogger(__name__)
 
@@ -41,9 +41,12 @@ def tables_of(condensed: Any) -> dict[str, Any]:
     return {name: getattr(condensed, name) for name in DISK_DIRS}
 
 
-def info_with_tables(condensed: Any) -> dict[str, Any]:
-    """The ``info`` record as saved: with the tables' record (:func:`~.integrity.tables_record`)."""
-    return {**condensed.info, TABLES_KEY: tables_record(tables_of(condensed))}
+def info_with_tables(
+    condensed: Any, root: Path | None = None, files: dict[str, list[Path]] | None = None
+) -> dict[str, Any]:
+    """The ``info`` record as saved: with the tables' record (:func:`~.integrity.tables_record`), and the
+    content checksums of the data ``files`` written under ``root`` (``{table: [file, ...]}``)."""
+    return {**condensed.info, TABLES_KEY: tables_record(tables_of(condensed), root, files)}
 
 
 def save_to_disk(condensed: Any, path: str | os.PathLike, overwrite: bool = False, card: bool = True) -> Path:
@@ -58,13 +61,15 @@ def save_to_disk(condensed: Any, path: str | os.PathLike, overwrite: bool = Fals
                 "choose another path or remove it yourself"
             )
     with staged_dir(path, "the condensed dataset") as staging:
+        files = {}
         for name, table in tables_of(condensed).items():
             if table is not None:
                 table.save_to_disk(str(staging / DISK_DIRS[name]))
+                files[name] = sorted((staging / DISK_DIRS[name]).glob("*.arrow"))
         if card:
             write_card(condensed, staging, repo_id=None)
         # the info file goes last: a folder without it is never mistaken for a finished dataset
-        write_json(staging / INFO_FILENAME, info_with_tables(condensed))
+        write_json(staging / INFO_FILENAME, info_with_tables(condensed, staging, files))
     logger.info("saved %r to %s", condensed, path)
     return path
 
@@ -121,19 +126,20 @@ def save_hub_folder(
     folder = Path(folder).expanduser()
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise FileExistsError(f"{folder} exists and is not an empty folder; choose a new folder")
-    folder.mkdir(parents=True, exist_ok=True)
-    write_parquet_shards(condensed.samples, folder / HUB_DIRS["default"], max_shard_size)
-    for name in ("classes", "scores"):
-        table = getattr(condensed, name)
-        if table is not None:
-            write_parquet_shards(table, folder / HUB_DIRS[name], max_shard_size)
-    write_json(folder / INFO_FILENAME, info_with_tables(condensed))
-    if card:
-        write_card(condensed, folder, repo_id=repo_id)
-    else:
-        from .card import render_card
+    # written under a hidden name beside the folder and renamed into place when complete (as save_to_disk)
+    with staged_dir(folder, "the condensed dataset (Hub layout)") as staging:
+        files = {"samples": write_parquet_shards(condensed.samples, staging / HUB_DIRS["default"], max_shard_size)}
+        for name in ("classes", "scores"):
+            table = getattr(condensed, name)
+            if table is not None:
+                files[name] = write_parquet_shards(table, staging / HUB_DIRS[name], max_shard_size)
+        if card:
+            write_card(condensed, staging, repo_id=repo_id)
+        else:
+            from .card import render_card
 
-        (folder / README_FILENAME).write_text(render_card(condensed, repo_id=repo_id), encoding="utf-8")
+            (staging / README_FILENAME).write_text(render_card(condensed, repo_id=repo_id), encoding="utf-8")
+        write_json(staging / INFO_FILENAME, info_with_tables(condensed, staging, files))
     return folder
 
 
@@ -171,11 +177,17 @@ def push_to_hub(
 
 
 def read_condensed(
-    path_or_repo_id: str | os.PathLike, *, revision: str | None, token: str | None, **load_kwargs
+    path_or_repo_id: str | os.PathLike,
+    *,
+    revision: str | None,
+    token: str | None,
+    verify: bool = True,
+    **load_kwargs,
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None, str]:
     """Read a condensed dataset's tables and info from any layout: ``(tables, info, record, where)``,
     ``record`` being what the save recorded about the tables (``None`` for a folder written before it
-    existed) and ``where`` how to name the source in messages. See
+    existed) and ``where`` how to name the source in messages. ``verify``: check a local folder's data
+    files against their content checksums first (:func:`~.integrity.verify_data_files`). See
     :meth:`CondensedDataset.load <d2c_hf.condensed.dataset.CondensedDataset.load>`."""
     path = Path(path_or_repo_id).expanduser()
     if path.exists():
@@ -193,6 +205,8 @@ def read_condensed(
         info = read_json(info_file, "the condensed dataset's info")
         check_format_version(info, str(path))
         record = info.pop(TABLES_KEY, None)
+        if verify and isinstance(record, dict):
+            verify_data_files(path, record, str(path))
         if (path / DISK_DIRS["samples"] / "state.json").is_file():
             tables = read_disk_tables(path)
         elif (path / HUB_DIRS["default"]).is_dir():

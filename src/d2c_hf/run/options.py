@@ -325,8 +325,10 @@ class CondenseOptions(_Record):
         object.__setattr__(self, "notes", tuple(str(n) for n in self.notes or ()))
 
     def check_references(self, run_scorer: bool) -> None:
-        """Refuse mistyped local paths of the models this run will load, before any is loaded."""
+        """Refuse mistyped local paths of the models this run will load, and folders that hold another kind
+        of model than the argument's role (:func:`~d2c_hf.utils.roles.check_model_role`), before any is loaded."""
         from ..utils.hub import check_reference
+        from ..utils.roles import check_model_role
 
         refs = []
         if run_scorer and isinstance(self.score.scorer, (str, os.PathLike)):
@@ -339,6 +341,7 @@ class CondenseOptions(_Record):
             refs += [(r, v) for r, v in get_part(name).references(self) if isinstance(v, (str, os.PathLike))]
         for role, value in refs:
             check_reference(value, role)
+            check_model_role(value, role, tokenizer=role == "text_encoder")
 
 
 def needs_scores(options: CondenseOptions) -> bool:

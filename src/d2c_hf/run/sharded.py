@@ -41,6 +41,7 @@ import torch
 
 from ..attach.parts import PartContext, get_part, needs_vae
 from ..condensed.dataset import CondensedDataset
+from ..utils.checksums import read_checked_json, verify_record, write_checked_json, write_record
 from ..utils.files import absolute, read_json, staged_dir, write_json
 from ..utils.spaces import AUTO, DEFAULT_VAE, PIXEL_SPACE
 from .options import CondenseOptions, RunOptions, SelectOptions
@@ -78,6 +79,8 @@ SELECTION_FILE = "selection.json"
 RELIABILITY_FILE = "reliability.json"
 SCORE_REQUIRED = ("rows", "difficulty", "label", "corrupt")
 ATTACH_REQUIRED = ("rows", "bytes", "offsets", "label")
+#: what to do about damaged merged scores: the score shards are kept, only the merge is redone
+SCORES_FIX = "delete that scores/ folder and run `d2c score` again (finished score shards are reused)"
 #: rows per Arrow batch when the merged scores and the condensed samples are written (bounded memory)
 MERGE_BATCH_ROWS = 65536
 
@@ -287,7 +290,7 @@ class ShardedRunner:
             "result": result.to_dict(),
             "options": self.options.select.to_record(),
         }
-        write_json(self.output_dir / SELECTION_FILE, record, sort_keys=True)
+        write_checked_json(self.output_dir / SELECTION_FILE, record)
         return record
 
     # -- phase 3: attach ------------------------------------------------------------------
@@ -299,7 +302,7 @@ class ShardedRunner:
         selection_file = self.output_dir / SELECTION_FILE
         if not selection_file.is_file():
             raise FileNotFoundError(f"{selection_file} not found: run `d2c select` first")
-        selected = np.asarray(read_json(selection_file, "the selection")["source_indices"], dtype=np.int64)
+        selected = np.asarray(read_selection(self.output_dir)["source_indices"], dtype=np.int64)
         score_cfg = phase_config(self.output_dir, SCORE_DIR)
         rows_parts = [p for p in options.attach.parts if get_part(p).column is not None]
         vae_ref = score_cfg.get("vae_source", PIXEL_SPACE) if options.score.vae == AUTO else options.score.vae
@@ -383,7 +386,7 @@ class ShardedRunner:
 
         run = read_run(self.output_dir)["phases"]
         score_cfg, attach_cfg = run[SCORE_DIR], run[ATTACH_DIR]
-        selection = read_json(self.output_dir / SELECTION_FILE, "the selection")
+        selection = read_selection(self.output_dir)
         # the selection as it was made (by `d2c select` or this run), for the record
         options = replace(self.options, select=SelectOptions.from_record(selection["options"]))
         names = score_cfg["class_names"]
@@ -526,6 +529,7 @@ def merge_scores(output_dir: str | os.PathLike) -> dict[str, Any]:
         with staged_dir(output_dir / SCORES_DIR, "the merged scores") as staging:
             table.save_to_disk(str(staging))
             write_json(Path(staging) / RELIABILITY_FILE, record, sort_keys=True)
+            write_record(staging)  # content checksums, verified by load_scores / load_reliability
     finally:
         scratch.unlink(missing_ok=True)
     if len(corrupt):
@@ -555,6 +559,7 @@ def load_scores(output_dir: str | os.PathLike) -> dict[str, np.ndarray]:
 
     from ..utils.columns import column_array
 
+    verify_record(Path(output_dir) / SCORES_DIR, "the merged scores", fix=SCORES_FIX)
     table = load_from_disk(str(Path(output_dir) / SCORES_DIR))
     names = ("source_index", "label", "difficulty", "difficulty_per_timestep", "features")
     return {name: column_array(table, name) for name in names if name in table.column_names}
@@ -564,7 +569,16 @@ def load_reliability(output_dir: str | os.PathLike) -> dict[str, Any]:
     """``{"reliability": ..., "standardization": ...}`` of the merged scores (``scores/reliability.json``);
     empty for scores merged before reliability was recorded."""
     path = Path(output_dir) / SCORES_DIR / RELIABILITY_FILE
-    return read_json(path, "the scores' reliability record") if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    verify_record(path.parent, "the merged scores", prefix=RELIABILITY_FILE, fix=SCORES_FIX)
+    return read_json(path, "the scores' reliability record")
+
+
+def read_selection(output_dir: str | os.PathLike) -> dict[str, Any]:
+    """``selection.json`` of a work folder, its checksum verified (see :func:`~d2c_hf.utils.checksums.read_checked_json`)."""
+    path = Path(output_dir) / SELECTION_FILE
+    return read_checked_json(path, "the selection", "run `d2c select` again (it rewrites the file)")
 
 
 def _posterior_lookup(output_dir: Path, rows: np.ndarray) -> np.ndarray | None:

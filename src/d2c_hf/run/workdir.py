@@ -14,12 +14,21 @@ killed run, a dead rank or a full disk never leaves a shard that looks done. Run
 finished shards and computes the rest.
 
 **Run config.** ``d2c_run.json`` records, per phase, everything that changes the phase's outputs. A rerun
-with another config is refused, naming the differing keys (:func:`check_run_config`).
+with another config is refused, naming the differing keys (:func:`check_run_config`). The file carries a
+checksum of its content (a damaged one is refused as such, not read as another config).
+
+**Lock.** One run at a time per work folder: :func:`work_lock` holds an exclusive ``flock`` on
+``.d2c.lock`` for the whole command (the main process), so a second run on the same folder is refused,
+naming the process that holds it; the lock dies with its process, so a killed run never blocks a rerun,
+and the rerun removes the hidden staging leftovers the kill left behind.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,13 +37,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..utils.files import atomic_write, json_round_trip, read_json, write_json
+from ..utils.checksums import read_checked_json, write_checked_json
+from ..utils.files import atomic_write, json_round_trip, remove_stale_staging, write_json
 
 logger = logging.getLogger(__name__)
 
 RUN_FILE = "d2c_run.json"
 MANIFEST_FILE = "manifest.json"
 RUN_FORMAT_VERSION = 1
+LOCK_FILE = ".d2c.lock"
+#: hidden leftovers of the main process's staged writes (a killed merge or assembly) in a work folder
+STALE_PATTERNS = (".*.tmp-*", ".condensed-samples.arrow", ".scores-merge.arrow")
+RUN_FILE_FIX = "restore it, or start over in a new output folder"
 
 
 @dataclass
@@ -150,7 +164,7 @@ def read_run(output_dir: Path) -> dict[str, Any]:
     run_file = Path(output_dir) / RUN_FILE
     if not run_file.is_file():
         raise FileNotFoundError(f"{run_file} not found: run `d2c score` (or `d2c condense`) first")
-    return read_json(run_file, "the run config")
+    return read_checked_json(run_file, "the run config", RUN_FILE_FIX)
 
 
 def phase_config(output_dir: Path, phase: str) -> dict[str, Any]:
@@ -173,7 +187,7 @@ def check_run_config(output_dir: Path, phase: str, config: Mapping[str, Any], *,
     config = json_round_trip(config)
     run_file = output_dir / RUN_FILE
     run = (
-        read_json(run_file, "the run config")
+        read_checked_json(run_file, "the run config", RUN_FILE_FIX)
         if run_file.is_file()
         else {"format_version": RUN_FORMAT_VERSION}
     )
@@ -195,7 +209,7 @@ def check_run_config(output_dir: Path, phase: str, config: Mapping[str, Any], *,
         )
     if write:
         run.setdefault("phases", {})[phase] = config
-        write_json(run_file, run, sort_keys=True)
+        write_checked_json(run_file, run)
 
 
 def open_phase(output_dir: Path, phase: str, config: Mapping[str, Any], state: Any) -> Path:
@@ -207,6 +221,101 @@ def open_phase(output_dir: Path, phase: str, config: Mapping[str, Any], state: A
     folder = output_dir / phase
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+# --------------------------------------------------------------------------------------
+# one run at a time per work folder
+# --------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def work_lock(
+    output_dir: str | os.PathLike,
+    state: Any = None,
+    command: str = "d2c",
+    stale: Sequence[str] = STALE_PATTERNS,
+) -> Iterator[None]:
+    """Hold the exclusive lock of ``output_dir`` (``.d2c.lock``, an ``fcntl.flock``) while the block runs.
+
+    Taken by the main process only (``state.is_main_process``; other ranks write only their own shards).
+    Once held, the hidden leftovers of a hard-killed run matching ``stale`` are removed (no other process
+    can be writing them). A run that wrote nothing into a folder it created leaves no lock file behind.
+    The lock is released when the block ends or the process dies (SIGKILL included), so it never
+    outlives its run; on a filesystem without ``flock`` support, see docs/scale.md.
+
+    Raises:
+        BlockingIOError (an ``OSError``) naming the folder and the process, host, start time and command
+        that hold it.
+    """
+    if state is not None and not state.is_main_process:
+        yield
+        return
+    import fcntl
+    import socket
+    import time
+
+    folder = Path(output_dir)
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_FILE
+    while True:
+        handle = open(path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            text = handle.read()
+            handle.close()
+            raise BlockingIOError(_busy_message(folder, text)) from None
+        except BaseException:
+            handle.close()
+            raise
+        try:  # the file may have been removed (and another created) between open and flock: lock that one
+            same = os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        handle.close()
+    try:
+        holder = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "command": command,
+        }
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps(holder) + "\n")
+        handle.flush()
+        for leftover in remove_stale_staging(folder, tuple(stale)):
+            logger.info("removed %s, left by an interrupted run", leftover)
+        yield
+    finally:
+        try:
+            if [p.name for p in folder.iterdir()] == [LOCK_FILE]:  # nothing was written: leave nothing
+                path.unlink(missing_ok=True)
+                if created:
+                    folder.rmdir()
+        except OSError:
+            pass
+        handle.close()
+
+
+def _busy_message(folder: Path, text: str) -> str:
+    try:
+        holder = json.loads(text)
+        who = (
+            f"process {holder.get('pid')} on {holder.get('host')} (`{holder.get('command')}`, started "
+            f"{holder.get('started')})"
+        )
+    except (json.JSONDecodeError, AttributeError):
+        who = "another process"
+    return (
+        f"{folder} is in use by {who}: two runs on one folder would both compute every shard. Wait for it to "
+        f"finish, or use another output folder (the lock, {folder / LOCK_FILE}, is released when that "
+        "process ends, even if it is killed)"
+    )
 
 
 # --------------------------------------------------------------------------------------

@@ -316,8 +316,10 @@ def load_model(repo: str) -> tuple[Any, dict[str, Any] | None, bool]:
     (``config.json`` at the root).
     """
     from ..utils.hub import check_reference
+    from ..utils.roles import check_model_role
 
     check_reference(repo, "scorer")
+    check_model_role(repo, "scorer")
     index = read_repo_json(repo, "model_index.json", role="scorer")
     if index is not None:
         entry = index.get("transformer")

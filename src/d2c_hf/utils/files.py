@@ -10,6 +10,10 @@ Everything d2c-hf writes goes through here:
 * :func:`write_json` / :func:`read_json` / :func:`jsonable` — JSON records (provenance, run configs,
   manifests) with numpy scalars and arrays, paths, torch dtypes and sets made JSON-able, and damaged
   files reported with their path.
+* :func:`check_apart` — an output path that is, contains or lies inside one of a command's inputs is
+  refused before anything is read or written.
+* :func:`remove_stale_staging` — the hidden ``.<name>.tmp-*`` leftovers of a hard kill, removed by a rerun
+  that holds the folder's lock.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -101,14 +105,17 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> Path:
     ``fsync``, then ``os.replace``. On any error (disk full, kill) the temporary file is removed (or,
     after SIGKILL, left under a ``.tmp-`` name that is never read) and ``path`` is untouched."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as err:  # a full disk, a read-only folder: name the file asked for, not the temporary one
+        tmp.unlink(missing_ok=True)
+        raise renamed_os_error(err, f"could not write {path}") from err
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -118,12 +125,16 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> Path:
 
 def renamed_os_error(err: OSError, message: str) -> OSError:
     """An ``OSError`` of the same kind (``PermissionError``, ...) whose text is ``message: reason``, for
-    errors raised on a hidden staging path that should name the user's target instead."""
-    text = f"{message}: {err.strerror or err}"
+    errors raised on a hidden staging path that should name the user's target instead. ``reason`` is the
+    innermost error's (``No space left on device``), so nested staged writes never show a hidden path."""
+    reason = getattr(err, "d2c_reason", None) or err.strerror or str(err)
+    text = f"{message}: {reason}"
     try:
-        return type(err)(err.errno, text) if err.errno is not None else type(err)(text)
+        renamed = type(err)(err.errno, text) if err.errno is not None else type(err)(text)
     except TypeError:  # an OSError subclass with another constructor
-        return OSError(err.errno, text)
+        renamed = OSError(err.errno, text)
+    renamed.d2c_reason = reason
+    return renamed
 
 
 def replace_dir(new: Path, target: Path) -> None:
@@ -164,6 +175,58 @@ def staged_dir(target: str | os.PathLike, what: str = "the output") -> Iterator[
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+#: the hidden names :func:`staged_dir` and :func:`atomic_write` write under (``.<name>.tmp-<random>``)
+STAGING_PATTERN = ".*.tmp-*"
+
+
+def remove_stale_staging(folder: str | os.PathLike, patterns: tuple[str, ...] = (STAGING_PATTERN,)) -> list[Path]:
+    """Remove what a hard kill (SIGKILL, power loss) left of a staged write in ``folder``: entries matching
+    ``patterns`` (hidden ``.<name>.tmp-*`` files and folders). Only safe while the caller holds the folder's
+    lock (no other process is writing there). Returns the removed paths."""
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for pattern in patterns:
+        for stale in sorted(folder.glob(pattern)):
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
+            removed.append(stale)
+    return removed
+
+
+def check_apart(output: str | os.PathLike, inputs: Mapping[str, Any], what: str = "the output") -> None:
+    """Refuse an output path that is, contains or lies inside one of the ``inputs`` (``{argument: path}``;
+    values that are not existing local paths, such as Hub ids or ``None``, are skipped), before anything is
+    read or written: a command would otherwise overwrite or mix with what it reads.
+
+    Raises:
+        ValueError naming both arguments and paths.
+    """
+    out = Path(os.path.realpath(Path(os.fspath(output)).expanduser()))
+    for name, value in inputs.items():
+        if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
+            continue
+        path = Path(os.fspath(value)).expanduser()
+        if not path.exists():
+            continue
+        path = Path(os.path.realpath(path))
+        if out == path:
+            relation = "is"
+        elif path in out.parents:
+            relation = "lies inside"
+        elif out in path.parents:
+            relation = "contains"
+        else:
+            continue
+        raise ValueError(
+            f"{what} {os.fspath(output)} {relation} {name} {os.fspath(value)}: writing there would overwrite or "
+            f"mix with what is read; choose an output folder apart from {name}"
+        )
 
 
 def absolute(path: str | os.PathLike) -> Path:

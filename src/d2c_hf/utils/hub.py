@@ -165,8 +165,18 @@ def explain_unreachable(name: str | os.PathLike, role: str, err: BaseException, 
 def load_pretrained(cls: Any, name: str | os.PathLike, *, role: str, hint: str = "", **kwargs: Any) -> Any:
     """``cls.from_pretrained(name, **kwargs)`` with errors that say what to do: a mistyped local path is
     named as such (never looked up on the Hub), and a Hub id that cannot be reached says whether the Hub is
-    offline and how to get the model. ``role`` names the argument (``"scorer"``, ``"vae"``, ...)."""
+    offline and how to get the model. ``role`` names the argument (``"scorer"``, ``"vae"``, ...); a folder
+    that holds another kind of model than the role needs is refused before loading
+    (:func:`~d2c_hf.utils.roles.check_model_role`), and a folder with a checksum record written at save time
+    is verified first (:func:`~d2c_hf.utils.checksums.verify_record`, the component's ``subfolder`` only)."""
+    from .checksums import verify_record
+    from .roles import check_model_role
+
     check_reference(name, role)
+    check_model_role(name, role)
+    folder = Path(os.fspath(name)).expanduser()
+    if folder.is_dir():
+        verify_record(folder, f"the {role} folder", prefix=kwargs.get("subfolder"))
     try:
         return cls.from_pretrained(os.fspath(name), **kwargs)
     except OSError as err:

@@ -45,7 +45,10 @@ def load_vae(vae: Any, *, subfolder: str | None = None, dtype: torch.dtype | Non
 
         from .hub import has_file, load_pretrained
 
+        from .roles import check_model_role
+
         name = os.fspath(vae)
+        check_model_role(name, "vae")
         root = subfolder is None and has_file(name, "config.json", role="vae")
         if subfolder is None and not root and has_file(name, "config.json", "vae", role="vae"):
             subfolder = "vae"
