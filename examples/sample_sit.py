@@ -74,7 +74,13 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="Weights' dtype.")
     run.add_argument("--allow_tf32", action="store_true", help="TF32 matmuls on Ampere+ GPUs.")
     run.add_argument("--cpu", action="store_true", help="Run on the CPU even if a GPU is available.")
-    return parser.parse_args(input_args)
+    run.add_argument(
+        "--debug", action="store_true", help="On an error, show the traceback (default: one line)."
+    )
+    args = parser.parse_args(input_args)
+    if not 0 <= args.seed < 2**32:
+        parser.error(f"--seed must be in [0, 2**32), got {args.seed}")
+    return args
 
 
 def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -96,39 +102,53 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
     return {"preset": args.preset, **settings}
 
 
-def shard_done(path: Path) -> bool:
-    """A finished shard: written atomically, so an existing, readable archive with every array."""
+def shard_done(path: Path, verify: bool = True) -> bool:
+    """A finished shard: written atomically, so an existing, readable archive with every array, whose members
+    pass their CRC-32 check (``verify``: a shard damaged in place since it was written is sampled again)."""
     try:
         with zipfile.ZipFile(path) as archive:
-            return {f"{name}.npy" for name in SHARD_ARRAYS} <= set(archive.namelist())
+            if not {f"{name}.npy" for name in SHARD_ARRAYS} <= set(archive.namelist()):
+                return False
+            damaged = archive.testzip() if verify else None
     except (OSError, zipfile.BadZipFile):
         return False
+    if damaged is not None:
+        logger.warning("%s is damaged (%s fails its CRC check); it will be sampled again", path, damaged)
+    return damaged is None
+
+
+def check_inputs(args: argparse.Namespace) -> None:
+    """Cheap checks of the folders, before any config or weight is read: --output_dir apart from the inputs,
+    --pipeline a SiTPipeline folder."""
+    from d2c_hf.utils.files import check_apart
+    from d2c_hf.utils.roles import check_model_role
+
+    check_apart(args.output_dir, {"--pipeline": args.pipeline, "--labels": args.labels}, "--output_dir")
+    output_dir = Path(args.output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"--output_dir {output_dir} is a file; pass a folder path")
+    check_model_role(args.pipeline, "pipeline", "--pipeline")
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
     from accelerate import PartialState
-    from tqdm.auto import tqdm
 
-    from d2c_hf.evaluation.adm import save_npz_batches
     from d2c_hf.evaluation.sampling import (
         LABEL_MODES,
         check_layout,
         make_scheduler,
         plan_labels,
-        plan_shards,
         read_label_file,
         resolve_labels,
-        sample_generators,
         sampler_sigmas,
-        to_uint8,
     )
     from d2c_hf.models.transformer_sit import SiTTransformer2DModel
     from d2c_hf.pipelines import SiTPipeline
-    from d2c_hf.run.workdir import open_phase, shard_path
-    from d2c_hf.utils.files import atomic_write
+    from d2c_hf.run.workdir import work_lock
     from d2c_hf.utils.hub import DTYPE_ALIASES, model_provenance
 
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    check_inputs(args)
     settings = resolve_settings(args)
     state = PartialState(cpu=args.cpu)
     shard_size = check_layout(args.num_samples, args.batch_size, state.num_processes, args.shard_size)
@@ -145,6 +165,13 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     if settings["guidance_scale"] > 1.0 and not model_config.get("class_dropout_prob", 0.1) > 0:
         raise ValueError(
             "guidance needs the null class, but this model has none (class_dropout_prob=0); use --preset repa-no-cfg"
+        )
+    vae_entry = pipe_config.get("vae")
+    has_vae = isinstance(vae_entry, (list, tuple)) and bool(vae_entry) and vae_entry[0] is not None
+    if not has_vae and int(model_config.get("in_channels", 3)) not in (1, 3):
+        raise ValueError(
+            f"--pipeline {args.pipeline} has no VAE and its transformer makes {model_config.get('in_channels')}-channel "
+            "latents, not images: save the pipeline with its VAE (train_sit.py --vae, or d2c convert-* --pipeline --vae)"
         )
     entries = None
     if args.labels in LABEL_MODES:
@@ -193,6 +220,19 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "shard_size": shard_size,
         "dtype": args.dtype,
     }
+    with work_lock(output_dir, state, f"sample_sit.py --output_dir {output_dir}"):
+        return sample(args, state, pipe, config, labels, settings, sigmas, shard_size, output_dir)
+
+
+def sample(args, state, pipe, config, labels, settings, sigmas, shard_size, output_dir) -> dict[str, Any]:
+    """:func:`main` once the run config is known, holding the output folder's lock (main process)."""
+    from tqdm.auto import tqdm
+
+    from d2c_hf.evaluation.adm import damaged_npz, save_npz_batches
+    from d2c_hf.evaluation.sampling import plan_shards, sample_generators, to_uint8
+    from d2c_hf.run.workdir import open_phase, shard_path
+    from d2c_hf.utils.files import atomic_write
+
     folder = open_phase(output_dir, PHASE, config, state)
 
     # ---- sample this process's unfinished shards ----------------------------------------------
@@ -247,7 +287,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     }
     if state.is_main_process:
         paths = [shard_path(folder, k, len(shards)) for k in range(len(shards))]
-        missing = [p.name for p in paths if not shard_done(p)]
+        missing = [p.name for p in paths if not shard_done(p, verify=False)]  # the merge checks the CRCs
         if missing:
             raise RuntimeError(
                 f"{len(missing)} shards are missing (e.g. {missing[0]}): rerun the same command"
@@ -257,12 +297,12 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             logger.info("%s is up to date with its %d shards; nothing to merge", npz, len(shards))
             state.wait_for_everyone()
             return result
-        with np.load(paths[0]) as first:
+        with np.load(paths[0]) as first, damaged_npz(paths[0]):
             height, width = first["images"].shape[1:3]
 
         def shard_images():
             for path in paths:
-                with np.load(path) as shard:
+                with np.load(path) as shard, damaged_npz(path):
                     yield shard["images"]
 
         save_npz_batches(npz, shard_images(), args.num_samples, (height, width), labels=labels)
@@ -294,6 +334,9 @@ def _versions() -> dict[str, str]:
 
 
 if __name__ == "__main__":
-    outcome = main(parse_args())
+    from d2c_hf.cli import run_script
+
+    arguments = parse_args()
+    outcome = run_script("sample_sit.py", lambda: main(arguments), arguments.debug)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(outcome, indent=2))

@@ -19,13 +19,13 @@ See docs/training.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
 import os
 import shutil
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -163,7 +163,12 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
         help="Class names or ids of the grid (default: cycle through the classes).",
     )
     run.add_argument("--num_inference_steps", type=int, default=50, help="Sampler steps for the grids.")
-    run.add_argument("--validation_guidance_scale", type=float, default=1.0, help="CFG scale of the grids.")
+    run.add_argument(
+        "--validation_guidance_scale",
+        type=float,
+        default=1.0,
+        help="CFG scale of the grids: >= 1 (1 = no guidance); above 1 needs --cfg_prob > 0 (the null class).",
+    )
     run.add_argument("--logging_steps", type=int, default=100, help="Loss averaging/logging window.")
     run.add_argument(
         "--report_to", default="none", help='"none", "tensorboard", "wandb", ... (optional trackers).'
@@ -172,6 +177,16 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--tracker_project_name", default="d2c-sit")
     run.add_argument("--push_to_hub", action="store_true")
     run.add_argument("--hub_model_id", default=None)
+    run.add_argument(
+        "--skip_checksums",
+        action="store_true",
+        help="Do not verify the content checksums of --dataset and of the checkpoint resumed from (each costs one "
+        "read of its files, see docs/errors.md); for huge sets. Row counts, fingerprints and headers are still "
+        "checked.",
+    )
+    run.add_argument(
+        "--debug", action="store_true", help="On an error, show the traceback (default: one line)."
+    )
     run.add_argument(
         "--hub_token",
         default=None,
@@ -219,11 +234,24 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
     for name in ("adam_beta1", "adam_beta2"):
         if not 0.0 <= getattr(args, name) < 1.0:
             parser.error(f"--{name} must be in [0, 1), got {getattr(args, name)}")
-    for name in ("adam_weight_decay", "proj_coeff", "data_max_in_memory_gb", "validation_guidance_scale"):
+    for name in ("adam_weight_decay", "proj_coeff", "data_max_in_memory_gb"):
         if getattr(args, name) < 0:
             parser.error(f"--{name} must be >= 0, got {getattr(args, name)}")
     if not 0.0 <= args.cfg_prob < 1.0:
         parser.error(f"--cfg_prob must be in [0, 1), got {args.cfg_prob}")
+    # the sampling pipeline's rules (SiTPipeline.check_inputs, applied again to the built pipeline in main):
+    # checked now, not at the first validation grid hours later
+    if args.validation_guidance_scale < 1.0:
+        parser.error(
+            f"--validation_guidance_scale must be >= 1 (1 = no guidance), got {args.validation_guidance_scale}"
+        )
+    if args.validation_guidance_scale > 1.0 and args.cfg_prob <= 0:
+        parser.error(
+            f"--validation_guidance_scale {args.validation_guidance_scale} needs the null class, which --cfg_prob 0 "
+            "never trains: pass --cfg_prob > 0 (REPA: 0.1) or --validation_guidance_scale 1"
+        )
+    if args.validation_classes and not args.num_validation_images:
+        parser.error("--validation_classes needs --num_validation_images > 0 (no grid is drawn without it)")
     if not 0.0 <= args.ema_decay <= 1.0:
         parser.error(f"--ema_decay must be in [0, 1], got {args.ema_decay}")
     if not 0 <= args.seed < 2**32:
@@ -341,6 +369,13 @@ def check_run_inputs(args: argparse.Namespace) -> None:
                 where = "is a file" if folder == output_dir else f"is inside {folder}, which is a file"
                 raise ValueError(f"--output_dir {output_dir} {where}; pass a folder path")
             break
+    check_outputs_apart(args)
+    if args.vae is not None:
+        from d2c_hf.utils.roles import check_model_role
+        from d2c_hf.utils.spaces import is_pixel_space
+
+        if not is_pixel_space(args.vae):
+            check_model_role(args.vae, "vae", "--vae")
     report_to_trackers(args)
     if args.hub_token is not None:
         logger.warning(
@@ -360,6 +395,22 @@ def check_run_inputs(args: argparse.Namespace) -> None:
                 "--push_to_hub needs a Hub token and none is set: log in with `hf auth login` or set HF_TOKEN "
                 "(checked now so that the upload does not fail after training)"
             )
+
+
+def check_outputs_apart(args: argparse.Namespace) -> None:
+    """Refuse an --output_dir that is, contains or lies inside an input (the dataset, the VAE, a checkpoint of
+    another run): the model card, sample grids and checkpoints would land among them. Resuming from a
+    checkpoint inside --output_dir (the run's own) is the exception."""
+    from d2c_hf.utils.files import check_apart
+
+    output_dir = Path(args.output_dir)
+    inputs = {"--dataset": args.dataset, "--vae": args.vae}
+    resume = args.resume_from_checkpoint
+    if resume and resume != "latest" and Path(resume).exists():
+        own = Path(os.path.realpath(output_dir)) in Path(os.path.realpath(resume)).parents
+        if not own:
+            inputs["--resume_from_checkpoint"] = resume
+    check_apart(output_dir, inputs, "--output_dir")
 
 
 def load_sampling_vae(args: argparse.Namespace, condensed: Any):
@@ -465,8 +516,15 @@ def main(args: argparse.Namespace, eval_callback=None) -> dict[str, Any]:
 
     ``eval_callback(step, pipeline)`` runs on the main process every ``--validation_steps`` steps and
     after the last one, with a ``SiTPipeline`` on the EMA weights in eval mode; it cannot change the
-    training RNG or data order.
+    training RNG or data order. The main process holds ``--output_dir``'s lock (one run per folder) from
+    its first write to the end.
     """
+    with contextlib.ExitStack() as lock:
+        return train(args, eval_callback, lock)
+
+
+def train(args: argparse.Namespace, eval_callback: Any, lock: contextlib.ExitStack) -> dict[str, Any]:
+    """:func:`main`'s body; ``lock`` holds the output folder's lock once taken."""
     from accelerate import Accelerator
     from accelerate.logging import get_logger
     from accelerate.utils import DistributedType, ProjectConfiguration, broadcast_object_list, set_seed
@@ -476,8 +534,12 @@ def main(args: argparse.Namespace, eval_callback=None) -> dict[str, Any]:
     from d2c_hf.condensed.dataset import CondensedDataset
     from d2c_hf.models.transformer_sit import SiTTransformer2DModel
     from d2c_hf.pipelines import FlowMatchEulerMaruyamaScheduler, SiTPipeline
+    from d2c_hf.run.workdir import work_lock
     from d2c_hf.train.batches import BatchSource
+    from d2c_hf.train.checkpoints import STALE_PATTERNS
     from d2c_hf.train.losses import compute_loss, seeded_generator
+    from d2c_hf.utils.checksums import write_record
+    from d2c_hf.utils.files import atomic_write, renamed_os_error, staged_entries, write_json
 
     check_run_inputs(args)  # presets, override keys, output_dir, trackers, Hub login: before anything starts
     output_dir = Path(args.output_dir)
@@ -522,6 +584,7 @@ def main(args: argparse.Namespace, eval_callback=None) -> dict[str, Any]:
                     resume_path,
                     accelerator.num_processes,
                     allow_inexact=args.allow_inexact_resume,
+                    verify=not args.skip_checksums,
                     needs_scaler=accelerator.scaler is not None,
                     check_optimizer=accelerator.distributed_type
                     not in (DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM),
@@ -543,7 +606,9 @@ def main(args: argparse.Namespace, eval_callback=None) -> dict[str, Any]:
 
     # ---- data (all cheap checks before the model is built) ------------------------------
     try:
-        condensed = CondensedDataset.load(args.dataset, revision=args.revision)
+        condensed = CondensedDataset.load(
+            args.dataset, revision=args.revision, verify=not args.skip_checksums
+        )
     except (OSError, ValueError) as err:
         raise ValueError(f"--dataset {args.dataset}: {err}") from err
     source = BatchSource(
@@ -650,6 +715,16 @@ def main(args: argparse.Namespace, eval_callback=None) -> dict[str, Any]:
             make_pipeline().get_label_ids(validation_labels)
         except ValueError as err:
             raise ValueError(f"--validation_classes: {err}") from err
+    try:  # every rule the grids' pipeline call applies, now rather than at the first grid
+        make_pipeline().check_inputs(
+            max(1, len(validation_labels)), args.num_inference_steps, args.validation_guidance_scale,
+            (0.0, 1.0), None, None, "pil", None,
+        )  # fmt: skip
+    except ValueError as err:
+        raise ValueError(
+            f"the validation grids would fail: {err} (--validation_guidance_scale {args.validation_guidance_scale}, "
+            f"--num_inference_steps {args.num_inference_steps}, --cfg_prob {args.cfg_prob})"
+        ) from err
 
     global_step = 0
     if resume_path is not None:
@@ -669,10 +744,10 @@ def main(args: argparse.Namespace, eval_callback=None) -> dict[str, Any]:
 
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
-        for stale in [*output_dir.glob(".checkpoint-*.tmp"), *output_dir.glob(".pipeline-*.tmp")]:
-            log.info(f"removing {stale}, left by an interrupted save")
-            shutil.rmtree(stale, ignore_errors=True)
-        (output_dir / "args.json").write_text(json.dumps(recorded_args(args), indent=2))
+        lock.enter_context(
+            work_lock(output_dir, None, f"train_sit.py --output_dir {output_dir}", STALE_PATTERNS)
+        )
+        write_json(output_dir / "args.json", recorded_args(args))
         if args.report_to != "none":
             accelerator.init_trackers(
                 args.tracker_project_name, config={k: str(v) for k, v in recorded_args(args).items()}
@@ -703,8 +778,8 @@ def main(args: argparse.Namespace, eval_callback=None) -> dict[str, Any]:
                         ).images
                         names = [id2label[i] for i in pipeline.get_label_ids(validation_labels)]
                         path = output_dir / "samples" / f"step-{step:06d}.png"
-                        path.parent.mkdir(parents=True, exist_ok=True)
-                        labeled_grid(images, names).save(path)
+                        grid = labeled_grid(images, names)
+                        atomic_write(path, lambda handle: grid.save(handle, format="PNG"))
                         samples.append(str(path))
                     if eval_callback is not None:
                         eval_callback(step, pipeline)
@@ -721,9 +796,20 @@ def main(args: argparse.Namespace, eval_callback=None) -> dict[str, Any]:
         if accelerator.is_main_process and staging.exists():
             shutil.rmtree(staging)
         accelerator.wait_for_everyone()
-        accelerator.save_state(str(staging))  # every process: its own RNG file
+        try:
+            accelerator.save_state(str(staging))  # every process: its own RNG file
+        except (
+            OSError
+        ) as err:  # a full disk: nothing under checkpoint-N, the error names it (not the staging)
+            shutil.rmtree(staging, ignore_errors=True)
+            raise renamed_os_error(err, f"could not write checkpoint {final}") from err
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
+            try:
+                write_record(staging)  # content checksums, verified on resume (checkpoint_problems)
+            except OSError as err:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise renamed_os_error(err, f"could not write checkpoint {final}") from err
             if final.exists():
                 shutil.rmtree(final)
             os.replace(staging, final)
@@ -817,15 +903,10 @@ def main(args: argparse.Namespace, eval_callback=None) -> dict[str, Any]:
         unwrapped = accelerator.unwrap_model(model)
         ema.copy_to(unwrapped.parameters())
         unwrapped.eval()
-        staging = output_dir / f".pipeline-{uuid.uuid4().hex[:8]}.tmp"
-        make_pipeline().save_pretrained(staging)
-        write_model_card(staging, args, condensed, result)
-        for entry in sorted(staging.iterdir(), key=lambda p: p.name == "model_index.json"):
-            target = output_dir / entry.name
-            if target.is_dir():
-                shutil.rmtree(target)
-            os.replace(entry, target)  # model_index.json last: the folder is a pipeline only when complete
-        staging.rmdir()
+        # written whole beside output_dir, then moved in (model_index.json last: a pipeline only when complete)
+        with staged_entries(output_dir, "the trained pipeline", last=("model_index.json",)) as staging:
+            make_pipeline().save_pretrained(staging)
+            write_model_card(staging, args, condensed, result)
         if args.push_to_hub:
             from huggingface_hub import HfApi
 
@@ -844,7 +925,10 @@ def main(args: argparse.Namespace, eval_callback=None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    outcome = main(parse_args())
+    from d2c_hf.cli import run_script
+
+    arguments = parse_args()
+    outcome = run_script("train_sit.py", lambda: main(arguments), arguments.debug, (FloatingPointError,))
     print(
         json.dumps({k: outcome[k] for k in ("output_dir", "global_step", "final_loss", "samples")}, indent=2)
     )

@@ -87,7 +87,9 @@ def test_the_info_records_each_table_and_round_trips(two_selections, tmp_path):
     files = {table: entry.pop("files") for table, entry in record.items()}
     assert record == a.tables_record()  # plus the data files' content checksums:
     assert list(files["samples"]) == ["samples/data-00000-of-00001.arrow"]
-    assert set(files["samples"]["samples/data-00000-of-00001.arrow"]["columns"]) == set(a.samples.column_names)
+    assert set(files["samples"]["samples/data-00000-of-00001.arrow"]["columns"]) == set(
+        a.samples.column_names
+    )
     assert CondensedDataset.load(path).info == a.info  # the record is not part of .info
 
 
@@ -130,7 +132,10 @@ def test_rows_changed_after_the_save_are_refused(two_selections, tmp_path):
         shard.unlink()
     for shard in (other / "data").glob("*.parquet"):
         shutil.copy(shard, path / "data" / shard.name)
-    with pytest.raises(ValueError, match=r"the 'samples' table's data file data/train-00000-of-00001.parquet (is damaged|has)"):
+    with pytest.raises(
+        ValueError,
+        match=r"the 'samples' table's data file data/train-00000-of-00001.parquet (is damaged|has)",
+    ):
         CondensedDataset.load(path)  # the content checksums see it first
     with pytest.raises(ValueError, match="the 'samples' table read is not the one saved"):
         CondensedDataset.load(path, verify=False)  # the fingerprint still does without them
@@ -149,7 +154,9 @@ def test_a_truncated_arrow_file_names_the_folder(two_selections, tmp_path):
     path = a.save_to_disk(tmp_path / "d", card=False)
     arrow = next((path / "samples").glob("*.arrow"))
     arrow.write_bytes(arrow.read_bytes()[:100])
-    with pytest.raises(ValueError, match=rf"{path}: the 'samples' table's data file samples/{arrow.name} has 100 bytes"):
+    with pytest.raises(
+        ValueError, match=rf"{path}: the 'samples' table's data file samples/{arrow.name} has 100 bytes"
+    ):
         CondensedDataset.load(path)
     with pytest.raises(ValueError, match=rf"{path / 'samples'} cannot be read .*damaged"):
         CondensedDataset.load(path, verify=False)

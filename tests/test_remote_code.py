@@ -294,8 +294,8 @@ def test_sit_pipeline_loads_folders_saved_before_the_remote_code_files(saved, tm
 
     old = tmp_path / "old"
     shutil.copytree(saved.pipeline, old)
-    for path in [old / "pipeline_sit.py", *old.glob("*/d2c_hf.py")]:
-        path.unlink()
+    for path in [old / "pipeline_sit.py", *old.glob("*/d2c_hf.py"), old / "d2c_checksums.json"]:
+        path.unlink()  # (earlier versions wrote no checksum record either)
     index = json.loads((old / "model_index.json").read_text())
     index.update(
         _class_name="SiTPipeline",

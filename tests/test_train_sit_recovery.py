@@ -14,6 +14,7 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 from d2c_hf.train.checkpoints import checkpoint_problems, resume_verdict
+from d2c_hf.utils.checksums import write_record
 from helpers_train_sit import OURS, base_args, load_script, make_condensed, reset_accelerate_state, snapshot
 
 train_sit = load_script("train_sit_recovery")
@@ -171,6 +172,10 @@ def test_two_process_checkpoints_need_every_process_rng_file(trained, tmp_path):
     shutil.copy(path / "random_states_0.pkl", path / "random_states_1.pkl")
     state = json.loads((path / "data_state.json").read_text())
     (path / "data_state.json").write_text(json.dumps({**state, "num_processes": 2}))
+    assert checkpoint_problems(path, 2)[0] == [
+        "data_state.json is damaged: its content differs from what was written (checksum mismatch)"
+    ]
+    write_record(path)  # as a 2-process run would have written it
     assert checkpoint_problems(path, 2) == ([], [])
     assert checkpoint_problems(path, 1) == ([], [])  # fewer processes: each finds its file
 
@@ -183,6 +188,7 @@ def test_two_process_checkpoints_need_every_process_rng_file(trained, tmp_path):
     assert error is None and "random_states_1.pkl is missing" in warning
 
     (path / "data_state.json").write_text(json.dumps({**state, "num_processes": 1}))  # a 1-process checkpoint
+    write_record(path)
     _, inexact = checkpoint_problems(path, 2)
     assert inexact == [
         "random_states_1.pkl is missing (the checkpoint was written by 1 process(es), this run has 2)"
@@ -223,6 +229,10 @@ DAMAGE = {
     "optimizer truncated": (lambda c: _truncate(c / "optimizer.bin"), r"optimizer.bin is not a readable torch file"),
     "optimizer bytes flipped": (lambda c: _flip_middle(c / "optimizer.bin"), r"optimizer.bin is corrupted \(entry \S+ fails its CRC check\)"),
     "rng state garbage": (lambda c: (c / "random_states_0.pkl").write_bytes(b"garbage"), r"random_states_0.pkl cannot be read"),
+    # damaged in place: same size, valid header; only the content checksums written with the checkpoint see it
+    "weights bytes flipped": (lambda c: _flip_middle(c / "transformer/diffusion_pytorch_model.safetensors"), r"transformer/diffusion_pytorch_model.safetensors is damaged: its content differs"),
+    "EMA weights bytes flipped": (lambda c: _flip_middle(c / "transformer_ema/diffusion_pytorch_model.safetensors"), r"transformer_ema/diffusion_pytorch_model.safetensors is damaged"),
+    "data position changed": (lambda c: (c / "data_state.json").write_text((c / "data_state.json").read_text().replace('"position": 8', '"position": 9')), r"data_state.json is damaged"),
 }  # fmt: skip
 
 
@@ -268,10 +278,14 @@ def test_a_checkpoint_that_reads_but_does_not_fit_is_refused_by_name(dataset, tr
     weights = load_file(file)
     save_file({k: v for k, v in weights.items() if k != sorted(weights)[0]}, file)
     with pytest.raises(
+        ValueError, match=r"transformer_ema/diffusion_pytorch_model.safetensors has \d+ bytes"
+    ):
+        train_sit.main(resume_args(dataset, out))  # the checksum record sees the change first
+    with pytest.raises(
         ValueError,
         match=rf"cannot resume from .*checkpoint-2: KeyError: '{sorted(weights)[0]}'.*checkpoint-1",
     ):
-        train_sit.main(resume_args(dataset, out))  # fmt: skip
+        train_sit.main(resume_args(dataset, out, "--skip_checksums"))  # fmt: skip
 
 
 def test_leftovers_of_an_interrupted_save_are_cleared(dataset, trained, tmp_path):

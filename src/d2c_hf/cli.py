@@ -77,6 +77,23 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def run_script(name: str, function: Any, debug: bool = False, errors: tuple[type, ...] = ()) -> Any:
+    """Run an example script's ``main`` as :func:`main` runs a command: a user error (``ValueError``,
+    ``TypeError``, ``OSError`` and ``errors``) is printed as one line on stderr, ``<name>: error: ...``, and
+    the process exits with status 2; ``debug=True`` (the scripts' ``--debug``) shows the traceback instead.
+    Ctrl-C exits 130. Returns ``function()``'s result."""
+    try:
+        return function()
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted; run the same command again to resume", file=sys.stderr)
+        sys.exit(130)
+    except (*USER_ERRORS, *errors) as err:
+        if debug:
+            raise
+        print(f"{name}: error: {_one_line(err)} (--debug shows the traceback)", file=sys.stderr)
+        sys.exit(2)
+
+
 def _one_line(err: BaseException) -> str:
     text = str(err) or type(err).__name__
     if isinstance(err, OSError) and err.strerror and err.filename:
@@ -640,6 +657,9 @@ def demo_main(argv: list[str] | None = None) -> int:
     from . import demo
 
     output = Path(args.output_dir).expanduser().resolve()
+    from .utils.files import check_apart
+
+    check_apart(output, {"--train-script": args.train_script}, "--output-dir")
     demo.check_output_dir(output, args.overwrite)
     demo.load_train_script(args.train_script)  # fail before any work if a given script is missing
     settings = demo.QUICK if args.quick else demo.FULL
@@ -706,7 +726,23 @@ def fid_main(argv: list[str] | None = None) -> int:
     """``d2c fid``: score a sample ``.npz`` / folder against a reference; prints the result as JSON."""
     args = fid_parser().parse_args(argv)
     from .evaluation.fid import evaluate_fid
-    from .utils.files import write_json
+    from .utils.files import check_apart, write_json
+
+    inputs = {
+        "samples": args.samples,
+        "reference": args.reference,
+        "--inception_weights": args.inception_weights,
+    }
+    for flag in ("output", "save_reference_stats"):
+        if getattr(args, flag):
+            check_apart(getattr(args, flag), inputs, f"--{flag}")
+    if args.output and args.save_reference_stats:
+        import os
+
+        if os.path.realpath(args.output) == os.path.realpath(args.save_reference_stats):
+            raise ValueError(
+                "--output and --save_reference_stats name the same file; one would overwrite the other"
+            )
 
     result = evaluate_fid(
         args.samples, args.reference, inception_weights=args.inception_weights,
@@ -787,10 +823,17 @@ def convert_sit_parser() -> argparse.ArgumentParser:
 
 def _convert(args: argparse.Namespace, load: Any, **options: Any) -> int:
     from .interop.convert import save_converted
+    from .utils.files import check_apart
     from .utils.hub import DTYPE_ALIASES
+    from .utils.roles import check_model_role
+    from .utils.spaces import is_pixel_space
 
     if not args.pipeline and (args.vae or args.id2label):
         raise ValueError("--vae and --id2label need --pipeline")
+    inputs = {"checkpoint": args.checkpoint, "--vae": args.vae, "--id2label": args.id2label}
+    check_apart(args.output_dir, inputs, "output_dir")
+    if args.vae and not is_pixel_space(args.vae):
+        check_model_role(args.vae, "vae", "--vae")  # before the checkpoint is read
     id2label = None
     if args.id2label:
         from .utils.files import read_json

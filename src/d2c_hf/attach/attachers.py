@@ -713,11 +713,17 @@ def check_class_names(names: Sequence[str] | Mapping[int, str]) -> list[str]:
         raise TypeError("class names must be a sequence of strings (one per class id), not a single string")
     if isinstance(names, Mapping):
         ids = sorted(int(k) for k in names)
-        missing = sorted(set(range(len(ids))) - set(ids))
-        if missing or (ids and ids[-1] != len(ids) - 1):
-            missing = missing or sorted(set(range(ids[-1] + 1)) - set(ids))
+        negative = [k for k in ids if k < 0]
+        if negative:
+            raise ValueError(f"class names are given for negative class ids {negative}; ids run 0..C-1")
+        # every id up to the largest one given, at once (not one error per fix)
+        missing = sorted(set(range(ids[-1] + 1)) - set(ids)) if ids else []
+        if missing:
+            shown = ", ".join(map(str, missing[:20])) + (", ..." if len(missing) > 20 else "")
             raise ValueError(
-                f"class names are missing for class ids {missing[:10]}; give one name per id 0..C-1"
+                f"class names are missing for {len(missing)} class id(s) [{shown}] of 0..{ids[-1]} (names were "
+                f"given for {len(ids)} ids, the largest {ids[-1]}); give one name per id 0..C-1, or remap sparse "
+                "labels to 0..C-1 first (e.g. cast the label column to a ClassLabel)"
             )
         names = [names[k] if k in names else names[str(k)] for k in range(len(ids))]
     names = list(names)

@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from ..utils.checks import check_new_output_dir, check_positive_int, check_positive_number, check_seed
+from ..utils.checksums import write_record
 from ..utils.files import staged_dir, write_json
 from ..utils.hub import resolve_device
 
@@ -313,6 +314,7 @@ def train_vision_encoder(
         model.save_pretrained(tmp)
         save_image_processor(tmp, input_size)
         write_json(tmp / ENCODER_INFO_FILE, record)
+        write_record(tmp)  # content checksums, verified when the encoder loads (utils.hub.load_pretrained)
     return output_dir
 
 

@@ -31,6 +31,7 @@ import numpy as np
 
 from ..utils.columns import column_numpy, feature_summary
 from ..utils.hub import is_local_path
+from .info import source_text
 
 logger = logging.getLogger(__name__)
 
@@ -287,7 +288,7 @@ def _config_section(condensed: CondensedLike) -> list[str]:
     text = info.get("text") or {}
     source = info.get("source") or {}
     rows: list[tuple[str, str]] = [
-        ("source dataset", f"{source.get('name') or '—'} (split `{source.get('split') or '—'}`)"),
+        ("source dataset", source_text(source) if source else "—"),
         ("source rows / classes", f"{_fmt(source.get('num_rows'))} / {condensed.num_classes}"),
         ("source fingerprint", f"`{source.get('fingerprint')}`" if source.get("fingerprint") else "—"),
         ("budget", _budget_str(budget)),

@@ -30,7 +30,7 @@ import torch
 
 from ..utils.columns import column_numpy, feature_summary, fixed_shape, leaf_dtype, read_fixed_shape
 from . import storage
-from .info import FORMAT_VERSION, check_format_version, normalise_info
+from .info import FORMAT_VERSION, check_format_version, normalise_info, source_text
 from .integrity import tables_record, verify_tables
 
 logger = logging.getLogger(__name__)
@@ -183,10 +183,7 @@ class CondensedDataset:
             columns = ", ".join(f"{c} [{feature_summary(f)}]" for c, f in table.features.items())
             lines.append(f"  {name} columns: {columns}")
         if source:
-            lines.append(
-                f"  source: {source.get('name') or '?'} split {source.get('split') or '?'}, "
-                f"{source.get('num_rows', '?')} rows"
-            )
+            lines.append(f"  source: {source_text(source)}, {source.get('num_rows', '?')} rows")
         if budget:
             lines.append(
                 f"  budget: images_per_class={budget.get('images_per_class')} ratio={budget.get('ratio')} "

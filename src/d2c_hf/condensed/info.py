@@ -140,6 +140,15 @@ def build_info(
     }
 
 
+def source_text(source: Mapping[str, Any]) -> str:
+    """The source dataset in words, for ``d2c info`` and the card: ``"digits split train"``, or for a
+    ``save_to_disk`` folder of one ``Dataset`` (which has no split name) ``"/data/x (one Dataset, no split
+    name)"``."""
+    name = source.get("name") or "an unnamed dataset"
+    split = source.get("split")
+    return f"{name} split {split}" if split else f"{name} (one Dataset, no split name)"
+
+
 def scores_features(class_label):
     """The features of the ``scores`` table: ``source_index`` int64, ``label`` (``class_label``), ``difficulty`` float32."""
     from datasets import Features, Value

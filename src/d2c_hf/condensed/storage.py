@@ -128,7 +128,9 @@ def save_hub_folder(
         raise FileExistsError(f"{folder} exists and is not an empty folder; choose a new folder")
     # written under a hidden name beside the folder and renamed into place when complete (as save_to_disk)
     with staged_dir(folder, "the condensed dataset (Hub layout)") as staging:
-        files = {"samples": write_parquet_shards(condensed.samples, staging / HUB_DIRS["default"], max_shard_size)}
+        files = {
+            "samples": write_parquet_shards(condensed.samples, staging / HUB_DIRS["default"], max_shard_size)
+        }
         for name in ("classes", "scores"):
             table = getattr(condensed, name)
             if table is not None:

@@ -14,6 +14,7 @@ batch from an iterable of batches, atomically.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import zipfile
 from collections.abc import Iterable, Iterator
@@ -92,9 +93,9 @@ def save_npz(path: str | os.PathLike, images: ImagesArg, labels: Any = None) -> 
     path = Path(path)
     if path.suffix != ".npz":
         path = path.with_name(path.name + ".npz")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **arrays)
-    return path
+    from ..utils.files import atomic_write
+
+    return atomic_write(path, lambda handle: np.savez(handle, **arrays))  # never a partial file under path
 
 
 def _read_header(handle: IO[bytes], name: str) -> tuple[tuple[int, ...], bool, np.dtype]:
@@ -158,10 +159,23 @@ def iter_npz_images(path: str | os.PathLike, batch_size: int) -> Iterator[np.nda
         for start in range(0, num, batch_size):
             count = min(batch_size, num - start)
             data = bytearray(count * row)  # writable, so torch.from_numpy can share it
-            got = handle.readinto(data)
+            with damaged_npz(path):  # the member's CRC-32 (written by np.savez) is checked on its last read
+                got = handle.readinto(data)
             if got != count * row:
                 raise ValueError(f"{path}: arr_0 ends after {start + got // row} of {num} images")
             yield np.frombuffer(data, np.uint8).reshape(count, height, width, channels)
+
+
+@contextlib.contextmanager
+def damaged_npz(path: str | os.PathLike) -> Iterator[None]:
+    """Turn ``zipfile``'s CRC error on reading an ``.npz`` member (bytes changed in place since it was
+    written) into a ``ValueError`` naming the file."""
+    try:
+        yield
+    except zipfile.BadZipFile as err:
+        raise ValueError(
+            f"{path} is damaged: {err} (its content differs from what was written); restore it or write it again"
+        ) from err
 
 
 def save_npz_batches(
@@ -268,7 +282,7 @@ def load_reference_npz(path: str | os.PathLike, *, load_images: bool = True) -> 
             raise ValueError(f"{path}: arr_0 holds no images (shape {shape})")
         batch.num_images = shape[0]
 
-    with np.load(path, allow_pickle=False) as data:
+    with np.load(path, allow_pickle=False) as data, damaged_npz(path):
         if "arr_0" in headers and load_images:
             batch.images = data["arr_0"]
         for mu_key, sigma_key in _STAT_PAIRS:

@@ -188,7 +188,9 @@ class DigitsFeatureExtractor:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the fitted weights and settings to one ``.safetensors`` file."""
-        from safetensors.numpy import save_file
+        from safetensors.numpy import save
+
+        from ..utils.files import atomic_write
 
         weights = self._require_fitted()
         path = Path(path)
@@ -201,8 +203,8 @@ class DigitsFeatureExtractor:
             "max_iter": self.max_iter,
             "random_state": self.random_state,
         }
-        save_file(tensors, str(path), metadata={"format": _FORMAT, "config": json.dumps(config)})
-        return path
+        data = save(tensors, metadata={"format": _FORMAT, "config": json.dumps(config)})
+        return atomic_write(path, lambda handle: handle.write(data))  # never a partial file under path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> DigitsFeatureExtractor:

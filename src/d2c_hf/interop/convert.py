@@ -503,11 +503,17 @@ def save_converted(
     """Save a converted model: the model folder alone, or (``pipeline=True``) a ``SiTPipeline`` folder with
     ``scheduler`` (``"sde"``: REPA's Euler-Maruyama, ``"euler"``: the flow ODE), an optional ``vae`` and
     ``id2label``. Returns the folder."""
+    from ..utils.checksums import write_record
+    from ..utils.files import staged_entries
+
     output = Path(output_dir)
     if not pipeline:
         if vae is not None or id2label is not None:
             raise ValueError("vae and id2label need pipeline=True (--pipeline)")
-        model.save_pretrained(output)
+        # written whole beside the folder, then moved in (config.json last), with content checksums
+        with staged_entries(output, "the converted model", last=("config.json",)) as staging:
+            model.save_pretrained(staging)
+            write_record(staging)
         return output
     from diffusers import FlowMatchEulerDiscreteScheduler
 

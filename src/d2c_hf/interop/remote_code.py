@@ -94,6 +94,7 @@ _PACKAGE_ONLY = {
     "SiTTransformer2DModel": ("to_json_string", "save_config"),
     "SiTPipeline": (
         "save_pretrained",
+        "from_pretrained",
         "to_json_string",
         "save_config",
         "load_config",

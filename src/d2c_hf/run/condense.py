@@ -387,7 +387,7 @@ def _condense_stream(
     from .options import RunOptions
     from .rows import source_from_dataset
     from .sharded import CONDENSED_DIR, ShardedRunner, run_condense
-    from .workdir import OneProcess
+    from .workdir import OneProcess, work_lock
 
     # ---- cheap checks (no model, no row read) -------------------------------------------
     if options.score.scorer is None:
@@ -442,7 +442,8 @@ def _condense_stream(
             card=False,  # the card is written by save_to_disk / push_to_hub
         )
         runner = ShardedRunner(options, run, OneProcess(resolve_device(options.device)), source)
-        condensed = run_condense(runner)
+        with work_lock(run.output_dir, runner.state, f"condense(work_dir={str(folder)!r})"):
+            condensed = run_condense(runner)
         if work_dir is not None:
             return condensed
         # the result outlives the temporary shards: it moves into the datasets cache, as a map's result

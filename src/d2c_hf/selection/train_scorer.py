@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..utils.checks import check_new_output_dir, check_positive_int, check_positive_number, check_seed
+from ..utils.checksums import write_record
 from ..utils.files import staged_dir, write_json
 from ..utils.hub import model_provenance, resolve_device
 from ..utils.images import dataset_pixels, first_image_side, pixels_to_tensor
@@ -301,4 +302,5 @@ def train_scorer(
             model.save_pretrained(tmp / "transformer")
             scheduler.save_pretrained(tmp / "scheduler")
         write_json(tmp / SCORER_INFO_FILE, record)
+        write_record(tmp)  # content checksums, verified when the scorer loads (utils.hub.load_pretrained)
     return output_dir

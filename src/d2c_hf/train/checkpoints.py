@@ -3,10 +3,12 @@ before resuming, and pruning old ones.
 
 A ``checkpoint-N/`` folder holds the model and EMA weights (``transformer/``, ``transformer_ema/`` with
 ``ema_state.json``), the optimizer (and, under fp16, the grad scaler), each process's RNG state
-(``random_states_<rank>.pkl``) and the data stream's position (``data_state.json``). A resume from a folder
-that lacks any of them is refused by name (:func:`resume_verdict`): accelerate would go on with a fresh RNG
-state and log one INFO line, and the run would silently stop matching an uninterrupted one. Messages name
-the script's flags (``--resume_from_checkpoint``, ``--allow_inexact_resume``), which they are about.
+(``random_states_<rank>.pkl``) and the data stream's position (``data_state.json``), and the content
+checksums of all of them (``d2c_checksums.json``, written last). A resume from a folder that lacks any of
+them, or whose files were damaged in place (same size, valid header), is refused by name
+(:func:`resume_verdict`): accelerate would go on with a fresh RNG state and log one INFO line, and the run
+would silently stop matching an uninterrupted one. Messages name the script's flags
+(``--resume_from_checkpoint``, ``--allow_inexact_resume``, ``--skip_checksums``), which they are about.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ EMA_STATE_NAME = "ema_state.json"
 # The batch source's position is plain integers: stored as JSON rather than through
 # accelerator.register_for_checkpointing, whose loader unpickles with weights_only=False.
 DATA_STATE_NAME = "data_state.json"
+#: what an interrupted save leaves in the output folder (removed by the next run, which holds its lock)
+STALE_PATTERNS = (".checkpoint-*.tmp", ".pipeline-*.tmp", ".*.tmp-*", "samples/.*.tmp-*")
 
 
 def list_checkpoints(folder: Path) -> list[Path]:
@@ -73,7 +77,12 @@ RNG_STATE_KEYS = ("random_state", "numpy_random_seed", "torch_manual_seed")
 
 
 def checkpoint_problems(
-    path: Path, num_processes: int, *, needs_scaler: bool = False, check_optimizer: bool = True
+    path: Path,
+    num_processes: int,
+    *,
+    needs_scaler: bool = False,
+    check_optimizer: bool = True,
+    verify: bool = True,
 ) -> tuple[list[str], list[str]]:
     """What stops a resume from ``path`` (``damage``) and what makes it inexact (``inexact``).
 
@@ -82,12 +91,17 @@ def checkpoint_problems(
     a process of this run (accelerate would log one INFO line and go on with a fresh random state).
     Reads the JSON and RNG files and the safetensors headers, and CRC-checks the zip files written by
     ``torch.save`` (optimizer, scaler), so a truncated or corrupted file is named before anything loads.
+    ``verify``: also check every file against the content checksums written with the checkpoint
+    (``d2c_checksums.json``; a checkpoint written before them has none), which catches bytes changed in
+    place in the weights; it reads every file once.
     """
     import zipfile
 
     from accelerate.utils import OPTIMIZER_NAME, RNG_STATE_NAME, SCALER_NAME
     from accelerate.utils import load as accelerate_load
     from safetensors import SafetensorError, safe_open
+
+    from ..utils.checksums import check_files, read_record
 
     damage: list[str] = []
     inexact: list[str] = []
@@ -141,6 +155,16 @@ def checkpoint_problems(
         if bad is not None:
             damage.append(f"{name} is corrupted (entry {bad} fails its CRC check)")
 
+    if verify:
+        try:
+            record = read_record(path)
+        except ValueError as err:
+            damage.append(str(err))
+            record = None
+        for name, problem in check_files(path, (record or {}).get("files", {})):
+            if problem != "is missing":  # missing files are named above (an RNG file: as inexact)
+                damage.append(f"{name} {problem}")
+
     written_by = data_state.get("num_processes") if data_state else None
     needed = list(RNG_STATE_KEYS) + (["torch_cuda_manual_seed"] if torch.cuda.is_available() else [])
     for rank in range(num_processes):
@@ -172,13 +196,14 @@ def resume_verdict(
     allow_inexact: bool = False,
     needs_scaler: bool = False,
     check_optimizer: bool = True,
+    verify: bool = True,
 ) -> tuple[str | None, str | None]:
     """``(error, warning)`` for resuming from ``path``: both None when the checkpoint is complete.
 
     The error names the checkpoint, its damaged or missing files, the checkpoints beside it and the
     newest complete earlier one to resume from instead (never chosen silently).
     """
-    options = dict(needs_scaler=needs_scaler, check_optimizer=check_optimizer)
+    options = dict(needs_scaler=needs_scaler, check_optimizer=check_optimizer, verify=verify)
     damage, inexact = checkpoint_problems(path, num_processes, **options)
     if not damage and (not inexact or allow_inexact):
         warning = None

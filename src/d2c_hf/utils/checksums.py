@@ -94,10 +94,11 @@ def folder_record(folder: str | os.PathLike, files: Iterable[Path] | None = None
     }
 
 
-def write_record(folder: str | os.PathLike) -> Path:
-    """Write :data:`RECORD_FILE` into ``folder``, listing its files (call it last, once they are complete)."""
+def write_record(folder: str | os.PathLike, files: Iterable[Path] | None = None) -> Path:
+    """Write :data:`RECORD_FILE` into ``folder``, listing its files (or ``files`` in it); call it last, once
+    they are complete."""
     folder = Path(folder)
-    return write_json(folder / RECORD_FILE, folder_record(folder), sort_keys=True)
+    return write_json(folder / RECORD_FILE, folder_record(folder, files), sort_keys=True)
 
 
 def check_files(folder: Path, files: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, str]]:
@@ -111,7 +112,9 @@ def check_files(folder: Path, files: Mapping[str, Mapping[str, Any]]) -> list[tu
         elif os.path.getsize(path) != entry.get("size"):
             problems.append((name, f"has {os.path.getsize(path)} bytes, {entry.get('size')} were written"))
         elif ALGORITHM in entry and file_checksum(path) != entry[ALGORITHM]:
-            problems.append((name, "is damaged: its content differs from what was written (checksum mismatch)"))
+            problems.append(
+                (name, "is damaged: its content differs from what was written (checksum mismatch)")
+            )
     return problems
 
 
@@ -136,9 +139,10 @@ def verify_record(
     prefix: str | None = None,
     fix: str = "restore it from a copy or re-create it",
 ) -> bool:
-    """Check the files of ``folder`` against its :data:`RECORD_FILE` (only those under ``prefix/`` when
-    given). Returns False when the folder has no record (written before records existed), True when every
-    listed file matches.
+    """Check the files of ``folder`` against its :data:`RECORD_FILE` (only ``prefix`` when given: a file, or
+    a subfolder's files). A folder without a record whose parent's record lists it (a component folder such
+    as ``pipeline/vae`` given alone) is checked against that. Returns False when no record covers the
+    folder (written before records existed), True when every listed file matches.
 
     Raises:
         ValueError naming ``what``, the damaged or missing file(s) and ``fix``.
@@ -146,11 +150,21 @@ def verify_record(
     folder = Path(folder)
     record = read_record(folder)
     if record is None:
-        return False
+        parent = folder.parent
+        if folder.name and not (parent / RECORD_FILE).is_file():
+            return False
+        prefix = f"{folder.name}/{prefix.strip('/')}" if prefix else folder.name
+        folder, record = parent, read_record(parent)
+        if record is None:
+            return False
     files = record["files"]
     if prefix:
-        start = prefix.strip("/") + "/"
-        files = {name: entry for name, entry in files.items() if name.startswith(start)}
+        start = prefix.strip("/")
+        files = {
+            name: entry for name, entry in files.items() if name == start or name.startswith(start + "/")
+        }
+        if not files:
+            return False
     problems = check_files(folder, files)
     if problems:
         listing = "; ".join(f"{folder / name} {problem}" for name, problem in problems)
@@ -164,14 +178,18 @@ def verify_record(
 
 
 def _canonical(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=jsonable).encode()
+    return json.dumps(
+        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=jsonable
+    ).encode()
 
 
 def write_checked_json(path: str | os.PathLike, obj: Mapping[str, Any]) -> Path:
     """``write_json`` of ``obj`` plus a ``checksum`` key over its content (verified by :func:`read_checked_json`)."""
     content = json_round_trip(dict(obj))
     content.pop(CHECKSUM_KEY, None)
-    return write_json(path, {**content, CHECKSUM_KEY: {ALGORITHM: buffer_checksum(_canonical(content))}}, sort_keys=True)
+    return write_json(
+        path, {**content, CHECKSUM_KEY: {ALGORITHM: buffer_checksum(_canonical(content))}}, sort_keys=True
+    )
 
 
 def read_checked_json(path: str | os.PathLike, what: str, fix: str) -> dict[str, Any]:

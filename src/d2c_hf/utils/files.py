@@ -177,11 +177,47 @@ def staged_dir(target: str | os.PathLike, what: str = "the output") -> Iterator[
         raise
 
 
+@contextlib.contextmanager
+def staged_entries(
+    target: str | os.PathLike, what: str = "the output", last: tuple[str, ...] = ()
+) -> Iterator[Path]:
+    """Like :func:`staged_dir`, for a folder that may already hold other things (a training run's
+    ``output_dir``, a folder ``save_pretrained`` adds to): the block writes into a hidden folder beside
+    ``target``; when it ends, the folder is renamed to ``target`` if there is none, else each entry is moved
+    into ``target`` (replacing an entry of the same name), the names in ``last`` at the end
+    (``model_index.json``: the folder is a pipeline only once complete). On any error nothing has moved and
+    the hidden folder is removed; an ``OSError`` names ``target``. Moving is renaming (same filesystem): it
+    needs no space, so a full disk fails before anything moves."""
+    target = Path(target)
+    staging = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging.mkdir()
+        yield staging
+        if not target.exists():
+            os.replace(staging, target)
+            return
+        order = sorted(
+            staging.iterdir(), key=lambda p: (p.name in last, last.index(p.name) if p.name in last else 0)
+        )
+        for entry in order:
+            destination = target / entry.name
+            if destination.is_dir() and not destination.is_symlink():
+                shutil.rmtree(destination)
+            os.replace(entry, destination)
+    except OSError as err:
+        raise renamed_os_error(err, f"could not write {what} to {target}") from err
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 #: the hidden names :func:`staged_dir` and :func:`atomic_write` write under (``.<name>.tmp-<random>``)
 STAGING_PATTERN = ".*.tmp-*"
 
 
-def remove_stale_staging(folder: str | os.PathLike, patterns: tuple[str, ...] = (STAGING_PATTERN,)) -> list[Path]:
+def remove_stale_staging(
+    folder: str | os.PathLike, patterns: tuple[str, ...] = (STAGING_PATTERN,)
+) -> list[Path]:
     """Remove what a hard kill (SIGKILL, power loss) left of a staged write in ``folder``: entries matching
     ``patterns`` (hidden ``.<name>.tmp-*`` files and folders). Only safe while the caller holds the folder's
     lock (no other process is writing there). Returns the removed paths."""

@@ -112,7 +112,9 @@ def describe(value: str | os.PathLike) -> str | None:
     index = read("model_index.json")
     if index is not None:
         components = [k for k, v in index.items() if not k.startswith("_") and isinstance(v, list) and v[0]]
-        return f"{_a(_class_of(index.get('_class_name')))} pipeline ({', '.join(components) or 'no components'})"
+        return (
+            f"{_a(_class_of(index.get('_class_name')))} pipeline ({', '.join(components) or 'no components'})"
+        )
     config = read("config.json")
     if config is None:
         return "no model (no config.json or model_index.json)"
@@ -178,9 +180,13 @@ def check_model_role(value: Any, role: str, name: str | None = None, *, tokenize
     read, exists = reader
     if not _fits(role, read, exists):
         hint = ""
-        if role == "scorer" and str((read("config.json") or {}).get("_class_name", "")).startswith("Autoencoder"):
+        if role == "scorer" and str((read("config.json") or {}).get("_class_name", "")).startswith(
+            "Autoencoder"
+        ):
             hint = " (a VAE: pass it as vae=... / --vae)"
-        raise ValueError(f"{name}: {os.fspath(value)} holds {describe(value)}{hint}; expected {EXPECTED[role]}")
+        raise ValueError(
+            f"{name}: {os.fspath(value)} holds {describe(value)}{hint}; expected {EXPECTED[role]}"
+        )
     if role == "text_encoder" and tokenizer and not any(exists(f) for f in TOKENIZER_FILES):
         raise ValueError(
             f"{name}: {os.fspath(value)} holds {describe(value)} but no tokenizer ({', '.join(TOKENIZER_FILES)}); "

@@ -44,7 +44,6 @@ def load_vae(vae: Any, *, subfolder: str | None = None, dtype: torch.dtype | Non
         from diffusers import AutoencoderKL
 
         from .hub import has_file, load_pretrained
-
         from .roles import check_model_role
 
         name = os.fspath(vae)

@@ -27,6 +27,7 @@ import inspect
 import math
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -135,30 +136,38 @@ class SiTPipeline(DiffusionPipeline):
         """
         from huggingface_hub import ModelCard
 
+        from ...utils.checksums import write_record
+        from ...utils.files import staged_entries
         from .model_card import model_card as default_card
 
         hub = {key: kwargs.pop(key, None) for key in ("repo_id", "token", "private", "commit_message")}
         create_pr = kwargs.pop("create_pr", False)
-        super().save_pretrained(
-            save_directory,
-            safe_serialization=safe_serialization,
-            variant=variant,
-            max_shard_size=max_shard_size,
-            push_to_hub=False,
-            **kwargs,
-        )
         repo_id = None
         if push_to_hub:
             from huggingface_hub import create_repo
 
             name = hub["repo_id"] or os.path.basename(os.path.normpath(save_directory))
             repo_id = create_repo(name, exist_ok=True, private=hub["private"], token=hub["token"]).repo_id
-        card_path = os.path.join(save_directory, "README.md")
-        if model_card is not None or not os.path.exists(card_path):
-            card = (
-                model_card if model_card is not None else default_card(self, repo_id or str(save_directory))
+        keep_card = model_card is None and os.path.exists(os.path.join(save_directory, "README.md"))
+        # written whole under a hidden name beside save_directory, then moved in (model_index.json last):
+        # a full disk or a kill never leaves a half-written pipeline under the name asked for
+        with staged_entries(save_directory, "the pipeline", last=("model_index.json",)) as staging:
+            super().save_pretrained(
+                staging,
+                safe_serialization=safe_serialization,
+                variant=variant,
+                max_shard_size=max_shard_size,
+                push_to_hub=False,
+                **kwargs,
             )
-            ModelCard(str(card)).save(card_path)
+            if not keep_card:
+                card = (
+                    model_card
+                    if model_card is not None
+                    else default_card(self, repo_id or str(save_directory))
+                )
+                ModelCard(str(card)).save(staging / "README.md")
+            write_record(staging)  # content checksums of this pipeline's files, verified by from_pretrained
         if push_to_hub:
             from huggingface_hub import upload_folder
 
@@ -169,6 +178,21 @@ class SiTPipeline(DiffusionPipeline):
                 commit_message=hub["commit_message"] or "Upload SiTPipeline (d2c-hf)",
                 create_pr=create_pr,
             )
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Any, **kwargs: Any) -> Any:
+        """``DiffusionPipeline.from_pretrained``; a local folder saved with a checksum record
+        (``d2c_checksums.json``, written by :meth:`save_pretrained`) is verified first: a file damaged in place
+        is refused by name instead of loading silently."""
+        from ...utils.checksums import verify_record
+
+        if isinstance(pretrained_model_name_or_path, (str, os.PathLike)):
+            folder = Path(os.fspath(pretrained_model_name_or_path)).expanduser()
+            if folder.is_dir():
+                verify_record(
+                    folder, "the pipeline", fix="restore the folder from a copy or save the pipeline again"
+                )
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     def to_json_string(self) -> str:
         """The saved ``model_index.json``: ``"_class_name": ["pipeline_sit", "SiTPipeline"]`` and d2c-hf
@@ -270,7 +294,7 @@ class SiTPipeline(DiffusionPipeline):
     # sampling
     # ------------------------------------------------------------------------------------------------
 
-    def _check_call(
+    def check_inputs(
         self,
         batch: int,
         num_inference_steps: int,
@@ -281,6 +305,9 @@ class SiTPipeline(DiffusionPipeline):
         output_type: str,
         sigmas: Sequence[float] | None,
     ) -> tuple[float, float]:
+        """The rules :meth:`__call__` applies to its arguments (raises ``ValueError`` naming the argument);
+        returns the guidance interval ``(low, high)``. Public so that scripts check their sampling flags
+        against this pipeline before hours of work (``examples/train_sit.py`` does before step 1)."""
         cfg = self.transformer.config
         if sigmas is None and (
             isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, (int, np.integer))
@@ -351,7 +378,7 @@ class SiTPipeline(DiffusionPipeline):
         """
         labels = self.get_label_ids(class_labels)
         batch = len(labels)
-        low, high = self._check_call(
+        low, high = self.check_inputs(
             batch,
             num_inference_steps,
             guidance_scale,
