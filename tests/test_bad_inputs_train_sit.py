@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +23,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers_train_sit import OURS, base_args, load_script, make_condensed, reset_accelerate_state, snapshot
+from helpers_train_sit import (
+    OURS,
+    ROOT,
+    base_args,
+    load_script,
+    make_condensed,
+    reset_accelerate_state,
+    snapshot,
+)
 
 train_sit = load_script("train_sit_bad_inputs")
 
@@ -55,6 +66,12 @@ def fresh_accelerator_state():
     reset_accelerate_state()
     yield
     reset_accelerate_state()
+
+
+def _save_vae(folder: Path) -> None:
+    from local_hub import tiny_vae
+
+    tiny_vae().save_pretrained(folder)
 
 
 def with_checkpoints(tmp: Path, out: Path, trained: Path) -> None:
@@ -124,6 +141,15 @@ CASES = [
     Case("encoder_depth 0", ("--encoder_depth", "0"), kind="exit", message=(r"--encoder_depth must be >= 1",)),
     Case("negative memory limit", ("--data_max_in_memory_gb", "-1"), kind="exit", message=(r"--data_max_in_memory_gb must be >= 0",)),
     Case("checkpoint limit 0", ("--checkpoints_total_limit", "0"), kind="exit", message=(r"--checkpoints_total_limit must be >= 1",)),
+    # the sampling pipeline's rules, before step 1 (they used to fail at the first grid, hours in)
+    Case("validation guidance below 1", ("--validation_guidance_scale", "0.5"), kind="exit", message=(r"--validation_guidance_scale must be >= 1 \(1 = no guidance\), got 0.5",)),
+    Case("guidance without the null class", ("--cfg_prob", "0", "--validation_guidance_scale", "2"), kind="exit", message=(r"--validation_guidance_scale 2.0 needs the null class, which --cfg_prob 0 never trains",)),
+    Case("validation classes without a grid", ("--validation_classes", "cat"), kind="exit", message=(r"--validation_classes needs --num_validation_images > 0",)),
+    # an output folder that is, lies in or holds an input
+    Case("output_dir is the dataset", ("--output_dir", "{dataset}"), message=(r"--output_dir .*full is --dataset .*full.*apart from --dataset",)),
+    Case("output_dir inside the dataset", ("--output_dir", "{dataset}/run"), message=(r"--output_dir .*full/run lies inside --dataset",)),
+    Case("output_dir holds the dataset", ("--output_dir", "{dataset}/.."), message=(r"--output_dir .* contains --dataset",)),
+    Case("output_dir inside the VAE", ("--vae", "{tmp}/vae", "--output_dir", "{tmp}/vae/run"), setup=lambda tmp, out, run: _save_vae(tmp / "vae"), message=(r"lies inside --vae",)),
     # ---- refused by main before anything is written --------------------------------------------------
     Case("dataset folder missing", dataset="missing", message=(r"--dataset .*missing: no condensed dataset at",)),
     Case("dataset is a file", dataset="file", message=(r"--dataset .*a_file.txt: .* is a file; a condensed dataset is a folder",)),
@@ -225,3 +251,272 @@ def test_args_json_is_the_recorded_arguments(data, tmp_path):
     train_sit.main(args)
     recorded = json.loads((out / "args.json").read_text())
     assert recorded == train_sit.recorded_args(args) and "hub_token" not in recorded
+
+
+# ==================================================================================================
+# Issue 22 classes for the example scripts: each model argument given each wrong kind of model, in-place
+# damage of what they read, a full disk for what they write, one-line errors, and sample_sit.py's own cases.
+# ==================================================================================================
+
+
+@pytest.fixture(scope="module")
+def kinds(local_hub, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("kinds")
+    (root / "empty").mkdir()
+    (root / "weights.safetensors").write_bytes(b"not a folder")
+    return {
+        "a file": root / "weights.safetensors",
+        "an empty folder": root / "empty",
+        "a DiT transformer": local_hub.dit / "transformer",
+        "a T5 encoder": local_hub.t5,
+        "a DINOv2 encoder": local_hub.dinov2,
+        "a VAE": local_hub.vae,
+        "a DiT pipeline": local_hub.dit,
+    }
+
+
+HOLDS = {
+    "a file": r"is a file",
+    "an empty folder": r"holds no model",
+    "a DiT transformer": r"holds a DiTTransformer2DModel \(diffusers\)",
+    "a T5 encoder": r"holds a T5EncoderModel \(transformers, model_type 't5'\)",
+    "a DINOv2 encoder": r"holds a Dinov2Model \(transformers, model_type 'dinov2'\)",
+    "a VAE": r"holds an AutoencoderKL \(diffusers\)",
+    "a DiT pipeline": r"holds a DiTPipeline pipeline",
+}
+
+
+@pytest.mark.parametrize(
+    "kind", ["a file", "an empty folder", "a DiT transformer", "a T5 encoder", "a DINOv2 encoder"]
+)
+def test_train_sit_vae_given_the_wrong_kind_of_model(kind, kinds, data, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(
+        ValueError, match=rf"--vae: {re.escape(str(kinds[kind]))} {HOLDS[kind]}.*; expected an AutoencoderKL"
+    ):
+        train_sit.main(train_sit.parse_args([*base_args(data["full"], out), "--vae", str(kinds[kind])]))
+    assert not out.exists()
+
+
+def test_train_sit_refuses_a_dataset_damaged_in_place(data, tmp_path):
+    from faults import flip_bytes
+
+    copy = tmp_path / "set"
+    shutil.copytree(data["full"], copy)
+    flip_bytes(next((copy / "samples").glob("*.arrow")), where=0.8)
+    out = tmp_path / "out"
+    with pytest.raises(
+        ValueError,
+        match=r"--dataset .*the 'samples' table's data file samples/data-00000-of-00001.arrow is damaged",
+    ):
+        train_sit.main(train_sit.parse_args(base_args(copy, out)))
+    assert not out.exists()
+    result = train_sit.main(train_sit.parse_args([*base_args(copy, out), "--skip_checksums"]))  # the opt-out
+    assert result["global_step"] == 2
+
+
+def test_train_sit_refuses_to_resume_from_weights_damaged_in_place(data, trained, tmp_path):
+    from faults import flip_bytes
+
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    flip_bytes(out / "checkpoint-2" / "transformer_ema" / train_sit.WEIGHTS_NAME, where=0.6)
+    before = snapshot(out)
+    argv = [*base_args(data["full"], out, "--resume_from_checkpoint", "latest", "--max_train_steps", "3")]
+    with pytest.raises(
+        ValueError,
+        match=r"checkpoint-2: the checkpoint is damaged .*transformer_ema/diffusion_pytorch_model.safetensors is damaged.*--resume_from_checkpoint .*checkpoint-1",
+    ):
+        train_sit.main(train_sit.parse_args(argv))
+    assert snapshot(out) == before
+
+
+@pytest.mark.parametrize("fraction", [0.01, 0.35, 0.7, 0.98])
+def test_train_sit_on_a_full_disk_leaves_complete_files_only_and_resumes(fraction, data, tmp_path):
+    """args.json, sample grids, checkpoints and the final pipeline under ENOSPC: an error naming the file or
+    folder; only complete checkpoints (and no pipeline unless complete) are left, then a resume finishes."""
+    from d2c_hf.train.checkpoints import list_checkpoints, resume_verdict
+    from faults import count_written, full_disk
+
+    extra = (
+        "--checkpointing_steps",
+        "1",
+        "--num_validation_images",
+        "1",
+        "--validation_steps",
+        "1",
+        "--vae",
+        "none",
+    )
+    with count_written() as measured:
+        train_sit.main(train_sit.parse_args(base_args(data["full"], tmp_path / "reference", *extra)))
+    reset_accelerate_state()
+    out = tmp_path / "out"
+    with pytest.raises(OSError) as info, full_disk(measured.written * fraction):
+        train_sit.main(train_sit.parse_args(base_args(data["full"], out, *extra)))
+    assert info.value.errno == 28 and str(out) in str(info.value) and ".tmp" not in str(info.value), (
+        info.value
+    )
+    assert [p.name for p in out.glob(".*") if p.name != ".d2c.lock"] == []  # no staging left
+    for checkpoint in list_checkpoints(out):
+        assert resume_verdict(checkpoint, 1) == (None, None)
+    assert not (out / "model_index.json").exists()  # the pipeline is the last thing written
+    reset_accelerate_state()
+    result = train_sit.main(
+        train_sit.parse_args(base_args(data["full"], out, *extra, "--resume_from_checkpoint", "latest"))
+    )
+    assert result["global_step"] == 2 and (out / "model_index.json").is_file()
+
+
+def test_scripts_print_one_line_errors(data, kinds, tmp_path):
+    """As `d2c` does: one line on stderr, exit status 2; --debug shows the traceback."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    root = Path(__file__).resolve().parents[1] / "examples"
+    for script, argv, pattern in (
+        (
+            "train_sit.py",
+            [*base_args(tmp_path / "no_set", tmp_path / "o1")],
+            r"train_sit.py: error: --dataset .*no_set: no condensed dataset",
+        ),
+        (
+            "sample_sit.py",
+            ["--pipeline", str(kinds["a T5 encoder"]), "--output_dir", str(tmp_path / "o2")],
+            r"sample_sit.py: error: --pipeline: .* holds a T5EncoderModel",
+        ),
+    ):
+        done = subprocess.run(
+            [sys.executable, str(root / script), *argv], capture_output=True, text=True, env=env
+        )
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert re.search(pattern, done.stderr.strip().splitlines()[-1]), done.stderr
+        debug = subprocess.run(
+            [sys.executable, str(root / script), *argv, "--debug"], capture_output=True, text=True, env=env
+        )
+        assert debug.returncode == 1 and "Traceback" in debug.stderr
+
+
+# ------------------------------------------------------------------ sample_sit.py
+
+
+def _sample_script():
+    spec = importlib.util.spec_from_file_location(
+        "sample_sit_bad_inputs", ROOT / "examples" / "sample_sit.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+sample_sit = _sample_script()
+
+
+@pytest.fixture(scope="module")
+def sit_pipelines(tmp_path_factory) -> dict[str, Path]:
+    import torch
+
+    from d2c_hf.pipelines import FlowMatchEulerMaruyamaScheduler, SiTPipeline
+    from helpers_sit import tiny_sit
+    from local_hub import tiny_vae
+
+    root = tmp_path_factory.mktemp("sit")
+    torch.manual_seed(0)  # test-side seeding only
+    SiTPipeline(tiny_sit(), FlowMatchEulerMaruyamaScheduler(), vae=tiny_vae().eval()).save_pretrained(
+        root / "latent"
+    )
+    SiTPipeline(tiny_sit(), FlowMatchEulerMaruyamaScheduler(), vae=None).save_pretrained(
+        root / "latent_no_vae"
+    )
+    return {"latent": root / "latent", "latent_no_vae": root / "latent_no_vae", "root": root}
+
+
+def _sample_args(pipeline, out, *extra):
+    return ["--pipeline", str(pipeline), "--output_dir", str(out), "--num_samples", "4", "--batch_size", "2",
+            "--shard_size", "2", "--num_inference_steps", "2", "--preset", "repa-no-cfg", "--cpu", *extra]  # fmt: skip
+
+
+SAMPLE_CASES = {
+    "output_dir is the pipeline": (lambda p, tmp: _sample_args(p["latent"], p["latent"]), r"--output_dir .*latent is --pipeline"),
+    "output_dir inside the pipeline": (lambda p, tmp: _sample_args(p["latent"], p["latent"] / "samples"), r"lies inside --pipeline"),
+    "output_dir holds the labels file": (lambda p, tmp: _sample_args(p["latent"], tmp / "lab", "--labels", str(tmp / "lab" / "labels.txt")), r"contains --labels"),
+    "negative seed": (lambda p, tmp: _sample_args(p["latent"], tmp / "o", "--seed", "-1"), r"--seed must be in \[0, 2\*\*32\), got -1"),
+    "latent pipeline without a VAE": (lambda p, tmp: _sample_args(p["latent_no_vae"], tmp / "o"), r"has no VAE and its transformer makes 4-channel latents, not images"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(SAMPLE_CASES), ids=list(SAMPLE_CASES))
+def test_sample_sit_bad_input(name, sit_pipelines, tmp_path, capsys):
+    (tmp_path / "lab").mkdir()
+    (tmp_path / "lab" / "labels.txt").write_text("0\n1\n2\n3\n")
+    make, pattern = SAMPLE_CASES[name]
+    before = snapshot(sit_pipelines["root"])
+    try:
+        args = sample_sit.parse_args(make(sit_pipelines, tmp_path))
+        with pytest.raises(ValueError, match=pattern):
+            sample_sit.main(args)
+    except SystemExit as exit_info:
+        assert exit_info.code == 2 and re.search(pattern, capsys.readouterr().err)
+    assert snapshot(sit_pipelines["root"]) == before and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "a file",
+        "an empty folder",
+        "a DiT pipeline",
+        "a DiT transformer",
+        "a VAE",
+        "a T5 encoder",
+        "a DINOv2 encoder",
+    ],
+)
+def test_sample_sit_pipeline_given_the_wrong_kind_of_model(kind, kinds, tmp_path):
+    with pytest.raises(
+        ValueError,
+        match=rf"--pipeline: {re.escape(str(kinds[kind]))} {HOLDS[kind]}.*; expected a SiTPipeline folder",
+    ):
+        sample_sit.main(sample_sit.parse_args(_sample_args(kinds[kind], tmp_path / "o")))
+    assert not (tmp_path / "o").exists()
+
+
+def test_sample_sit_refuses_a_pipeline_damaged_in_place_and_resamples_a_damaged_shard(
+    sit_pipelines, tmp_path
+):
+    from faults import flip_bytes
+
+    out = tmp_path / "o"
+    sample_sit.main(sample_sit.parse_args(_sample_args(sit_pipelines["latent"], out)))
+    first = np.load(out / "samples.npz")["arr_0"]
+    flip_bytes(out / "samples" / "shard-00001-of-00002.npz", where=0.5)
+    (out / "samples.npz").unlink()
+    sample_sit.main(
+        sample_sit.parse_args(_sample_args(sit_pipelines["latent"], out))
+    )  # shard 1 sampled again
+    np.testing.assert_array_equal(np.load(out / "samples.npz")["arr_0"], first)
+    copy = tmp_path / "pipe"
+    shutil.copytree(sit_pipelines["latent"], copy)
+    flip_bytes(copy / "transformer" / "diffusion_pytorch_model.safetensors", where=0.5)
+    with pytest.raises(
+        ValueError,
+        match=r"the pipeline .*pipe is damaged: .*transformer/diffusion_pytorch_model.safetensors is damaged",
+    ):
+        sample_sit.main(sample_sit.parse_args(_sample_args(copy, tmp_path / "o2")))
+
+
+@pytest.mark.parametrize("fraction", [0.2, 0.9])
+def test_sample_sit_on_a_full_disk_names_the_file_and_resumes(fraction, sit_pipelines, tmp_path):
+    from faults import count_written, full_disk
+
+    with count_written() as measured:
+        sample_sit.main(sample_sit.parse_args(_sample_args(sit_pipelines["latent"], tmp_path / "reference")))
+    out = tmp_path / "o"
+    with pytest.raises(OSError) as info, full_disk(measured.written * fraction):
+        sample_sit.main(sample_sit.parse_args(_sample_args(sit_pipelines["latent"], out)))
+    assert info.value.errno == 28 and str(out) in str(info.value) and ".tmp-" not in str(info.value), (
+        info.value
+    )
+    assert [p for p in out.rglob(".*") if p.name != ".d2c.lock"] == []
+    sample_sit.main(sample_sit.parse_args(_sample_args(sit_pipelines["latent"], out)))
+    np.testing.assert_array_equal(
+        np.load(out / "samples.npz")["arr_0"], np.load(tmp_path / "reference" / "samples.npz")["arr_0"]
+    )

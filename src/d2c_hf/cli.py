@@ -96,8 +96,8 @@ def run_script(name: str, function: Any, debug: bool = False, errors: tuple[type
 
 def _one_line(err: BaseException) -> str:
     text = str(err) or type(err).__name__
-    if isinstance(err, OSError) and err.strerror and err.filename:
-        text = f"{err.strerror}: {err.filename}"
+    if isinstance(err, OSError) and err.strerror:  # "[Errno 28] ..." -> the text, with the path if separate
+        text = f"{err.strerror}: {err.filename}" if err.filename else err.strerror
     return " ".join(text.split())
 
 

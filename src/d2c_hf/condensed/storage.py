@@ -80,6 +80,8 @@ def write_card(condensed: Any, folder: Path, repo_id: str | None) -> None:
 
     try:
         figures = make_figures(condensed, folder / FIGURES_DIR)
+    except OSError:  # a full disk or a read-only folder fails the save, as any other write would
+        raise
     except Exception as err:  # a figure is decoration: never lose the dataset over one
         logger.warning(
             "the dataset card's figures could not be drawn (%s: %s); writing the card without them",

@@ -91,7 +91,7 @@ _BASE_ALIASES = {
 }
 # the methods that write or read these files: they need the package
 _PACKAGE_ONLY = {
-    "SiTTransformer2DModel": ("to_json_string", "save_config"),
+    "SiTTransformer2DModel": ("to_json_string", "save_config", "from_pretrained"),
     "SiTPipeline": (
         "save_pretrained",
         "from_pretrained",

@@ -397,6 +397,22 @@ class SiTTransformer2DModel(ModelMixin, ConfigMixin, AttentionMixin):
         return super().extract_init_dict(config_dict, **kwargs)
 
     @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Any, **kwargs: Any) -> Any:
+        """``ModelMixin.from_pretrained``; a local folder saved with a checksum record (``d2c_checksums.json``,
+        written by ``SiTPipeline.save_pretrained`` and ``d2c convert-*``) is verified first (the ``subfolder``
+        only): weights damaged in place are refused by name instead of loading silently."""
+        import os
+        from pathlib import Path
+
+        from ..utils.checksums import verify_record
+
+        if isinstance(pretrained_model_name_or_path, (str, os.PathLike)):
+            folder = Path(os.fspath(pretrained_model_name_or_path)).expanduser()
+            if folder.is_dir():
+                verify_record(folder, "the SiT model", prefix=kwargs.get("subfolder"))
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> SiTTransformer2DModel:
         """Build a randomly initialised model from a named size (``"SiT-XL/2"``, ``"SiT-B/4"``, ...).
 

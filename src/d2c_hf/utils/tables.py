@@ -22,17 +22,23 @@ def write_batches(path: str | os.PathLike, features: Any, batches: Iterable[Mapp
     from datasets import Dataset, Features
     from datasets.arrow_writer import ArrowWriter
 
+    from .files import renamed_os_error
+
     features = Features(features)
     path = Path(path)
-    with ArrowWriter(path=str(path), features=features) as writer:
-        wrote = False
-        for batch in batches:
-            if len(next(iter(batch.values()))):
-                writer.write_batch(dict(batch))
-                wrote = True
-        if not wrote:  # an empty table still has its schema
-            writer.write_batch({name: [] for name in features})
-        writer.finalize()
+    try:
+        with ArrowWriter(path=str(path), features=features) as writer:
+            wrote = False
+            for batch in batches:
+                if len(next(iter(batch.values()))):
+                    writer.write_batch(dict(batch))
+                    wrote = True
+            if not wrote:  # an empty table still has its schema
+                writer.write_batch({name: [] for name in features})
+            writer.finalize()
+    except OSError as err:  # a full disk: no partial file, and the error names it
+        path.unlink(missing_ok=True)
+        raise renamed_os_error(err, f"could not write {path}") from err
     return Dataset.from_file(str(path))
 
 
