@@ -917,7 +917,7 @@ def train(args: argparse.Namespace, eval_callback: Any, lock: contextlib.ExitSta
                 repo_id=repo_id,
                 folder_path=str(output_dir),
                 commit_message=f"SiT trained on {args.dataset} (d2c-hf train_sit.py, step {global_step})",
-                ignore_patterns=["checkpoint-*", ".checkpoint-*", ".pipeline-*", f"{args.logging_dir}/*"],
+                ignore_patterns=["checkpoint-*", ".*", f"{args.logging_dir}/*"],  # hidden: the lock, staging
             )
     accelerator.wait_for_everyone()
     accelerator.end_training()

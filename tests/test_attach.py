@@ -196,7 +196,7 @@ def test_class_names_must_be_present():
         class_prompts(["cat", " ", "dog"])
     with pytest.raises(ValueError, match="class 2 has no usable name"):
         class_prompts(["cat", "dog", None])
-    with pytest.raises(ValueError, match=r"missing for class ids \[1\]"):
+    with pytest.raises(ValueError, match=r"missing for 1 class id\(s\) \[1\] of 0..2"):
         class_prompts({0: "cat", 2: "dog"})
     assert class_prompts({1: "dog", 0: "cat"})[0] == ["cat", "dog"]
     with pytest.raises(ValueError, match="exactly one"):

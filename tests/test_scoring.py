@@ -296,7 +296,7 @@ def test_pixel_and_latent_space(local_hub, dit_scorer):
         DifficultyScorer.from_pretrained(local_hub.dit, resolution=64)
     with pytest.raises(ValueError, match="multiple of the VAE's downsampling factor 4"):
         DifficultyScorer.from_pretrained(local_hub.dit, resolution=30)
-    with pytest.raises(ValueError, match="not a model folder"):
+    with pytest.raises(ValueError, match="holds no model"):  # said from the folder, before loading
         DifficultyScorer.from_pretrained(local_hub.root)
 
 
@@ -626,10 +626,8 @@ def test_a_class_conditional_unet_scores_like_a_ddpm_model(few, tmp_path):
 def test_what_cannot_be_a_scorer_is_named_with_the_fix(local_hub, tmp_path):
     with pytest.raises(ValueError, match="is not class-conditional.*num_class_embeds"):
         DifficultyScorer(_tiny_unet(None))
-    with pytest.raises(
-        ValueError, match="AutoencoderKL, an autoencoder, not a diffusion denoiser: pass it as vae="
-    ):
-        DifficultyScorer.from_pretrained(local_hub.vae)
+    with pytest.raises(ValueError, match=r"holds an AutoencoderKL \(diffusers\) \(a VAE: pass it as vae="):
+        DifficultyScorer.from_pretrained(local_hub.vae)  # refused from its config.json, before it loads
     scheduler = DDPMScheduler(prediction_type="v_prediction")
     folder = tmp_path / "v"
     _tiny_unet(10).save_pretrained(folder / "transformer")

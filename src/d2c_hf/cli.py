@@ -616,6 +616,11 @@ def info_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print the full provenance record (d2c_info.json)"
     )
     parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
+    parser.add_argument(
+        "--no_verify",
+        action="store_true",
+        help="skip the content checksums of a local folder's data files (one read of every byte; for huge sets)",
+    )
     return parser
 
 
@@ -624,7 +629,7 @@ def info_main(argv: list[str] | None = None) -> int:
     args = info_parser().parse_args(argv)
     from .condensed.dataset import CondensedDataset
 
-    condensed = CondensedDataset.load(args.path, revision=args.revision)
+    condensed = CondensedDataset.load(args.path, revision=args.revision, verify=not args.no_verify)
     print(json.dumps(condensed.info, indent=2, ensure_ascii=False) if args.json else condensed.summary())
     return 0
 
