@@ -666,7 +666,7 @@ def demo_main(argv: list[str] | None = None) -> int:
 
     check_apart(output, {"--train-script": args.train_script}, "--output-dir")
     demo.check_output_dir(output, args.overwrite)
-    demo.load_train_script(args.train_script)  # fail before any work if a given script is missing
+    demo.train_script_command(args.train_script)  # fail before any work if a given script is missing
     settings = demo.QUICK if args.quick else demo.FULL
     result = demo.run_demo(output, settings, seed=args.seed, train_script=args.train_script, quick=args.quick)
     print()

@@ -30,8 +30,16 @@ EMA_STATE_NAME = "ema_state.json"
 # The batch source's position is plain integers: stored as JSON rather than through
 # accelerator.register_for_checkpointing, whose loader unpickles with weights_only=False.
 DATA_STATE_NAME = "data_state.json"
+#: where ``--save_validation_pipelines`` writes the EMA pipeline of each validation step (``step-NNNNNN``)
+VALIDATION_DIR = "validation"
 #: what an interrupted save leaves in the output folder (removed by the next run, which holds its lock)
-STALE_PATTERNS = (".checkpoint-*.tmp", ".pipeline-*.tmp", ".*.tmp-*", "samples/.*.tmp-*")
+STALE_PATTERNS = (
+    ".checkpoint-*.tmp",
+    ".pipeline-*.tmp",
+    ".*.tmp-*",
+    "samples/.*.tmp-*",
+    f"{VALIDATION_DIR}/.*.tmp-*",
+)
 
 
 def list_checkpoints(folder: Path) -> list[Path]:
