@@ -18,7 +18,8 @@ from ..utils.files import json_round_trip
 #: misread a new dataset; :meth:`CondensedDataset.load` refuses other versions.
 FORMAT_VERSION = 1
 INFO_FILENAME = "d2c_info.json"
-#: key of d2c_info.json that records each saved table (row count, fingerprint); see integrity.tables_record()
+#: key of d2c_info.json that records each saved table (row count, fingerprint, content checksums of its
+#: data files); see integrity.tables_record()
 TABLES_KEY = "tables"
 #: the ``info`` keys of the built-in Attach parts (always present; ``None`` when not attached)
 BUILTIN_INFO_KEYS = ("latents", "visual", "text")
