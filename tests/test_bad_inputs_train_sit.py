@@ -331,7 +331,7 @@ def test_train_sit_refuses_to_resume_from_weights_damaged_in_place(data, trained
     assert snapshot(out) == before
 
 
-@pytest.mark.parametrize("fraction", [0.01, 0.35, 0.7, 0.98])
+@pytest.mark.parametrize("fraction", [0.01, 0.5, 0.98])  # args.json; a grid or checkpoint; the pipeline
 def test_train_sit_on_a_full_disk_leaves_complete_files_only_and_resumes(fraction, data, tmp_path):
     """args.json, sample grids, checkpoints and the final pipeline under ENOSPC: an error naming the file or
     folder; only complete checkpoints (and no pipeline unless complete) are left, then a resume finishes."""
@@ -389,6 +389,8 @@ def test_scripts_print_one_line_errors(data, kinds, tmp_path):
         )
         assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
         assert re.search(pattern, done.stderr.strip().splitlines()[-1]), done.stderr
+        if script == "sample_sit.py":
+            continue  # the same run_script: --debug is checked once
         debug = subprocess.run(
             [sys.executable, str(root / script), *argv, "--debug"], capture_output=True, text=True, env=env
         )
