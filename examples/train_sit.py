@@ -404,6 +404,14 @@ def check_run_inputs(args: argparse.Namespace) -> None:
                 "--push_to_hub needs a Hub token and none is set: log in with `hf auth login` or set HF_TOKEN "
                 "(checked now so that the upload does not fail after training)"
             )
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+        repo_id = args.hub_model_id or Path(args.output_dir).name
+        try:  # the name the upload will use, checked now rather than after training
+            validate_repo_id(repo_id)
+        except HFValidationError as err:
+            flag = "--hub_model_id" if args.hub_model_id else "the --output_dir name (the default repo name)"
+            raise ValueError(f"{flag} {repo_id!r} is not a valid Hub repo id: {err}") from err
 
 
 def check_outputs_apart(args: argparse.Namespace) -> None:
@@ -635,6 +643,17 @@ def train(args: argparse.Namespace, eval_callback: Any, lock: contextlib.ExitSta
     vae = load_sampling_vae(args, condensed) if accelerator.is_main_process else None
     if vae is not None:
         vae.to(accelerator.device)
+    channels = int(config["in_channels"])
+    if (
+        accelerator.is_main_process
+        and vae is None
+        and args.num_validation_images
+        and channels not in (1, 3, 4)
+    ):
+        raise ValueError(
+            f"--num_validation_images {args.num_validation_images} without a VAE: the model makes {channels}-channel "
+            "latents, which cannot be drawn as a grid image; pass --vae (the dataset's VAE) or --num_validation_images 0"
+        )
     id2label = dict(enumerate(condensed.class_names))
     if args.validation_classes:
         validation_labels = [int(c) if c.isdigit() else c for c in args.validation_classes]

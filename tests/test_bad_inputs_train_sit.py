@@ -44,6 +44,7 @@ def data(tmp_path_factory) -> dict[str, Path]:
         "pixel": make_condensed(root / "pixel", visual=False, classes=False, vae_space="pixel"),
         "no_latents": make_condensed(root / "no_latents", latents=False),
         "odd_channels": make_condensed(root / "odd_channels", channels=7),
+        "eight_channels": make_condensed(root / "eight_channels", channels=16, visual=False),
     }
     (root / "empty").mkdir()
     sets["empty"] = root / "empty"
@@ -150,6 +151,7 @@ CASES = [
     Case("output_dir inside the dataset", ("--output_dir", "{dataset}/run"), message=(r"--output_dir .*full/run lies inside --dataset",)),
     Case("output_dir holds the dataset", ("--output_dir", "{dataset}/.."), message=(r"--output_dir .* contains --dataset",)),
     Case("output_dir inside the VAE", ("--vae", "{tmp}/vae", "--output_dir", "{tmp}/vae/run"), setup=lambda tmp, out, run: _save_vae(tmp / "vae"), message=(r"lies inside --vae",)),
+    Case("a grid of latents no image holds", ("--num_validation_images", "1"), dataset="eight_channels", message=(r"--num_validation_images 1 without a VAE: the model makes 8-channel latents.*pass --vae",)),
     # ---- refused by main before anything is written --------------------------------------------------
     Case("dataset folder missing", dataset="missing", message=(r"--dataset .*missing: no condensed dataset at",)),
     Case("dataset is a file", dataset="file", message=(r"--dataset .*a_file.txt: .* is a file; a condensed dataset is a folder",)),
@@ -242,6 +244,17 @@ def test_push_without_a_token_is_refused_before_training(data, tmp_path, monkeyp
     monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
     with pytest.raises(ValueError, match=r"--push_to_hub needs a Hub token.*hf auth login.*HF_TOKEN"):
         train_sit.main(train_sit.parse_args(base_args(data["full"], tmp_path / "out", "--push_to_hub")))
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_invalid_hub_repo_name_is_refused_before_training(data, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: "token")
+    argv = base_args(data["full"], tmp_path / "out", "--push_to_hub", "--hub_model_id", "me/not a name")
+    with pytest.raises(ValueError, match=r"--hub_model_id 'me/not a name' is not a valid Hub repo id"):
+        train_sit.main(train_sit.parse_args(argv))
     assert not (tmp_path / "out").exists()
 
 

@@ -44,7 +44,6 @@ import json
 import os
 import symtable
 import sys
-import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,11 +183,12 @@ def _own_components(components: Mapping[str, Any]) -> list[str]:
 
 
 def _write_text(path: Path, text: str) -> None:
-    """Write through a temporary file and a rename: a reader never sees half a module."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    """Write through a temporary file and a rename: a reader never sees half a module (and a full disk
+    leaves no temporary file; the error names ``path``)."""
+    from ..utils.files import atomic_write
+
+    data = text.encode("utf-8")
+    atomic_write(path, lambda handle: handle.write(data))
 
 
 # --------------------------------------------------------------------------------------
