@@ -151,6 +151,7 @@ def child_stream(data: Path, scorer: Path, work: Path) -> dict:
     import torch
     from datasets import Dataset
 
+    from d2c_hf.run import sharded
     from d2c_hf.run.condense import _condense_stream  # noqa: F401  (the route condense() takes)
     from d2c_hf.run.options import (
         AttachOptions,
@@ -164,6 +165,7 @@ def child_stream(data: Path, scorer: Path, work: Path) -> dict:
     from d2c_hf.run.sharded import ShardedRunner
     from d2c_hf.run.workdir import OneProcess
 
+    inner = _timed(sharded, "merge_scores", "load_scores")  # inside the score / select / assemble phases
     o = _options(scorer)
     options = CondenseOptions(
         data=DataOptions(),
@@ -198,23 +200,34 @@ def child_stream(data: Path, scorer: Path, work: Path) -> dict:
         result = step()
         times[name] = time.perf_counter() - t
     times["total"] = time.perf_counter() - start
+    times.update({f"in {name}": value for name, value in inner.items()})
     counts = np.bincount(np.asarray(result.samples["label"]), minlength=NUM_CLASSES)
     return {
         "times": times,
+        "disk_bytes": _du(work),
         "selected": int(counts.sum()),
         "per_class": [int(counts.min()), int(counts.max())],
     }
 
 
 def child_select(work: Path) -> dict:
+    """``d2c select`` as a user runs it: this fresh process does nothing else (its wall time includes the
+    interpreter start and the imports); the time inside the command is split into reading the scores and
+    the rest."""
     t = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "d2c_hf.cli", "select", "--output_dir", str(work), "--ratio", "0.008"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return {"times": {"total": time.perf_counter() - t}, "output": done.stdout.strip().splitlines()[-1]}
+    from d2c_hf.cli import main as d2c
+    from d2c_hf.run import sharded
+
+    imported = time.perf_counter() - t
+    timed = _timed(sharded, "load_scores")
+    code = d2c(["select", "--output_dir", str(work), "--ratio", "0.008"])
+    if code:
+        raise RuntimeError(f"d2c select exited with {code}")
+    selection = json.loads((work / sharded.SELECTION_FILE).read_text())
+    return {
+        "times": {"imports": imported, "load_scores": timed["load_scores"], "total": time.perf_counter() - t},
+        "selected": len(selection["source_indices"]),
+    }
 
 
 def _du(folder: Path) -> int:
@@ -225,9 +238,12 @@ def child_memory(data: Path, scorer: Path) -> dict:
     from datasets import Dataset
 
     from d2c_hf import condense
+    from d2c_hf.run import pipeline
 
     dataset = Dataset.from_file(str(data))
     before = _du(data.parent)
+    phases = _timed(pipeline.MemoryRunner, "validate", "score", "attach")
+    _timed(pipeline, "select_rows", "assemble", into=phases)
     t = time.perf_counter()
     condensed = condense(dataset, **_options(scorer))
     total = time.perf_counter() - t
@@ -240,7 +256,7 @@ def child_memory(data: Path, scorer: Path) -> dict:
     )
     columns = 4 * len(dataset)  # the column the route adds to the whole dataset: difficulty, float32
     return {
-        "times": {"total": total},
+        "times": {**phases, "total": total},
         "selected": len(condensed),
         "extra_disk_bytes": added,
         "score_map_disk_bytes": whole,
@@ -250,16 +266,17 @@ def child_memory(data: Path, scorer: Path) -> dict:
     }
 
 
-def child_assemble(work: Path, rows: int = 10_240) -> dict:
-    """The assembly of ``rows`` selected images with ImageNet-sized arrays, from synthetic shards."""
-    import torch
+ASSEMBLE_ROWS, ASSEMBLE_SHARD = 10_240, 2048
 
-    from d2c_hf.run.options import AttachOptions, CondenseOptions, RunOptions, ScoreOptions, SelectOptions
-    from d2c_hf.run.sharded import ATTACH_DIR, SCORE_DIR, SELECTION_FILE, ShardedRunner, merge_scores
-    from d2c_hf.run.workdir import OneProcess, check_run_config, save_shard, shard_path, shard_plan
+
+def child_make_assemble(work: Path, rows: int = ASSEMBLE_ROWS) -> dict:
+    """The work folder of a finished attach phase: ``rows`` selected images with ImageNet-sized arrays
+    (synthetic), in shards of 2,048 rows (``condense()``'s shard size), written one chunk at a time."""
+    from d2c_hf.run.sharded import ATTACH_DIR, SCORE_DIR, SELECTION_FILE, merge_scores
+    from d2c_hf.run.workdir import check_run_config, save_shard, shard_path, shard_plan
     from d2c_hf.utils.files import write_json
 
-    n, shard = rows * 10, 2048
+    n, shard = rows * 10, ASSEMBLE_SHARD
     names = [f"class_{c:04d}" for c in range(NUM_CLASSES)]
     score_cfg = {
         "source": {"dataset": "synthetic", "split": "train", "num_rows": n},
@@ -300,47 +317,127 @@ def child_assemble(work: Path, rows: int = 10_240) -> dict:
     rng = np.random.default_rng(0)
     for k, (a, b) in enumerate(arng):
         m = b - a
+        latents, tokens = np.empty((m, 8, 32, 32), np.float16), np.empty((m, 256, 768), np.float16)
+        for c in range(0, m, 128):  # float32 draws one chunk at a time
+            latents[c : c + 128] = rng.standard_normal(latents[c : c + 128].shape, np.float32)
+            tokens[c : c + 128] = rng.standard_normal(tokens[c : c + 128].shape, np.float32)
         save_shard(
             shard_path(work / ATTACH_DIR, k, len(arng)),
             {"rows": selected[a:b], "label": selected[a:b] % NUM_CLASSES, "corrupt": np.zeros(0, np.int64),
              "bytes": np.frombuffer(jpeg * m, np.uint8), "offsets": np.arange(m + 1, dtype=np.int64) * len(jpeg),
-             "latents": rng.standard_normal((m, 8, 32, 32), np.float32).astype(np.float16),
-             "visual_embeds": rng.standard_normal((m, 256, 768), np.float32).astype(np.float16)},
+             "latents": latents, "visual_embeds": tokens},
         )  # fmt: skip
+        del latents, tokens
+    return {"rows": rows, "payload_bytes": rows * (256 * 768 * 2 + 8 * 32 * 32 * 2 + len(jpeg))}
+
+
+def child_assemble(work: Path) -> dict:
+    """The assembly alone (``ShardedRunner.assemble``) of the work folder :func:`child_make_assemble`
+    wrote, in a fresh process: where its time goes and its own peak RSS (``VmHWM``) above the imports."""
+    import torch
+
+    from d2c_hf.condensed.dataset import CondensedDataset
+    from d2c_hf.run import sharded
+    from d2c_hf.run.options import AttachOptions, CondenseOptions, RunOptions, ScoreOptions, SelectOptions
+    from d2c_hf.run.workdir import OneProcess
+    from d2c_hf.utils import tables
+
     options = CondenseOptions(
         score=ScoreOptions(scorer=None, vae=None),
         select=SelectOptions(images_per_class=10),
         attach=AttachOptions(parts=("latents", "visual")),
     )
-    runner = ShardedRunner(
-        options, RunOptions(output_dir=work, shard_size=shard, card=False), OneProcess(torch.device("cpu"))
+    runner = sharded.ShardedRunner(
+        options,
+        RunOptions(output_dir=work, shard_size=ASSEMBLE_SHARD, card=False),
+        OneProcess(torch.device("cpu")),
     )
-    import resource
-
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    phases = _timed(sharded, "load_scores")
+    _timed(tables, "write_batches", into=phases)  # the samples, written shard by shard
+    _timed(CondensedDataset, "save_to_disk", "load", into=phases)
+    base = _status("self")["VmHWM"]
     t = time.perf_counter()
     condensed = runner.assemble()
-    payload = rows * (256 * 768 * 2 + 8 * 32 * 32 * 2 + len(jpeg))
+    total = time.perf_counter() - t
     return {
-        "times": {"total": time.perf_counter() - t},
+        "times": {**phases, "total": total},
         "selected": len(condensed),
-        "payload_bytes": payload,
         "rss_before_bytes": base,
+        "disk_bytes": _du(work / sharded.CONDENSED_DIR),
     }
 
 
+def _timed(owner, *names: str, into: dict[str, float] | None = None) -> dict[str, float]:
+    """Wrap ``owner.<name>`` (a module function or a method) to add its wall time, per call, to the
+    returned dict (``into`` if given; instrumentation only: the wrapped call is unchanged)."""
+    import functools
+
+    totals = into if into is not None else {}
+    totals.update(dict.fromkeys(names, 0.0))
+    for name in names:
+        function = getattr(owner, name)
+
+        @functools.wraps(function)
+        def wrapper(*args, _function=function, _name=name, **kwargs):
+            t = time.perf_counter()
+            try:
+                return _function(*args, **kwargs)
+            finally:
+                totals[_name] += time.perf_counter() - t
+
+        setattr(owner, name, wrapper)
+    return totals
+
+
+def _status(pid: int | str) -> dict[str, int]:
+    """``VmHWM``, ``VmRSS``, ``RssAnon``, ``RssFile`` of a process in bytes (``/proc/<pid>/status``)."""
+    out = {}
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                if key in ("VmHWM", "VmRSS", "RssAnon", "RssFile", "RssShmem"):
+                    out[key] = int(value.split()[0]) * 1024
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return out
+
+
 def _run_child(args: list[str]) -> dict:
-    """Run one route in a fresh process: its result, wall time and peak RSS (``wait4``'s ``ru_maxrss``)."""
+    """Run one route in a fresh process: its result, wall time and memory.
+
+    ``peak_rss_bytes`` is the child's own ``VmHWM`` (read by the child at its end). Not ``ru_maxrss``: Linux
+    carries the parent's high-water mark over ``fork`` + ``exec`` into the child's ``ru_maxrss``, so every
+    child of this (large) parent would report at least the parent's RSS. A thread samples the child's
+    ``RssAnon`` (private memory) and ``RssFile`` (pages of memory-mapped files: the Arrow tables, which
+    the kernel can drop and re-read at any time) every 50 ms: ``peak_rss_anon_bytes`` /
+    ``peak_rss_file_bytes`` are the largest samples."""
+    import threading
+
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True)
+    peaks = {"RssAnon": 0, "RssFile": 0, "VmRSS": 0}
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.05):
+            now = _status(proc.pid)
+            for key in peaks:
+                peaks[key] = max(peaks[key], now.get(key, 0))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc.wait()
+    done.set()
+    sampler.join()
     if proc.returncode:
         raise RuntimeError(f"{args} failed (exit {proc.returncode})")
     result = json.loads(out.strip().splitlines()[-1])
     result["wall_s"] = time.perf_counter() - start
-    result["peak_rss_bytes"] = usage.ru_maxrss * 1024
+    result["peak_rss_bytes"] = result.pop("vm_hwm_bytes")
+    result["peak_rss_anon_bytes"] = peaks["RssAnon"]
+    result["peak_rss_file_bytes"] = peaks["RssFile"]
     return result
 
 
@@ -359,8 +456,10 @@ def main(argv: list[str] | None = None) -> int:
             "stream": lambda: child_stream(Path(rest[0]), Path(rest[1]), Path(rest[2])),
             "select": lambda: child_select(Path(rest[0])),
             "memory": lambda: child_memory(Path(rest[0]), Path(rest[1])),
+            "make-assemble": lambda: child_make_assemble(Path(rest[0])),
             "assemble": lambda: child_assemble(Path(rest[0])),
         }[route]()
+        result["vm_hwm_bytes"] = _status("self")["VmHWM"]  # this process's own peak RSS
         print(json.dumps(result))
         return 0
     if args.work_dir is None:
@@ -401,7 +500,10 @@ def main(argv: list[str] | None = None) -> int:
         import shutil
 
         shutil.rmtree(work / "assemble", ignore_errors=True)
+        made = _run_child(["--child", "make-assemble", str(work / "assemble")])
         report["assemble"] = _run_child(["--child", "assemble", str(work / "assemble")])
+        report["assemble"].update(rows=made["rows"], payload_bytes=made["payload_bytes"])
+        shutil.rmtree(work / "assemble", ignore_errors=True)
         print(json.dumps({"assemble": report["assemble"]}, indent=1), flush=True)
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
