@@ -40,7 +40,7 @@ NUM_CLASSES = 1000
 POOL = 2000
 RESOLUTION = 16
 BATCH = 256
-ROUTES = ("stream", "select", "memory")
+ROUTES = ("stream", "select", "memory", "stream-files")
 
 
 def class_sizes(rows: int, seed: int = 0) -> np.ndarray:
@@ -147,9 +147,14 @@ def _options(scorer: Path) -> dict:
 # --------------------------------------------------------------------------------------
 
 
-def child_stream(data: Path, scorer: Path, work: Path) -> dict:
+def child_stream(data: Path, scorer: Path, work: Path, reader: str = "mmap") -> dict:
+    """The sharded engine over a stream of the set. ``reader``: ``"mmap"``, ``Dataset.from_file(...)
+    .to_iterable_dataset()`` (the table memory-mapped: the pages read stay in this process's RSS as
+    file-backed pages until the kernel needs them); ``"files"``, ``load_dataset("arrow", data_files=...,
+    streaming=True)`` (what ``d2c condense --streaming`` opens: record batches read into private memory
+    and freed, as from the Hub)."""
     import torch
-    from datasets import Dataset
+    from datasets import Dataset, load_dataset
 
     from d2c_hf.run import sharded
     from d2c_hf.run.condense import _condense_stream  # noqa: F401  (the route condense() takes)
@@ -177,14 +182,15 @@ def child_stream(data: Path, scorer: Path, work: Path) -> dict:
         resolution=RESOLUTION,
         batch_size=BATCH,
     )
-    dataset = Dataset.from_file(str(data))
+    num_rows = len(Dataset.from_file(str(data)))
     times = {}
     start = time.perf_counter()
+    if reader == "mmap":
+        stream = Dataset.from_file(str(data)).to_iterable_dataset()
+    else:
+        stream = load_dataset("arrow", data_files=str(data), split="train", streaming=True)
     source = source_from_dataset(
-        dataset.to_iterable_dataset(),
-        {"dataset": data.name, "split": "train"},
-        num_rows=len(dataset),
-        streaming=True,
+        stream, {"dataset": data.name, "split": "train"}, num_rows=num_rows, streaming=True
     )
     run = RunOptions(output_dir=work, shard_size=BATCH * 8, num_workers=0, card=False)
     runner = ShardedRunner(options, run, OneProcess(torch.device("cpu")), source)
@@ -255,6 +261,9 @@ def child_memory(data: Path, scorer: Path) -> dict:
         if len(Dataset.from_file(str(p))) == len(dataset)
     )
     columns = 4 * len(dataset)  # the column the route adds to the whole dataset: difficulty, float32
+    samples = (
+        condensed.samples.data.nbytes
+    )  # the condensed rows' own columns (image bytes, label, ..., latents)
     return {
         "times": {**phases, "total": total},
         "selected": len(condensed),
@@ -263,6 +272,9 @@ def child_memory(data: Path, scorer: Path) -> dict:
         "added_column_bytes": columns,
         "score_map_disk_ratio": whole / columns,
         "selected_rows_disk_bytes": added - whole,
+        "condensed_samples_bytes": samples,
+        "selected_rows_disk_ratio": (added - whole) / samples,
+        "extra_disk_ratio": added / (columns + samples),
     }
 
 
@@ -454,6 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         route, *rest = args.child
         result = {
             "stream": lambda: child_stream(Path(rest[0]), Path(rest[1]), Path(rest[2])),
+            "stream-files": lambda: child_stream(Path(rest[0]), Path(rest[1]), Path(rest[2]), "files"),
             "select": lambda: child_select(Path(rest[0])),
             "memory": lambda: child_memory(Path(rest[0]), Path(rest[1])),
             "make-assemble": lambda: child_make_assemble(Path(rest[0])),
@@ -481,6 +494,15 @@ def main(argv: list[str] | None = None) -> int:
             entry["stream"] = _run_child(["--child", "stream", str(data), str(scorer), str(run_dir)])
         if "select" in args.routes:
             entry["select"] = _run_child(["--child", "select", str(run_dir)])
+        if "stream-files" in args.routes:
+            import shutil
+
+            files_dir = work / f"run-files-{rows}"
+            shutil.rmtree(files_dir, ignore_errors=True)
+            entry["stream-files"] = _run_child(
+                ["--child", "stream-files", str(data), str(scorer), str(files_dir)]
+            )
+            shutil.rmtree(files_dir, ignore_errors=True)
         if "memory" in args.routes:
             for stale in data.parent.glob("cache-*.arrow"):
                 stale.unlink()

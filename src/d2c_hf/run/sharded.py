@@ -307,7 +307,7 @@ class ShardedRunner:
         vae = load_vae(vae_ref, dtype=torch.float32, device=state.device) if needs else None
         context = part_context(options, state.device, vae)
         built = {name: get_part(name).load(options, context) for name in rows_parts}
-        reuse = None
+        reuse = False
         config: dict[str, Any] = {
             "source": source.identity,
             "selection_sha": sha256_hex(selected.tobytes()),
@@ -324,8 +324,8 @@ class ShardedRunner:
                     and options.resolution == score_cfg["scorer"]["resolution"]
                 )
                 if options.attach.reuse_latents and same_space:  # else another VAE or crop: encode again
-                    reuse = _posterior_lookup(self.output_dir, selected)
-                config["latents_from"] = "scorer posterior" if reuse is not None else "vae"
+                    reuse = _posterior_available(self.output_dir, selected)
+                config["latents_from"] = "scorer posterior" if reuse else "vae"
         folder = open_phase(self.output_dir, ATTACH_DIR, config, state)
 
         ranges = shard_plan(len(selected), self.run.shard_size)
@@ -344,9 +344,12 @@ class ShardedRunner:
         def compute(todo: dict[int, np.ndarray]) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
             batches, per_shard = plan_batches(todo, options.batch_size)
             acc: dict[int, list[dict[str, np.ndarray]]] = {k: [] for k in todo}
+            posteriors: dict[int, np.ndarray] = {}  # the reused latents of the shards in progress
             for item in make_loader(source, batches, prep, self.run.num_workers, state.device):
                 shard = int(item["shard"])
                 rows = item["rows"].numpy()
+                if reuse and shard not in posteriors:  # one attach shard's posteriors at a time
+                    posteriors[shard] = _posterior_lookup(self.output_dir, todo[shard], required=True)
                 pixels = item["pixels"]
                 blobs = item["bytes"]
                 part = {
@@ -357,12 +360,13 @@ class ShardedRunner:
                     "offsets": np.cumsum([0, *map(len, blobs)]).astype(np.int64),
                 }
                 for name, step in built.items():  # the parts' own per-batch code (as in memory)
-                    if name == "latents" and reuse is not None:
-                        part[step.column] = reuse[np.searchsorted(selected, rows)]
+                    if name == "latents" and reuse:
+                        part[step.column] = posteriors[shard][np.searchsorted(todo[shard], rows)]
                     else:
                         part[step.column] = step.compute(pixels.numpy(), rows)
                 acc[shard].append(part)
                 if len(acc[shard]) == per_shard[shard]:
+                    posteriors.pop(shard, None)
                     yield shard, _concat_parts(acc.pop(shard))
 
         counts = run_shards(folder, shard_rows, num_shards, ATTACH_REQUIRED, state, compute)
@@ -567,18 +571,36 @@ def load_reliability(output_dir: str | os.PathLike) -> dict[str, Any]:
     return read_json(path, "the scores' reliability record") if path.is_file() else {}
 
 
-def _posterior_lookup(output_dir: Path, rows: np.ndarray) -> np.ndarray | None:
-    """The scorer's stored VAE posteriors of ``rows`` if every score shard holds them, else None."""
+def _score_shards(output_dir: Path, rows: np.ndarray) -> list[tuple[int, Path]]:
+    """``[(shard index, path), ...]`` of the score shards that hold the sorted source ``rows``."""
     config = phase_config(output_dir, SCORE_DIR)
     shard_size = config["shard_size"]
     num_shards = len(shard_plan(config["source"]["num_rows"], shard_size))
+    return [
+        (k, shard_path(output_dir / SCORE_DIR, k, num_shards)) for k in np.unique(rows // shard_size).tolist()
+    ]
+
+
+def _posterior_available(output_dir: Path, rows: np.ndarray) -> bool:
+    """Whether every score shard of ``rows`` holds the scorer's VAE posteriors (reads the zip indexes only;
+    scored without ``store_posterior``: the latents are encoded again, quietly)."""
+    return all(_holds(path, "posterior") for _, path in _score_shards(output_dir, rows))
+
+
+def _posterior_lookup(output_dir: Path, rows: np.ndarray, required: bool = False) -> np.ndarray | None:
+    """The scorer's stored VAE posteriors of the sorted ``rows`` (``(len(rows), 2C, h, w)`` float16) if every
+    score shard holds them, else None (``required``: a RuntimeError naming the shard). Attach calls it once
+    per attach shard, so memory holds one shard's posteriors, not the whole selection's."""
+    shard_size = phase_config(output_dir, SCORE_DIR)["shard_size"]
     out = None
-    for k in np.unique(rows // shard_size).tolist():
-        path = shard_path(output_dir / SCORE_DIR, k, num_shards)
-        if not _holds(path, "posterior"):  # scored without store_posterior: encode again, quietly
-            return None
-        shard = load_shard(path, ("rows", "posterior"))
+    for k, path in _score_shards(output_dir, rows):
+        shard = load_shard(path, ("rows", "posterior")) if _holds(path, "posterior") else None
         if shard is None:
+            if required:
+                raise RuntimeError(
+                    f"score shard {path} cannot be read or no longer holds the stored posteriors (it changed "
+                    "during d2c attach)"
+                )
             return None
         want = rows[rows // shard_size == k]
         where = np.searchsorted(shard["rows"], want)
