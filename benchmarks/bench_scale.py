@@ -249,7 +249,7 @@ def child_memory(data: Path, scorer: Path) -> dict:
     dataset = Dataset.from_file(str(data))
     before = _du(data.parent)
     phases = _timed(pipeline.MemoryRunner, "validate", "score", "attach")
-    _timed(pipeline, "select_rows", "assemble", into=phases)
+    _timed(pipeline, "load_scorer", "load_parts", "select_rows", "assemble", into=phases)
     t = time.perf_counter()
     condensed = condense(dataset, **_options(scorer))
     total = time.perf_counter() - t
@@ -426,7 +426,7 @@ def _run_child(args: list[str]) -> dict:
     ``peak_rss_file_bytes`` are the largest samples."""
     import threading
 
-    start = time.perf_counter()
+    start, load = time.perf_counter(), os.getloadavg()[0]
     proc = subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True)
     peaks = {"RssAnon": 0, "RssFile": 0, "VmRSS": 0}
     done = threading.Event()
@@ -447,6 +447,7 @@ def _run_child(args: list[str]) -> dict:
         raise RuntimeError(f"{args} failed (exit {proc.returncode})")
     result = json.loads(out.strip().splitlines()[-1])
     result["wall_s"] = time.perf_counter() - start
+    result["load_average"] = [load, os.getloadavg()[0]]  # 1-minute load at the start and the end (2 cores)
     result["peak_rss_bytes"] = result.pop("vm_hwm_bytes")
     result["peak_rss_anon_bytes"] = peaks["RssAnon"]
     result["peak_rss_file_bytes"] = peaks["RssFile"]
@@ -460,6 +461,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--assemble", action="store_true", help="also measure the assembly of 10,240 rows")
     parser.add_argument("--work-dir", type=Path, default=None, help="where the sets, models and runs go")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads in each route (OMP_NUM_THREADS); 1 on a loaded machine: spinning OpenMP threads "
+        "that wait for a busy core cost more than they compute",
+    )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -478,9 +486,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.work_dir is None:
         parser.error("--work-dir is required")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.threads:  # read by torch when each child starts
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
     work = args.work_dir.expanduser().resolve()
     scorer = build_scorer(work)
-    report = {"rows": {}, "assemble": None}
+    report = {"rows": {}, "assemble": None, "threads": args.threads, "cpus": os.cpu_count()}
     previous = None
     for rows in args.rows:
         t = time.perf_counter()
@@ -515,6 +525,10 @@ def main(argv: list[str] | None = None) -> int:
                 for route in args.routes
                 if route in entry and route in e0
             }
+            for route in ("stream", "stream-files"):  # the scoring phase alone
+                if route in entry and route in e0:
+                    ratio = entry[route]["times"]["score"] / e0[route]["times"]["score"]
+                    entry["exponent"][f"{route} score"] = math.log(ratio) / math.log(rows / n0)
         report["rows"][rows] = entry
         previous = (rows, entry)
         print(json.dumps({rows: entry}, indent=1), flush=True)

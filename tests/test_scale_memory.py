@@ -24,6 +24,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 N, T, SHARD, ATTACH_SHARD = 60_000, 10, 4096, 256
+POSTERIOR = (2, 8, 16)  # float16: 512 bytes per row that the merge must not read
 
 MAKE = textwrap.dedent(
     """
@@ -34,7 +35,7 @@ MAKE = textwrap.dedent(
     from d2c_hf.run.workdir import check_run_config, save_shard, shard_path, shard_plan
     from d2c_hf.utils.files import write_json
 
-    def scores(out, n, steps, shard):
+    def scores(out, n, steps, shard, posterior):
         config = {
             "source": {"dataset": "synthetic", "split": "train", "num_rows": n},
             "columns": {"image": "image", "label": "label", "key": None},
@@ -49,10 +50,13 @@ MAKE = textwrap.dedent(
         for k, (a, b) in enumerate(ranges):
             rows = np.arange(a, b, dtype=np.int64)
             per = rng.random((len(rows), steps), dtype=np.float32)
-            save_shard(shard_path(out / SCORE_DIR, k, len(ranges)), {
+            arrays = {
                 "rows": rows, "label": rows % 100, "difficulty": per.mean(1), "per_timestep": per,
                 "key": rows.astype(np.uint64), "corrupt": np.zeros(0, np.int64),
-            })
+            }
+            if posterior:  # what --store_posterior keeps for Attach (16 KB per row with the SD VAE)
+                arrays["posterior"] = np.ones((len(rows), *posterior), np.float16)
+            save_shard(shard_path(out / SCORE_DIR, k, len(ranges)), arrays)
 
     def attach(out, n, shard, tokens, dim):
         # a finished attach phase: every 4th row selected, tokens + latents + JPEG-sized bytes
@@ -90,8 +94,8 @@ MAKE = textwrap.dedent(
 
     root, spec = Path(sys.argv[1]), json.loads(sys.argv[2])
     payload = {}
-    for name, (n, steps, attach_shape) in spec.items():
-        scores(root / name, n, steps, 4096)
+    for name, (n, steps, posterior, attach_shape) in spec.items():
+        scores(root / name, n, steps, 4096, posterior)
         if attach_shape:
             payload[name] = attach(root / name, n, *attach_shape)
     print(json.dumps(payload))
@@ -153,11 +157,11 @@ def work(tmp_path_factory):
     root = tmp_path_factory.mktemp("scale")
     attach = [ATTACH_SHARD, 32, 128]
     spec = {
-        "merge": [N, T, None],
-        "merge-warm": [SHARD, T, None],
-        "assemble-warm": [1024, 1, attach],
-        "assemble-small": [4096, 1, attach],
-        "assemble-large": [16384, 1, attach],
+        "merge": [N, T, POSTERIOR, None],
+        "merge-warm": [SHARD, T, POSTERIOR, None],
+        "assemble-warm": [1024, 1, None, attach],
+        "assemble-small": [4096, 1, None, attach],
+        "assemble-large": [16384, 1, None, attach],
     }
     (root / "make.py").write_text(MAKE)
     (root / "measure.py").write_text(MEASURE)
@@ -173,9 +177,11 @@ def _python(script: Path, *args) -> str:
 
 
 def test_merging_the_scores_holds_a_few_bytes_per_row(work):
-    """Merging and reading back the scores held 1,342 bytes per row here before issue 23 (Dataset.from_dict,
-    then a row-by-row read), ~2.6 KB at ImageNet's size; now a few copies of the arrays themselves: 4 (T + 1)
-    + 16 bytes of data per row (~220 bytes of RSS measured at T = 10)."""
+    """Merging and reading back the scores held 2,635 bytes of RSS per row here before issue 23
+    (Dataset.from_dict, then a row-by-row read); now a few copies of the arrays themselves: 4 (T + 1) + 16
+    bytes of data per row (~220 bytes of RSS measured at T = 10). The shards also hold the stored
+    posteriors (512 bytes per row here, 16 KB with the SD VAE), which the merge never reads: it read every
+    array of every shard until issue 23 (21 GB for ImageNet)."""
     root, _ = work
     measured = json.loads(
         _python(root / "measure.py", "merge", root / "merge-warm", ATTACH_SHARD, root / "merge")
