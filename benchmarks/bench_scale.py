@@ -1,24 +1,33 @@
 """ImageNet at its real shape: wall time, rows/s, peak RSS and disk of both condense routes and `d2c select`.
 
-    python benchmarks/bench_scale.py --rows 12800 128000 1281167 --work-dir /tmp/d2c-scale --json scale.json
+    python benchmarks/bench_scale.py --rows 12800 128000 1281167 --threads 1 --work-dir /tmp/d2c-scale --json scale.json
+    python benchmarks/bench_scale.py --assemble --work-dir /tmp/d2c-scale --json assemble.json
 
 The set is generated here (so anyone can reproduce it): N rows over ImageNet-1k's 1000 ``ClassLabel``
 classes with its class-size profile (732-1300 images per class, 1,281,167 in all; scaled to N), an
 ``Image()`` column of real JPEG bytes (a pool of 2,000 distinct small JPEGs reused across rows) in a
 shuffled class order, written with bounded memory to one Arrow file. The models are tiny (a 2-layer
 pixel-space DiT for 1000 classes at 16 px, one timestep, no probe), so what is measured is the pipeline's
-own cost, not a model's. Each route runs in a fresh process (its peak RSS is that process's
-``ru_maxrss``):
+own cost, not a model's. Each route runs in a fresh process:
 
-* ``stream``: the sharded engine on ``to_iterable_dataset()`` (what ``condense()`` on a stream and ``d2c
-  condense --streaming`` run), phase by phase, so the scoring phase's share of the total is reported;
-* ``select``: ``d2c select`` alone on the stream's work folder (reads the merged scores, selects);
+* ``stream``: the sharded engine on ``Dataset.from_file(...).to_iterable_dataset()`` (the route
+  ``condense()`` takes on a stream), phase by phase, so the scoring phase's share of the total is
+  reported, and where the time goes inside the phases (the merge, the reads of the merged scores);
+* ``stream-files``: the same on ``load_dataset("arrow", data_files=..., streaming=True)``, what ``d2c
+  condense --streaming`` opens: record batches read into private memory and freed (as from the Hub),
+  where the first route's table is memory-mapped;
+* ``select``: ``d2c select`` alone on the stream's work folder, in its own process (reads the merged
+  scores, selects, writes ``selection.json``);
 * ``memory``: ``condense()`` on the disk-backed ``Dataset``, with the disk its cache files add next to the
-  dataset (against the size of the columns it adds).
+  dataset, against the size of what it adds (the ``difficulty`` column, and the condensed rows).
 
-Scaling exponents are ``log(t2 / t1) / log(n2 / n1)`` between consecutive sizes. ``--assemble`` measures
-the assembly alone of 10,240 selected rows with ImageNet-sized synthetic arrays (256 x 768 float16 tokens,
-8 x 32 x 32 float16 latents) in a fresh process.
+Peak RSS is each process's own ``VmHWM``; a sampler splits it into private (``RssAnon``) and file-backed
+(``RssFile``: shared libraries and the pages of memory-mapped Arrow files, which the kernel drops when it
+needs the memory) pages. Scaling exponents are ``log(t2 / t1) / log(n2 / n1)`` between consecutive sizes.
+``--assemble`` measures the assembly alone (``ShardedRunner.assemble``) of 10,240 selected rows with
+ImageNet-sized synthetic arrays (256 x 768 float16 tokens, 8 x 32 x 32 float16 latents) in a fresh
+process, from attach shards another process wrote. The machine is shared: compare times only inside one
+run; ``--threads 1`` keeps torch from spinning on cores other jobs hold.
 """
 
 from __future__ import annotations
@@ -182,7 +191,7 @@ def child_stream(data: Path, scorer: Path, work: Path, reader: str = "mmap") -> 
         resolution=RESOLUTION,
         batch_size=BATCH,
     )
-    num_rows = len(Dataset.from_file(str(data)))
+    num_rows = int(data.stem.rsplit("-", 1)[1])  # from build_dataset's name: opening the table maps its pages
     times = {}
     start = time.perf_counter()
     if reader == "mmap":
@@ -313,10 +322,10 @@ def child_make_assemble(work: Path, rows: int = ASSEMBLE_ROWS) -> dict:
     write_json(
         work / SELECTION_FILE,
         {"source_indices": selected.tolist(), "positions": selected.tolist(),
-         "result": {"strategy": "interval", "params": {"interval": 10}, "images_per_class": 10, "num_classes": 1000,
+         "result": {"strategy": "interval", "params": {"interval": 10}, "images_per_class": rows // 1000, "num_classes": 1000,
                     "total": rows, "counts": [rows // 1000] * 1000, "class_sizes": [n // 1000] * 1000,
                     "strides": None, "shortfall": [0] * 1000, "realised_ratio": 0.1},
-         "options": {"ratio": None, "images_per_class": 10, "strategy": "interval", "interval": "auto", "seed": 0}},
+         "options": {"ratio": None, "images_per_class": rows // 1000, "strategy": "interval", "interval": "auto", "seed": 0}},
     )  # fmt: skip
     jpeg = jpeg_pool()[0]
     latents = {"latent_channels": 4, "latent_size": 32}
@@ -456,9 +465,21 @@ def _run_child(args: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rows", type=int, nargs="+", default=[12_800, 128_000])
+    parser.add_argument(
+        "--rows",
+        type=int,
+        nargs="*",
+        default=None,
+        help="set sizes (default 12800 128000; none with --assemble)",
+    )
     parser.add_argument("--routes", nargs="+", default=list(ROUTES), choices=ROUTES)
-    parser.add_argument("--assemble", action="store_true", help="also measure the assembly of 10,240 rows")
+    parser.add_argument(
+        "--assemble",
+        type=int,
+        nargs="*",
+        default=None,
+        help="also measure the assembly of this many selected rows (default 10240; several: one after another)",
+    )
     parser.add_argument("--work-dir", type=Path, default=None, help="where the sets, models and runs go")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument(
@@ -477,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
             "stream-files": lambda: child_stream(Path(rest[0]), Path(rest[1]), Path(rest[2]), "files"),
             "select": lambda: child_select(Path(rest[0])),
             "memory": lambda: child_memory(Path(rest[0]), Path(rest[1])),
-            "make-assemble": lambda: child_make_assemble(Path(rest[0])),
+            "make-assemble": lambda: child_make_assemble(Path(rest[0]), int(rest[1])),
             "assemble": lambda: child_assemble(Path(rest[0])),
         }[route]()
         result["vm_hwm_bytes"] = _status("self")["VmHWM"]  # this process's own peak RSS
@@ -492,7 +513,10 @@ def main(argv: list[str] | None = None) -> int:
     scorer = build_scorer(work)
     report = {"rows": {}, "assemble": None, "threads": args.threads, "cpus": os.cpu_count()}
     previous = None
-    for rows in args.rows:
+    if args.assemble is not None and not args.assemble:
+        args.assemble = [ASSEMBLE_ROWS]
+    sizes = args.rows if args.rows is not None else ([] if args.assemble else [12_800, 128_000])
+    for rows in sizes:
         t = time.perf_counter()
         data = build_dataset(rows, work / f"data-{rows}")
         entry = {"build_s": time.perf_counter() - t, "data_bytes": data.stat().st_size}
@@ -532,15 +556,17 @@ def main(argv: list[str] | None = None) -> int:
         report["rows"][rows] = entry
         previous = (rows, entry)
         print(json.dumps({rows: entry}, indent=1), flush=True)
-    if args.assemble:
+    for selected in args.assemble or ():
         import shutil
 
-        shutil.rmtree(work / "assemble", ignore_errors=True)
-        made = _run_child(["--child", "make-assemble", str(work / "assemble")])
-        report["assemble"] = _run_child(["--child", "assemble", str(work / "assemble")])
-        report["assemble"].update(rows=made["rows"], payload_bytes=made["payload_bytes"])
-        shutil.rmtree(work / "assemble", ignore_errors=True)
-        print(json.dumps({"assemble": report["assemble"]}, indent=1), flush=True)
+        folder = work / f"assemble-{selected}"
+        shutil.rmtree(folder, ignore_errors=True)
+        made = _run_child(["--child", "make-assemble", str(folder), str(selected)])
+        measured = _run_child(["--child", "assemble", str(folder)])
+        measured.update(rows=made["rows"], payload_bytes=made["payload_bytes"])
+        report["assemble"] = {**(report["assemble"] or {}), selected: measured}
+        shutil.rmtree(folder, ignore_errors=True)
+        print(json.dumps({"assemble": {selected: measured}}, indent=1), flush=True)
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
     return 0

@@ -123,6 +123,7 @@ def iter_shards(folder: Path, num_shards: int, required: Sequence[str]) -> Itera
         arrays = load_shard(shard_path(folder, k, num_shards), required)
         _raise_missing(folder, num_shards, [k] if arrays is None else [])
         yield arrays
+        del arrays  # before the next shard is read: one shard in memory, not two
 
 
 def _raise_missing(folder: Path, num_shards: int, missing: Sequence[int]) -> None:
