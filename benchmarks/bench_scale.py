@@ -222,6 +222,7 @@ def child_stream(data: Path, scorer: Path, work: Path, reader: str = "mmap") -> 
         "disk_bytes": _du(work),
         "selected": int(counts.sum()),
         "per_class": [int(counts.min()), int(counts.max())],
+        "selection_digest": _selection_digest(result.samples),
     }
 
 
@@ -243,6 +244,18 @@ def child_select(work: Path) -> dict:
         "times": {"imports": imported, "load_scores": timed["load_scores"], "total": time.perf_counter() - t},
         "selected": len(selection["source_indices"]),
     }
+
+
+def _selection_digest(samples) -> str:
+    """SHA-256 of the condensed rows' source indices and scores, in order (the routes must agree)."""
+    import hashlib
+
+    from d2c_hf.utils.columns import column_numpy
+
+    digest = hashlib.sha256()
+    for column in ("source_index", "difficulty"):
+        digest.update(column_numpy(samples, column).tobytes())
+    return digest.hexdigest()
 
 
 def _du(folder: Path) -> int:
@@ -276,6 +289,7 @@ def child_memory(data: Path, scorer: Path) -> dict:
     return {
         "times": {**phases, "total": total},
         "selected": len(condensed),
+        "selection_digest": _selection_digest(condensed.samples),
         "extra_disk_bytes": added,
         "score_map_disk_bytes": whole,
         "added_column_bytes": columns,
@@ -541,6 +555,10 @@ def main(argv: list[str] | None = None) -> int:
             for stale in data.parent.glob("cache-*.arrow"):
                 stale.unlink()
             entry["memory"] = _run_child(["--child", "memory", str(data), str(scorer)])
+        digests = {
+            r: entry[r]["selection_digest"] for r in ("stream", "stream-files", "memory") if r in entry
+        }
+        entry["same_selection"] = len(set(digests.values())) <= 1  # bitwise the same rows and scores
         if previous is not None:
             n0, e0 = previous
             entry["exponent"] = {

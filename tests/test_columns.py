@@ -8,7 +8,7 @@ import pytest
 from datasets import Array2D, ClassLabel, Dataset, Features, List, Sequence, Value
 
 from d2c_hf.utils.columns import column_array, formatted_column
-from d2c_hf.utils.tables import dataset_from_arrays, write_batches
+from d2c_hf.utils.tables import dataset_from_arrays, read_saved_columns, write_batches
 
 RNG = np.random.default_rng(0)
 
@@ -82,3 +82,42 @@ def test_write_batches_is_one_table_of_every_batch(tmp_path):
     assert column_array(table, "v").tobytes() == values.tobytes()
     empty = write_batches(tmp_path / "e.arrow", features, iter([]))
     assert len(empty) == 0 and empty.features == features
+
+
+def test_read_saved_columns_is_column_array_of_load_from_disk(tmp_path):
+    """``load_scores`` reads the merged scores with pyarrow alone (no ``import datasets`` in ``d2c select``):
+    the same arrays as ``column_array(load_from_disk(...))``, for one file or several, empty or not."""
+    from datasets import concatenate_datasets, load_from_disk
+
+    features = Features(
+        {
+            "source_index": Value("int64"),
+            "label": ClassLabel(names=["a", "b", "c"]),
+            "difficulty": Value("float32"),
+            "difficulty_per_timestep": List(Value("float32"), length=3),
+            "features": List(Value("float16"), length=4),
+        }
+    )
+    n = 40
+    columns = {
+        "source_index": np.arange(n, dtype=np.int64),
+        "label": RNG.integers(0, 3, n),
+        "difficulty": RNG.standard_normal(n).astype(np.float32),
+        "difficulty_per_timestep": RNG.standard_normal((n, 3)).astype(np.float32),
+        "features": RNG.standard_normal((n, 4)).astype(np.float16),
+    }
+    whole = Dataset.from_dict(columns, features=features)
+    names = [*features, "missing"]
+    for name, data, shards in (
+        ("one", whole, 1),
+        ("three", concatenate_datasets([whole.select(range(0, 15)), whole.select(range(15, n))]), 3),
+        ("empty", whole.select([]), 1),
+    ):
+        data.save_to_disk(str(tmp_path / name), num_shards=shards)
+        got = read_saved_columns(tmp_path / name, names)
+        expected = load_from_disk(str(tmp_path / name))
+        assert sorted(got) == sorted(features)
+        for column in features:
+            want = column_array(expected, column)
+            assert got[column].dtype == want.dtype and got[column].shape == want.shape, (name, column)
+            assert got[column].tobytes() == want.tobytes(), (name, column)

@@ -565,13 +565,10 @@ def _row_batches(columns: dict[str, np.ndarray], rows: int) -> Iterator[dict[str
 def load_scores(output_dir: str | os.PathLike) -> dict[str, np.ndarray]:
     """The merged scores as arrays: ``source_index``, ``label``, ``difficulty``, ``difficulty_per_timestep``
     [, ``features``: the selection features, when ``d2c score`` stored a feature column]."""
-    from datasets import load_from_disk
+    from ..utils.tables import read_saved_columns
 
-    from ..utils.columns import column_array
-
-    table = load_from_disk(str(Path(output_dir) / SCORES_DIR))
     names = ("source_index", "label", "difficulty", "difficulty_per_timestep", "features")
-    return {name: column_array(table, name) for name in names if name in table.column_names}
+    return read_saved_columns(Path(output_dir) / SCORES_DIR, names)
 
 
 def load_reliability(output_dir: str | os.PathLike) -> dict[str, Any]:
