@@ -50,6 +50,20 @@ def test_the_folder_loads_through_the_public_paths(trained, digits16):
     assert all(math.isfinite(entry["loss"]) for entry in record["loss_curve"])
 
 
+def test_mean_patch_features_are_the_mean_of_the_stored_tokens(trained, digits16, monkeypatch):
+    """Read columnar and averaged in float32 chunks: bitwise the float32 mean over each image's stored
+    float16 tokens (what the numpy formatter and one ``mean`` over the whole column gave)."""
+    from d2c_hf.attach import train_encoder
+
+    monkeypatch.setattr(train_encoder, "MEAN_CHUNK_ROWS", 7)  # several chunks, the last one short
+    data = digits16.select(range(20))
+    means = train_encoder.mean_patch_features(trained, data, num_tokens=16, resolution=16)
+    tokens = VisualAttacher.from_pretrained(str(trained), num_tokens=16, resolution=16).apply(data)
+    whole = np.asarray(tokens.with_format("numpy")["visual_embeds"], dtype=np.float32).mean(axis=1)
+    assert means.dtype == np.float32 and means.shape == (20, 16)
+    assert means.tobytes() == whole.tobytes()
+
+
 def test_training_changes_the_weights_and_is_deterministic(trained, digits16, tmp_path):
     from safetensors.torch import load_file
 

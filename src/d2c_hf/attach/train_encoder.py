@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 from ..utils.checks import check_new_output_dir, check_positive_int, check_positive_number, check_seed
 from ..utils.checksums import write_record
+from ..utils.columns import column_array
 from ..utils.files import staged_dir, write_json
 from ..utils.hub import resolve_device
 
@@ -58,6 +59,8 @@ TINY_DINOV2: dict[str, Any] = {
     "patch_size": 4,
 }
 ENCODER_INFO_FILE = "d2c_encoder.json"
+#: rows per float32 chunk when the mean patch features are computed
+MEAN_CHUNK_ROWS = 1024
 
 
 def tiny_dinov2(num_tokens: int, **overrides: Any):
@@ -325,4 +328,10 @@ def mean_patch_features(encoder_dir: str | os.PathLike, dataset: Any, *, num_tok
 
     attacher = VisualAttacher.from_pretrained(encoder_dir, num_tokens=num_tokens, resolution=resolution)
     out = attacher.apply(dataset.select_columns([attacher.image_column]))
-    return np.asarray(out.with_format("numpy")["visual_embeds"], dtype=np.float32).mean(axis=1)
+    tokens = column_array(out, "visual_embeds")  # (N, h, d) float16, read columnar
+    means = np.empty((len(tokens), tokens.shape[-1]), np.float32)
+    for start in range(0, len(tokens), MEAN_CHUNK_ROWS):  # float32 one chunk at a time (each row alone)
+        means[start : start + MEAN_CHUNK_ROWS] = (
+            tokens[start : start + MEAN_CHUNK_ROWS].astype(np.float32).mean(axis=1)
+        )
+    return means

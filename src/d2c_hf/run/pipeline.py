@@ -38,7 +38,7 @@ from ..attach.parts import (
 from ..condensed.dataset import CondensedDataset
 from ..condensed.info import build_info, scores_features
 from ..selection.reliability import Reliability, check_reliability
-from ..utils.columns import column_numpy
+from ..utils.columns import column_numpy, formatted_column
 from ..utils.spaces import AUTO, DEFAULT_VAE, PIXEL_SPACE
 from .options import CondenseOptions, needs_scores
 
@@ -320,14 +320,14 @@ def assemble(
     plan: Plan, scores: Scores, selection: Any, attached: Attached, **extra: Any
 ) -> CondensedDataset:
     """The condensed dataset: the attached samples, the class table, every scored row and the ``info``."""
-    from datasets import Dataset
+    from ..utils.tables import dataset_from_arrays
 
     options = plan.options
     score_table = None
-    if scores.difficulty is not None:
-        score_table = Dataset.from_dict(
+    if scores.difficulty is not None:  # one row per scored image: built column by column (issue 23)
+        score_table = dataset_from_arrays(
             {"source_index": scores.source_index, "label": scores.labels, "difficulty": scores.difficulty},
-            features=scores_features(plan.class_label),
+            scores_features(plan.class_label),
         )
     samples = attached.samples
     records = {name: attached.records.get(name) for name in options.attach.parts}
@@ -483,7 +483,7 @@ class MemoryRunner:
         features = options.select.features
         if options.select.feature_column is not None:
             column = options.select.feature_column
-            features = np.asarray(scored.with_format("numpy", columns=[column])[:][column])
+            features = formatted_column(scored, column)  # as the numpy formatter gives it, read columnar
         scores = Scores(
             source_index=np.arange(len(scored), dtype=np.int64),
             labels=column_numpy(scored, options.data.label_column).astype(np.int64),
@@ -502,12 +502,15 @@ class MemoryRunner:
         image, label = options.data.image_column, options.data.label_column
         has_scores = scores.difficulty is not None
         kept = [image, label, *(["difficulty"] if has_scores else [])]
-        samples = scored.select_columns(kept).select(rows)
-        samples = samples.add_column("source_index", rows.tolist(), feature=Value("int64"))
-        samples = samples.rename_columns({image: "image", label: "label"})
-        samples = samples.cast_column("label", plan.class_label)
+        samples = scored.select_columns(kept).select(rows).rename_columns({image: "image", label: "label"})
+        target = samples.features.copy()
+        target["label"] = plan.class_label
         if has_scores:
-            samples = samples.cast_column("difficulty", Value("float32"))
+            target["difficulty"] = Value("float32")
+        # the selected rows are written once: the casts and the flattening of the indices in one pass
+        # (each cast_column / flatten_indices wrote another copy of them, images included)
+        samples = samples.cast(target) if target != samples.features else samples.flatten_indices()
+        samples = samples.add_column("source_index", rows, feature=Value("int64"))
         samples = samples.select_columns(
             ["image", "label", "source_index", *(["difficulty"] if has_scores else [])]
         )

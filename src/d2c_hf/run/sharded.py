@@ -78,11 +78,15 @@ SCORE_DIR, SCORES_DIR, ATTACH_DIR, CONDENSED_DIR = "score", "scores", "attach", 
 SELECTION_FILE = "selection.json"
 RELIABILITY_FILE = "reliability.json"
 SCORE_REQUIRED = ("rows", "difficulty", "label", "corrupt")
+#: the arrays of a score shard that the merge reads
+MERGE_ARRAYS = ("rows", "label", "difficulty", "per_timestep", "halves", "corrupt", "features")
 ATTACH_REQUIRED = ("rows", "bytes", "offsets", "label")
 #: what to do about damaged merged scores: the score shards are kept, only the merge is redone
 SCORES_FIX = "delete that scores/ folder and run `d2c score` again (finished score shards are reused)"
-#: rows per Arrow batch when the merged scores and the condensed samples are written (bounded memory)
+#: rows per Arrow batch when the merged scores are written (bounded memory)
 MERGE_BATCH_ROWS = 65536
+#: rows per Arrow batch when the condensed samples are written from an attach shard
+ASSEMBLE_BATCH_ROWS = 256
 
 
 def _vae_reference(options: CondenseOptions, scorer: Any) -> str:
@@ -310,7 +314,7 @@ class ShardedRunner:
         vae = load_vae(vae_ref, dtype=torch.float32, device=state.device) if needs else None
         context = part_context(options, state.device, vae)
         built = {name: get_part(name).load(options, context) for name in rows_parts}
-        reuse = None
+        reuse = False
         config: dict[str, Any] = {
             "source": source.identity,
             "selection_sha": sha256_hex(selected.tobytes()),
@@ -327,8 +331,8 @@ class ShardedRunner:
                     and options.resolution == score_cfg["scorer"]["resolution"]
                 )
                 if options.attach.reuse_latents and same_space:  # else another VAE or crop: encode again
-                    reuse = _posterior_lookup(self.output_dir, selected)
-                config["latents_from"] = "scorer posterior" if reuse is not None else "vae"
+                    reuse = _posterior_available(self.output_dir, selected)
+                config["latents_from"] = "scorer posterior" if reuse else "vae"
         folder = open_phase(self.output_dir, ATTACH_DIR, config, state)
 
         ranges = shard_plan(len(selected), self.run.shard_size)
@@ -347,9 +351,12 @@ class ShardedRunner:
         def compute(todo: dict[int, np.ndarray]) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
             batches, per_shard = plan_batches(todo, options.batch_size)
             acc: dict[int, list[dict[str, np.ndarray]]] = {k: [] for k in todo}
+            posteriors: dict[int, np.ndarray] = {}  # the reused latents of the shards in progress
             for item in make_loader(source, batches, prep, self.run.num_workers, state.device):
                 shard = int(item["shard"])
                 rows = item["rows"].numpy()
+                if reuse and shard not in posteriors:  # one attach shard's posteriors at a time
+                    posteriors[shard] = _posterior_lookup(self.output_dir, todo[shard], required=True)
                 pixels = item["pixels"]
                 blobs = item["bytes"]
                 part = {
@@ -360,12 +367,13 @@ class ShardedRunner:
                     "offsets": np.cumsum([0, *map(len, blobs)]).astype(np.int64),
                 }
                 for name, step in built.items():  # the parts' own per-batch code (as in memory)
-                    if name == "latents" and reuse is not None:
-                        part[step.column] = reuse[np.searchsorted(selected, rows)]
+                    if name == "latents" and reuse:
+                        part[step.column] = posteriors[shard][np.searchsorted(todo[shard], rows)]
                     else:
                         part[step.column] = step.compute(pixels.numpy(), rows)
                 acc[shard].append(part)
                 if len(acc[shard]) == per_shard[shard]:
+                    posteriors.pop(shard, None)
                     yield shard, _concat_parts(acc.pop(shard))
 
         counts = run_shards(folder, shard_rows, num_shards, ATTACH_REQUIRED, state, compute)
@@ -405,20 +413,25 @@ class ShardedRunner:
             features.update(part.features(attach_cfg[part.name]))
             attached.records[part.name] = attach_cfg[part.name]
 
-        def batches() -> Iterator[dict[str, Any]]:  # one attach shard at a time: memory bounded by a shard
+        def batches() -> Iterator[dict[str, Any]]:
+            # one attach shard in memory at a time, converted to Arrow in slices of it: the peak is the
+            # shard's arrays plus one slice's copy (0.84 GB + 0.1 GB for 2,048 ImageNet-sized rows)
             for got in iter_shards(self.output_dir / ATTACH_DIR, num_shards, ATTACH_REQUIRED):
                 rows, offsets = got["rows"], got["offsets"]
-                position = np.searchsorted(arrays["source_index"], rows)
-                yield {
-                    "image": [
-                        {"bytes": got["bytes"][offsets[i] : offsets[i + 1]].tobytes(), "path": None}
-                        for i in range(len(rows))
-                    ],
-                    "label": got["label"],
-                    "source_index": rows,
-                    "difficulty": arrays["difficulty"][position].astype(np.float32),
-                    **{part.column: got[part.column] for part in row_parts},
-                }
+                difficulty = arrays["difficulty"][np.searchsorted(arrays["source_index"], rows)]
+                for a in range(0, len(rows), ASSEMBLE_BATCH_ROWS):
+                    b = min(a + ASSEMBLE_BATCH_ROWS, len(rows))
+                    yield {
+                        "image": [
+                            {"bytes": got["bytes"][offsets[i] : offsets[i + 1]].tobytes(), "path": None}
+                            for i in range(a, b)
+                        ],
+                        "label": got["label"][a:b],
+                        "source_index": rows[a:b],
+                        "difficulty": difficulty[a:b].astype(np.float32),
+                        **{part.column: got[part.column][a:b] for part in row_parts},
+                    }
+                del got
 
         scratch = self.output_dir / ".condensed-samples.arrow"
         attached.samples = write_batches(scratch, Features(features), batches())
@@ -491,7 +504,8 @@ def merge_scores(output_dir: str | os.PathLike) -> dict[str, Any]:
     output_dir = Path(output_dir)
     config = phase_config(output_dir, SCORE_DIR)
     num_shards = len(shard_plan(config["source"]["num_rows"], config["shard_size"]))
-    shards = load_all_shards(output_dir / SCORE_DIR, num_shards, SCORE_REQUIRED)
+    # only what the merge reads: not the posteriors (16 KB per image with the SD VAE, 21 GB for ImageNet)
+    shards = load_all_shards(output_dir / SCORE_DIR, num_shards, SCORE_REQUIRED, MERGE_ARRAYS)
     cat = {name: np.concatenate([s[name] for s in shards]) for name in ("rows", "label", "difficulty")}
     per_timestep = np.concatenate([s["per_timestep"] for s in shards])
     steps = config["scorer"]["num_timesteps"]
@@ -555,14 +569,11 @@ def _row_batches(columns: dict[str, np.ndarray], rows: int) -> Iterator[dict[str
 def load_scores(output_dir: str | os.PathLike) -> dict[str, np.ndarray]:
     """The merged scores as arrays: ``source_index``, ``label``, ``difficulty``, ``difficulty_per_timestep``
     [, ``features``: the selection features, when ``d2c score`` stored a feature column]."""
-    from datasets import load_from_disk
-
-    from ..utils.columns import column_array
+    from ..utils.tables import read_saved_columns
 
     verify_record(Path(output_dir) / SCORES_DIR, "the merged scores", fix=SCORES_FIX)
-    table = load_from_disk(str(Path(output_dir) / SCORES_DIR))
     names = ("source_index", "label", "difficulty", "difficulty_per_timestep", "features")
-    return {name: column_array(table, name) for name in names if name in table.column_names}
+    return read_saved_columns(Path(output_dir) / SCORES_DIR, names)
 
 
 def load_reliability(output_dir: str | os.PathLike) -> dict[str, Any]:
@@ -581,18 +592,36 @@ def read_selection(output_dir: str | os.PathLike) -> dict[str, Any]:
     return read_checked_json(path, "the selection", "run `d2c select` again (it rewrites the file)")
 
 
-def _posterior_lookup(output_dir: Path, rows: np.ndarray) -> np.ndarray | None:
-    """The scorer's stored VAE posteriors of ``rows`` if every score shard holds them, else None."""
+def _score_shards(output_dir: Path, rows: np.ndarray) -> list[tuple[int, Path]]:
+    """``[(shard index, path), ...]`` of the score shards that hold the sorted source ``rows``."""
     config = phase_config(output_dir, SCORE_DIR)
     shard_size = config["shard_size"]
     num_shards = len(shard_plan(config["source"]["num_rows"], shard_size))
+    return [
+        (k, shard_path(output_dir / SCORE_DIR, k, num_shards)) for k in np.unique(rows // shard_size).tolist()
+    ]
+
+
+def _posterior_available(output_dir: Path, rows: np.ndarray) -> bool:
+    """Whether every score shard of ``rows`` holds the scorer's VAE posteriors (reads the zip indexes only;
+    scored without ``store_posterior``: the latents are encoded again, quietly)."""
+    return all(_holds(path, "posterior") for _, path in _score_shards(output_dir, rows))
+
+
+def _posterior_lookup(output_dir: Path, rows: np.ndarray, required: bool = False) -> np.ndarray | None:
+    """The scorer's stored VAE posteriors of the sorted ``rows`` (``(len(rows), 2C, h, w)`` float16) if every
+    score shard holds them, else None (``required``: a RuntimeError naming the shard). Attach calls it once
+    per attach shard, so memory holds one shard's posteriors, not the whole selection's."""
+    shard_size = phase_config(output_dir, SCORE_DIR)["shard_size"]
     out = None
-    for k in np.unique(rows // shard_size).tolist():
-        path = shard_path(output_dir / SCORE_DIR, k, num_shards)
-        if not _holds(path, "posterior"):  # scored without store_posterior: encode again, quietly
-            return None
-        shard = load_shard(path, ("rows", "posterior"))
+    for k, path in _score_shards(output_dir, rows):
+        shard = load_shard(path, ("rows", "posterior")) if _holds(path, "posterior") else None
         if shard is None:
+            if required:
+                raise RuntimeError(
+                    f"score shard {path} cannot be read or no longer holds the stored posteriors (it changed "
+                    "during d2c attach)"
+                )
             return None
         want = rows[rows // shard_size == k]
         where = np.searchsorted(shard["rows"], want)

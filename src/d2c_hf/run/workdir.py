@@ -79,13 +79,18 @@ def save_shard(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     atomic_write(path, lambda handle: np.savez(handle, **arrays))
 
 
-def load_shard(path: Path, required: Sequence[str]) -> dict[str, np.ndarray] | None:
-    """A finished shard's arrays, or None if the file is missing or unreadable (then it is recomputed)."""
+def load_shard(
+    path: Path, required: Sequence[str], names: Sequence[str] | None = None
+) -> dict[str, np.ndarray] | None:
+    """A finished shard's arrays, or None if the file is missing or unreadable (then it is recomputed).
+    ``names``: read only these arrays (those the file holds; the ``.npz`` members are read one by one, so
+    the others, e.g. a score shard's 16 KB-per-row posteriors, are never read)."""
     if not path.is_file():
         return None
     try:
         with np.load(path, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}
+            wanted = data.files if names is None else [n for n in data.files if n in names or n in required]
+            arrays = {name: data[name] for name in wanted}
     except Exception as err:  # a damaged file (e.g. truncated by hand): recompute, never trust it
         logger.warning("shard file %s is unreadable (%s); it will be recomputed", path, err)
         return None
@@ -101,15 +106,17 @@ def shard_plan(num_items: int, shard_size: int) -> list[tuple[int, int]]:
     return [(start, min(start + shard_size, num_items)) for start in range(0, num_items, shard_size)]
 
 
-def load_all_shards(folder: Path, num_shards: int, required: Sequence[str]) -> list[dict[str, np.ndarray]]:
-    """Every shard of a finished phase, in shard order.
+def load_all_shards(
+    folder: Path, num_shards: int, required: Sequence[str], names: Sequence[str] | None = None
+) -> list[dict[str, np.ndarray]]:
+    """Every shard of a finished phase, in shard order (``names``: only these arrays, as :func:`load_shard`).
 
     Raises:
         RuntimeError naming how many (and which first) shard is missing, and that rerunning computes it.
     """
     shards, missing = [], []
     for k in range(num_shards):
-        arrays = load_shard(shard_path(folder, k, num_shards), required)
+        arrays = load_shard(shard_path(folder, k, num_shards), required, names)
         if arrays is None:
             missing.append(k)
         shards.append(arrays)
@@ -130,6 +137,7 @@ def iter_shards(folder: Path, num_shards: int, required: Sequence[str]) -> Itera
         arrays = load_shard(shard_path(folder, k, num_shards), required)
         _raise_missing(folder, num_shards, [k] if arrays is None else [])
         yield arrays
+        del arrays  # before the next shard is read: one shard in memory, not two
 
 
 def _raise_missing(folder: Path, num_shards: int, missing: Sequence[int]) -> None:

@@ -16,12 +16,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..utils.checks import check_new_output_dir, check_positive_int, check_positive_number, check_seed
 from ..utils.checksums import write_record
+from ..utils.columns import formatted_column
 from ..utils.files import staged_dir, write_json
 from ..utils.hub import model_provenance, resolve_device
 from ..utils.images import dataset_pixels, first_image_side, pixels_to_tensor
@@ -223,9 +223,7 @@ def train_scorer(
 
     # ---- data: the whole dataset as one tensor -----------------------------------------------------------
     pixels = dataset_pixels(dataset, image_column, resolution, what="train_scorer")
-    labels = torch.from_numpy(
-        np.asarray(dataset.with_format("numpy", columns=[label_column])[:][label_column])
-    )
+    labels = torch.from_numpy(formatted_column(dataset, label_column))
     labels = labels.to(torch.int64)
     if vae_model is not None:
         vae_model = vae_model.to(device_)

@@ -32,6 +32,58 @@ def column_array(dataset, column: str) -> np.ndarray:
     return read_fixed_shape(dataset, column, shape, dtype, torch.device("cpu")).numpy()
 
 
+def formatted_column(dataset, column: str) -> np.ndarray:
+    """``np.asarray(dataset.with_format("numpy")[:][column])`` of a numeric column, read through Arrow.
+
+    The same array as ``datasets``' numpy formatter gives (integers as int64, floats as float32, other
+    dtypes as stored; ``(N,)`` for scalars, ``(N, *shape)`` for fixed-shape features and for lists of one
+    length per row), without its per-row Python objects. A column it cannot read that way (missing values,
+    ragged or nested lists, strings) goes through the formatter itself, so every result stays as before.
+    """
+    from datasets import List, Sequence
+
+    feature = dataset.features[column]
+    column_values = arrow_column(dataset, column)
+    values = None
+    if len(column_values) and not column_values.null_count:  # (an empty column: the formatter's (0,) float32)
+        if fixed_shape(feature) is not None or _numeric_value(feature):
+            values = column_array(dataset, column)
+        elif isinstance(feature, (List, Sequence)) and _numeric_value(feature.feature):
+            values = _uniform_list(column_values)
+    if values is None or values.dtype == object:
+        return np.asarray(dataset.with_format("numpy", columns=[column])[:][column])
+    if np.issubdtype(values.dtype, np.integer):
+        return values.astype(np.int64, copy=False)
+    if np.issubdtype(values.dtype, np.floating):
+        return values.astype(np.float32, copy=False)
+    return values
+
+
+def _numeric_value(feature: Any) -> bool:
+    from datasets import ClassLabel, Value
+
+    if isinstance(feature, ClassLabel):
+        return True
+    return isinstance(feature, Value) and (
+        feature.dtype.startswith(("int", "uint", "float")) or feature.dtype == "bool"
+    )
+
+
+def _uniform_list(chunked) -> np.ndarray | None:
+    """A list column whose rows all hold the same number of values -> ``(N, d)``; else None."""
+    import pyarrow.compute as pc
+
+    array = chunked.combine_chunks()
+    lengths = pc.list_value_length(array).to_numpy(zero_copy_only=False)
+    if lengths.size and (lengths != lengths[0]).any():
+        return None
+    values = array.flatten()  # honours slicing offsets
+    if values.null_count:
+        return None
+    width = int(lengths[0]) if lengths.size else 0
+    return values.to_numpy(zero_copy_only=False).reshape(len(array), width)
+
+
 def fixed_shape(feature: Any) -> tuple[int, ...] | None:
     """The per-row shape of a fixed-shape feature (``Array2D/3D``, fixed-length ``List``), else None."""
     from datasets import Array2D, Array3D, Array4D, Array5D, List, Sequence, Value

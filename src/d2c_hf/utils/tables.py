@@ -42,4 +42,81 @@ def write_batches(path: str | os.PathLike, features: Any, batches: Iterable[Mapp
     return Dataset.from_file(str(path))
 
 
-__all__ = ["write_batches"]
+def dataset_from_arrays(columns: Mapping[str, Any], features: Any):
+    """``Dataset.from_dict(columns, features=features)`` (in memory) for one-dimensional numpy columns,
+    converted column by column through Arrow: ``from_dict`` encodes every value as a Python object first
+    (3.3 s and ~220 bytes per row for 1.28M rows of three scalar columns, against 0.07 s here). The same
+    table: each column is cast to its feature by ``datasets`` itself."""
+    import numpy as np
+    import pyarrow as pa
+    from datasets import Dataset, Features
+
+    arrays = {}
+    for name, values in columns.items():
+        values = np.asarray(values)
+        if values.ndim != 1:
+            raise ValueError(
+                f"column {name!r} has shape {values.shape}; dataset_from_arrays takes 1-D columns"
+            )
+        arrays[name] = pa.array(values)
+    return Dataset.from_dict(arrays, features=Features(features))
+
+
+def read_saved_columns(folder: str | os.PathLike, names: Iterable[str]) -> dict[str, Any]:
+    """The columns ``names`` (those it has) of a ``Dataset.save_to_disk`` folder as numpy arrays, read with
+    pyarrow alone: the same arrays as ``column_array(load_from_disk(folder), name)`` for scalar and
+    fixed-length list columns (``(N, *shape)`` in the stored dtype, no per-row objects).
+
+    ``datasets`` is not imported, on purpose: ``d2c select`` reads three columns of the merged scores (0.1 s
+    for 1.28M rows) and importing ``datasets`` cost it 2-3 s more on this machine, most of the command. The
+    folder is ``save_to_disk``'s layout: Arrow IPC stream files listed in ``state.json``. A folder with
+    anything else (an indices mapping) is read through ``datasets`` instead."""
+    import json
+
+    import pyarrow as pa
+
+    folder = Path(folder)
+    state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+    files = [folder / entry["filename"] for entry in state.get("_data_files") or []]
+    if not files or state.get("_indices_data_files") or not all(f.is_file() for f in files):
+        from datasets import load_from_disk
+
+        from .columns import column_array
+
+        table = load_from_disk(str(folder))
+        return {name: column_array(table, name) for name in names if name in table.column_names}
+    tables = [pa.ipc.open_stream(pa.memory_map(str(f))).read_all() for f in files]
+    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    return {
+        name: _fixed_shape_numpy(table.column(name), name) for name in names if name in table.column_names
+    }
+
+
+def _fixed_shape_numpy(column: Any, name: str):
+    """A scalar or fixed-size-list ``pyarrow.ChunkedArray`` -> ``(N, *shape)`` numpy array, one copy."""
+    import numpy as np
+    import pyarrow as pa
+
+    parts = []
+    empty = column.type.storage_type if isinstance(column.type, pa.ExtensionType) else column.type
+    for chunk in column.chunks or [pa.array([], type=empty)]:  # an empty table may have no chunk
+        if chunk.null_count:
+            raise ValueError(f"column {name!r} has missing values; it cannot be read as one array")
+        values = chunk.storage if isinstance(chunk, pa.ExtensionArray) else chunk
+        shape = []
+        while pa.types.is_fixed_size_list(values.type):
+            shape.append(values.type.list_size)
+            values = values.flatten()  # honours the chunk's offset
+        if pa.types.is_nested(values.type):
+            raise ValueError(f"column {name!r} ({column.type}) is not a scalar or fixed-length list column")
+        if pa.types.is_integer(values.type) or pa.types.is_floating(values.type):
+            # a view of the values buffer (copied below): pyarrow's to_numpy imports pandas (1-2 s)
+            dtype = np.dtype(values.type.to_pandas_dtype())
+            flat = np.frombuffer(values.buffers()[1], dtype, len(values), values.offset * dtype.itemsize)
+        else:
+            flat = values.to_numpy(zero_copy_only=False)
+        parts.append(flat.reshape(len(chunk), *shape))
+    return parts[0].copy() if len(parts) == 1 else np.concatenate(parts)
+
+
+__all__ = ["dataset_from_arrays", "read_saved_columns", "write_batches"]
