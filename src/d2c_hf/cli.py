@@ -824,7 +824,9 @@ def benchmark_main(argv: list[str] | None = None) -> int:
         reference_split=args.reference_split,
         holdout=args.holdout,
         jobs=args.jobs,
-        threads=args.threads,
+        threads=1
+        if args.quick and args.threads is None
+        else args.threads,  # tiny models: threads only add overhead
         train_script=args.train_script,
         report_only=args.report_only,
         command=command,

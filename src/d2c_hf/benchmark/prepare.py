@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,8 @@ def prepare(settings: BenchmarkSettings, data: LabelledSplits, work: Path) -> di
                 "or delete it"
             )
         return record
+    for stale in work.glob(f".{PREPARED}.tmp-*"):  # left by a preparation that was killed
+        shutil.rmtree(stale, ignore_errors=True)
     res, tokens = settings.resolution, settings.num_tokens
     started = time.perf_counter()
     timings: dict[str, float] = {}

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import platform
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -93,15 +95,8 @@ def run_benchmark(
         report_only: train nothing; report the runs already in the cache (a grid still running).
         command: the command line recorded in the report.
     """
-    import torch
 
     from ..demo import load_train_script
-    from .analysis import analyse
-    from .data import load_labelled_images
-    from .evaluator import METRIC_KEYS, SampleQuality, load_evaluator
-    from .prepare import PREPARED, load_prepared_arrays, prepare
-    from .report import render
-    from .runs import cached_runs, plan, run_all
 
     if not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
@@ -112,6 +107,60 @@ def run_benchmark(
     load_train_script(train_script)  # fail before any work if it is missing
     work, out = Path(work_dir), Path(output_dir)
     started = time.perf_counter()
+    with _limited_threads(threads):  # this process too: the preparation, and the runs when jobs == 1
+        return _run(
+            dataset, settings, work=work, out=out, started=started, name=name, image_column=image_column,
+            label_column=label_column, split=split, reference_split=reference_split, holdout=holdout, jobs=jobs,
+            threads=threads, train_script=train_script, report_only=report_only, command=command,
+        )  # fmt: skip
+
+
+@contextlib.contextmanager
+def _limited_threads(threads: int | None) -> Iterator[None]:
+    """torch's and the BLAS libraries' threads set to ``threads`` for the block (``None``: unchanged)."""
+    if threads is None:
+        yield
+        return
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with threadpool_limits(threads):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run(
+    dataset: Any,
+    settings: BenchmarkSettings,
+    *,
+    work: Path,
+    out: Path,
+    started: float,
+    name: str,
+    image_column: str,
+    label_column: str,
+    split: str | None,
+    reference_split: str | None,
+    holdout: float,
+    jobs: int,
+    threads: int | None,
+    train_script: str | None,
+    report_only: bool,
+    command: str | None,
+) -> Path:
+    import torch
+
+    from .analysis import analyse
+    from .data import load_labelled_images
+    from .evaluator import METRIC_KEYS, SampleQuality, load_evaluator
+    from .prepare import PREPARED, load_prepared_arrays, prepare
+    from .report import render
+    from .runs import cached_runs, plan, run_all
+
     data = load_labelled_images(
         dataset,
         image_column=image_column,
