@@ -24,7 +24,17 @@ import numpy as np
 from .evaluator import METRIC_KEYS
 from .settings import FULL_SPLIT, RANDOM, BenchmarkSettings
 
-__all__ = ["CONTRAST_METRICS", "analyse", "contrast", "regime", "summarise"]
+__all__ = [
+    "CONTRAST_METRICS",
+    "analyse",
+    "contrast",
+    "evaluator_spread",
+    "final_metrics",
+    "per_seed",
+    "regime",
+    "regime_row",
+    "summarise",
+]
 
 CONTRAST_METRICS = (
     ("fd", "unguided"),
@@ -78,7 +88,7 @@ def summarise(runs: Sequence[Mapping[str, Any]], threshold: float | None) -> dic
     from ..evaluation import log_step_area, steps_to_reach
 
     out: dict[str, Any] = {
-        "num_images": _mean_std([r["num_images"] for r in runs])["mean"],
+        "num_images": runs[0]["num_images"],  # per-class counts are fixed by the budget: the same every seed
         "seeds": [r["seed"] for r in runs],
         "shared_with": sorted({r["shared_with"].split("-seed")[0] for r in runs if r.get("shared_with")}),
     }
@@ -102,6 +112,7 @@ def summarise(runs: Sequence[Mapping[str, Any]], threshold: float | None) -> dic
             "per_seed": dict(zip(out["seeds"], reach)),
             "reached": len(reached),
             "median": float(np.median(reached)) if complete else None,
+            "mean": float(np.mean(reached)) if complete else None,
         }
     return out
 
@@ -139,9 +150,11 @@ def contrast(
     return out
 
 
-def _regime_row(
+def regime_row(
     step: int, random_metrics: Sequence[Mapping[str, float]], full_metrics: Sequence[Mapping[str, float]]
 ) -> dict[str, Any]:
+    """FD and class accuracy of random and of the full split (one metrics dict per seed), and their FD gap
+    in pooled seed standard deviations (``None`` with fewer than two seeds)."""
     from ..evaluation import separation
 
     row: dict[str, Any] = {"step": step}
@@ -170,10 +183,10 @@ def regime(
     if not seeds:
         return {}
     checkpoints = [
-        _regime_row(point["step"], [r["curve"][i] for r in random_runs], [r["curve"][i] for r in full_runs])
+        regime_row(point["step"], [r["curve"][i] for r in random_runs], [r["curve"][i] for r in full_runs])
         for i, point in enumerate(full_runs[0]["curve"])
     ]
-    final = _regime_row(
+    final = regime_row(
         full_runs[0]["curve"][-1]["step"],
         [final_metrics(r, "unguided") for r in random_runs],
         [final_metrics(r, "unguided") for r in full_runs],
