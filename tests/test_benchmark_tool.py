@@ -274,3 +274,29 @@ def test_quick_mode_resumes_and_refuses_other_settings(quick_run):
     assert record["num_runs_executed"] == 0 and record["num_runs_done"] == 9
     with pytest.raises(ValueError, match=r"holds runs of other settings \['sit'\]"):
         benchmark_main([*argv, "--steps", "6"])
+
+
+def test_encoder_evaluators_trained_and_named(shapes_dataset, tmp_path):
+    """evaluator="encoder" trains a tiny DINOv2 on the training split (+ a logistic probe); a folder names an
+    encoder to use the same way; both reload from their folder and score images of the benchmark's size."""
+    from d2c_hf.benchmark.data import to_resolution
+    from d2c_hf.benchmark.evaluator import build_evaluator, load_evaluator
+
+    data = load_labelled_images(shapes_dataset, image_column="picture", label_column="kind")
+    train = to_resolution(data.train, 12)
+    pixels = np.stack([np.asarray(im) for im in train["image"]])
+    labels = np.asarray(train["label"])
+    kwargs = {"train_dataset": train, "probe_size": 8, "num_tokens": 9, "resolution": 12, "encoder_steps": 2}
+    record = build_evaluator("encoder", pixels, labels, tmp_path / "trained", **kwargs)
+    assert record["kind"] == "encoder" and record["dim"] == 64 and 0.0 <= record["train_accuracy"] <= 1.0
+    evaluator = load_evaluator(tmp_path / "trained", num_tokens=9, resolution=12)
+    assert evaluator.features(pixels[:5]).shape == (5, 64)
+    assert set(evaluator.classifier.predict(pixels[:5])) <= {0, 1, 2}
+    named = build_evaluator(
+        str(tmp_path / "trained" / "encoder"), pixels, labels, tmp_path / "named", **kwargs
+    )
+    assert named["kind"] == "named encoder" and str(tmp_path / "trained" / "encoder") in named["what"]
+    again = load_evaluator(tmp_path / "named", num_tokens=9, resolution=12)
+    np.testing.assert_allclose(again.features(pixels[:5]), evaluator.features(pixels[:5]))
+    with pytest.raises(FileNotFoundError, match="neither 'pixels', 'encoder' nor a folder"):
+        build_evaluator(str(tmp_path / "missing"), pixels, labels, tmp_path / "x", **kwargs)
