@@ -15,7 +15,8 @@ from datasets import Dataset, DatasetDict, Value, load_dataset
 
 from d2c_hf.cli import info_main
 from d2c_hf.cli import main as cli_main
-from d2c_hf.condensed.dataset import FORMAT_VERSION, INFO_FILENAME, CondensedDataset
+from d2c_hf.condensed.dataset import CondensedDataset
+from d2c_hf.condensed.info import FORMAT_VERSION, INFO_FILENAME
 from d2c_hf.run.condense import condense
 from d2c_hf.selection.strategies import select
 from helpers_condensed import build_condensed, mean_brightness, synthetic_condensed, with_difficulty

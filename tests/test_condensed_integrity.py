@@ -13,7 +13,8 @@ import pytest
 from datasets import Dataset, load_dataset
 
 from d2c_hf.cli import main as cli_main
-from d2c_hf.condensed.dataset import INFO_FILENAME, TABLES_KEY, CondensedDataset
+from d2c_hf.condensed.dataset import CondensedDataset
+from d2c_hf.condensed.info import INFO_FILENAME, TABLES_KEY
 from helpers_condensed import synthetic_condensed
 
 

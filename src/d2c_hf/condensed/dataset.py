@@ -1,4 +1,4 @@
-"""The product of D2C: a condensed dataset, and :func:`condense` which makes one.
+"""The product of D2C: a condensed dataset (the view; its storage, integrity record and info live beside it).
 
 A :class:`CondensedDataset` holds three ``datasets.Dataset`` tables and a JSON record:
 
@@ -11,26 +11,16 @@ A :class:`CondensedDataset` holds three ``datasets.Dataset`` tables and a JSON r
   ``difficulty``), for the card's figures and for re-selecting without re-scoring; optional;
 * ``info`` — provenance: format version, budget, strategy, realised counts, seed, every
   model's id and revision or weights hash, latent scale, resolution, token layout, template,
-  library versions.
+  library versions (:mod:`.info`).
 
-It is saved in one of two layouts, both loaded by :meth:`CondensedDataset.load`:
-
-``save_to_disk(path)``: ``d2c_info.json``, ``samples/``, ``classes/``, ``scores/``
-(``datasets.save_to_disk`` folders: memory-mapped, fastest to load), ``README.md`` + ``figures/``.
-
-``save_hub_folder(dir)`` / ``push_to_hub(repo_id)``: the Hub layout, parquet shards for the
-configs ``default`` (``data/``), ``classes`` and ``scores``, a ``README.md`` dataset card whose
-YAML ``configs:`` block makes ``load_dataset(repo)`` and ``load_dataset(repo, "classes")`` work,
-``d2c_info.json`` and ``figures/``.
+It is saved in one of two layouts, both loaded by :meth:`CondensedDataset.load` (:mod:`.storage`), and
+checked on load against the record its save wrote (:mod:`.integrity`). :func:`d2c_hf.condense` makes one.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,23 +29,12 @@ import numpy as np
 import torch
 
 from ..utils.columns import column_numpy, feature_summary, fixed_shape, leaf_dtype, read_fixed_shape
-from ..utils.files import json_round_trip, read_json, staged_dir, write_json
+from . import storage
+from .info import FORMAT_VERSION, check_format_version, normalise_info
+from .integrity import tables_record, verify_tables
 
 logger = logging.getLogger(__name__)
 
-#: Version of the on-disk format. Bump it when a reader of the previous version would
-#: misread a new dataset; :meth:`CondensedDataset.load` refuses other versions.
-FORMAT_VERSION = 1
-INFO_FILENAME = "d2c_info.json"
-README_FILENAME = "README.md"
-FIGURES_DIR = "figures"
-#: config name -> folder of its parquet shards in the Hub layout
-HUB_DIRS = {"default": "data", "classes": "classes", "scores": "scores"}
-#: table -> folder in the save_to_disk layout
-DISK_DIRS = {"samples": "samples", "classes": "classes", "scores": "scores"}
-#: key of d2c_info.json that records each saved table (row count, fingerprint); see tables_record()
-TABLES_KEY = "tables"
-SPLIT = "train"
 #: what training_arrays can return: name -> (table, column)
 TRAINING_ARRAYS = {
     "latents": ("samples", "latents"),
@@ -65,67 +44,7 @@ TRAINING_ARRAYS = {
     "text_embeds": ("classes", "text_embeds"),
     "text_mask": ("classes", "text_mask"),
 }
-#: the ``info`` keys of the built-in Attach parts (always present; ``None`` when not attached)
-BUILTIN_INFO_KEYS = ("latents", "visual", "text")
 DEFAULT_TRAINING_ARRAYS = ("latents", "labels", "visual_embeds", "text_embeds", "text_mask")
-
-
-# --------------------------------------------------------------------------------------
-# arrow helpers
-# --------------------------------------------------------------------------------------
-
-
-def _normalise_info(info: Mapping[str, Any]) -> dict[str, Any]:
-    """A JSON round trip, so that ``info`` after load equals ``info`` before save."""
-    return json_round_trip(dict(info))
-
-
-def _check_format_version(info: Mapping[str, Any], where: str) -> None:
-    from ..version import __version__
-
-    version = info.get("format_version")
-    if version == FORMAT_VERSION:
-        return
-    if version is None:
-        raise ValueError(
-            f"{where} has no 'format_version' in its {INFO_FILENAME}; it is not a condensed dataset"
-        )
-    advice = (
-        "upgrade d2c-hf to read it"
-        if isinstance(version, int) and version > FORMAT_VERSION
-        else "re-create it with this version (condense(...).save_to_disk)"
-    )
-    raise ValueError(
-        f"{where} uses condensed-dataset format version {version!r}, but d2c-hf {__version__} reads format "
-        f"version {FORMAT_VERSION}; {advice}"
-    )
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of the libraries whose behaviour the stored data depends on."""
-    import importlib.metadata as md
-
-    out = {}
-    for name in (
-        "d2c-hf",
-        "torch",
-        "datasets",
-        "diffusers",
-        "transformers",
-        "huggingface_hub",
-        "numpy",
-        "pyarrow",
-    ):
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            continue
-    return out
-
-
-# --------------------------------------------------------------------------------------
-# the dataset
-# --------------------------------------------------------------------------------------
 
 
 class CondensedDataset:
@@ -155,9 +74,9 @@ class CondensedDataset:
                 raise TypeError(f"{name} must be a datasets.Dataset, got {type(table).__name__}")
         if "label" not in samples.column_names:
             raise ValueError(f"samples needs a 'label' column; it has {samples.column_names}")
-        info = _normalise_info(info or {})
+        info = normalise_info(info or {})
         info.setdefault("format_version", FORMAT_VERSION)
-        _check_format_version(info, "info")
+        check_format_version(info, "info")
         self.samples = samples
         self.classes = classes
         self.scores = scores
@@ -360,7 +279,7 @@ class CondensedDataset:
             out[name] = tensor.to(target)
         return out
 
-    # -- saving ------------------------------------------------------------------------
+    # -- saving and loading (the layouts: storage.py; the integrity record: integrity.py) ----------
     def save_to_disk(self, path: str | os.PathLike, overwrite: bool = False, card: bool = True) -> Path:
         """Save to a folder, atomically.
 
@@ -377,66 +296,11 @@ class CondensedDataset:
         Returns:
             the path.
         """
-        path = Path(path).expanduser()
-        if path.exists():
-            if not overwrite:
-                raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
-            if not path.is_dir() or (any(path.iterdir()) and not (path / INFO_FILENAME).is_file()):
-                raise FileExistsError(
-                    f"refusing to overwrite {path}: it is not a condensed dataset (no {INFO_FILENAME}); "
-                    "choose another path or remove it yourself"
-                )
-        with staged_dir(path, "the condensed dataset") as staging:
-            self._write_disk_layout(staging, card=card)
-        logger.info("saved %r to %s", self, path)
-        return path
-
-    def _write_disk_layout(self, folder: Path, card: bool) -> None:
-        for name, directory in DISK_DIRS.items():
-            table = getattr(self, name)
-            if table is not None:
-                table.save_to_disk(str(folder / directory))
-        if card:
-            self._write_card(folder, repo_id=None)
-        # the info file goes last: a folder without it is never mistaken for a finished dataset
-        write_json(folder / INFO_FILENAME, self._info_with_tables())
-
-    def _write_card(self, folder: Path, repo_id: str | None) -> None:
-        from .card import make_figures, render_card
-
-        try:
-            figures = make_figures(self, folder / FIGURES_DIR)
-        except Exception as err:  # a figure is decoration: never lose the dataset over one
-            logger.warning(
-                "the dataset card's figures could not be drawn (%s: %s); writing the card without them",
-                type(err).__name__,
-                err,
-            )
-            shutil.rmtree(folder / FIGURES_DIR, ignore_errors=True)
-            figures = {}
-        relative = {name: f"{FIGURES_DIR}/{p.name}" for name, p in figures.items()}
-        (folder / README_FILENAME).write_text(
-            render_card(self, figures=relative, repo_id=repo_id), encoding="utf-8"
-        )
+        return storage.save_to_disk(self, path, overwrite=overwrite, card=card)
 
     def hub_configs(self) -> list[dict[str, Any]]:
         """The README ``configs:`` entries of the Hub layout."""
-        configs = [
-            {
-                "config_name": "default",
-                "data_files": [{"split": SPLIT, "path": f"{HUB_DIRS['default']}/{SPLIT}-*"}],
-                "default": True,
-            }
-        ]
-        for name in ("classes", "scores"):
-            if getattr(self, name) is not None:
-                configs.append(
-                    {
-                        "config_name": name,
-                        "data_files": [{"split": SPLIT, "path": f"{HUB_DIRS[name]}/{SPLIT}-*"}],
-                    }
-                )
-        return configs
+        return storage.hub_configs(self)
 
     def save_hub_folder(
         self,
@@ -454,23 +318,9 @@ class CondensedDataset:
         with the ``configs:`` block. ``load_dataset(folder)`` and ``load_dataset(folder, "classes")``
         read it back.
         """
-        folder = Path(folder).expanduser()
-        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-            raise FileExistsError(f"{folder} exists and is not an empty folder; choose a new folder")
-        folder.mkdir(parents=True, exist_ok=True)
-        _write_parquet_shards(self.samples, folder / HUB_DIRS["default"], max_shard_size)
-        for name in ("classes", "scores"):
-            table = getattr(self, name)
-            if table is not None:
-                _write_parquet_shards(table, folder / HUB_DIRS[name], max_shard_size)
-        write_json(folder / INFO_FILENAME, self._info_with_tables())
-        if card:
-            self._write_card(folder, repo_id=repo_id)
-        else:
-            from .card import render_card
-
-            (folder / README_FILENAME).write_text(render_card(self, repo_id=repo_id), encoding="utf-8")
-        return folder
+        return storage.save_hub_folder(
+            self, folder, repo_id=repo_id, max_shard_size=max_shard_size, card=card
+        )
 
     def push_to_hub(
         self,
@@ -501,90 +351,23 @@ class CondensedDataset:
         Returns:
             the ``CommitInfo`` of the upload.
         """
-        from huggingface_hub import HfApi
+        return storage.push_to_hub(
+            self,
+            repo_id,
+            private=private,
+            token=token,
+            api=api,
+            commit_message=commit_message,
+            revision=revision,
+            create_pr=create_pr,
+            max_shard_size=max_shard_size,
+        )
 
-        api = api if api is not None else HfApi(token=token)
-        with tempfile.TemporaryDirectory(prefix="d2c-hub-") as tmp:
-            folder = self.save_hub_folder(Path(tmp) / "repo", repo_id=repo_id, max_shard_size=max_shard_size)
-            api.create_repo(repo_id, repo_type="dataset", exist_ok=True, private=private, token=token)
-            return api.upload_folder(
-                folder_path=str(folder),
-                repo_id=repo_id,
-                repo_type="dataset",
-                commit_message=commit_message,
-                token=token,
-                revision=revision,
-                create_pr=create_pr,
-                delete_patterns=[f"{d}/*" for d in (*HUB_DIRS.values(), FIGURES_DIR)],
-            )
-
-    # -- integrity ---------------------------------------------------------------------
     def tables_record(self) -> dict[str, dict[str, Any]]:
         """What a save records about each table, to check a folder on load: ``{table: {"num_rows",
-        "columns", "fingerprint"}}``.
+        "columns", "fingerprint"}}`` (see :func:`d2c_hf.condensed.integrity.tables_record`)."""
+        return tables_record(storage.tables_of(self))
 
-        The fingerprint is a SHA-256 over the table's column names and features and the values of its
-        scalar columns (``label``, ``source_index``, ``difficulty``, ``name``, ``prompt``...): it
-        identifies *which* rows a table holds (a selection, its labels and scores) and costs one read
-        of those small columns, not of the images or arrays.
-        """
-        record = {}
-        for name in DISK_DIRS:
-            table = getattr(self, name)
-            if table is not None:
-                record[name] = {
-                    "num_rows": len(table),
-                    "columns": list(table.column_names),
-                    "fingerprint": table_fingerprint(table),
-                }
-        return record
-
-    def _info_with_tables(self) -> dict[str, Any]:
-        return {**self.info, TABLES_KEY: self.tables_record()}
-
-    def _verify(self, where: str, record: Mapping[str, Any] | None) -> None:
-        """Check what was read against the record written at save time (see :meth:`tables_record`)."""
-        if record is None:  # written before the record existed: check what the info implies
-            if "text" in (self.info.get("attach") or []) and self.classes is None:
-                raise ValueError(
-                    f"{where} is damaged: its {INFO_FILENAME} says class text was attached, but the classes "
-                    "table is missing; restore it or re-create the dataset"
-                )
-            counts = self.info.get("counts")
-            if isinstance(counts, list) and sum(counts) != len(self.samples):
-                raise ValueError(
-                    f"{where} is damaged: samples has {len(self.samples)} rows but its {INFO_FILENAME} "
-                    f"records {sum(counts)}; restore the folder or re-create the dataset"
-                )
-            return
-        got = self.tables_record()
-        for name, expected in record.items():
-            if name not in got:
-                raise ValueError(
-                    f"{where} is damaged: the {name!r} table ({expected['num_rows']} rows) recorded in its "
-                    f"{INFO_FILENAME} is missing; restore it from a copy or re-create the dataset"
-                )
-            if got[name]["num_rows"] != expected["num_rows"]:
-                raise ValueError(
-                    f"{where}: the {name!r} table has {got[name]['num_rows']} rows but its {INFO_FILENAME} "
-                    f"records {expected['num_rows']}; the data files were changed or partly copied after the "
-                    "save: copy the folder again whole, or re-create the dataset"
-                )
-            if got[name]["fingerprint"] != expected["fingerprint"]:
-                raise ValueError(
-                    f"{where}: the {name!r} table read is not the one saved with this {INFO_FILENAME} (content "
-                    "fingerprint differs): the data files were modified, or a stale cache answered for them. "
-                    "Copy the folder again whole or re-create it; read local folders with "
-                    "CondensedDataset.load(folder), which reads the folder's own files"
-                )
-        extra = sorted(set(got) - set(record))
-        if extra:
-            raise ValueError(
-                f"{where} holds table(s) {extra} that its {INFO_FILENAME} does not record; the folder mixes "
-                "two saves: re-create it"
-            )
-
-    # -- loading -----------------------------------------------------------------------
     @classmethod
     def load(
         cls,
@@ -609,138 +392,12 @@ class CondensedDataset:
             ValueError: a folder that is not a condensed dataset, one written in another format version
                 (both versions are named), or one whose tables do not match its ``d2c_info.json``.
         """
-        path = Path(path_or_repo_id).expanduser()
-        if path.exists():
-            if not path.is_dir():
-                raise ValueError(f"{path} is a file; a condensed dataset is a folder")
-            info_file = path / INFO_FILENAME
-            if not info_file.is_file():
-                hint = ""
-                if (path / "state.json").is_file() or (path / "dataset_dict.json").is_file():
-                    hint = " It looks like a plain datasets folder: use datasets.load_from_disk."
-                raise ValueError(
-                    f"{path} is not a condensed dataset: it has no {INFO_FILENAME} (expected a folder written by "
-                    f"CondensedDataset.save_to_disk or save_hub_folder).{hint}"
-                )
-            info = read_json(info_file, "the condensed dataset's info")
-            _check_format_version(info, str(path))
-            record = info.pop(TABLES_KEY, None)
-            if (path / DISK_DIRS["samples"] / "state.json").is_file():
-                tables = _read_disk_tables(path)
-            elif (path / HUB_DIRS["default"]).is_dir():
-                tables = _read_local_hub_tables(path, **load_kwargs)
-            else:
-                raise ValueError(
-                    f"{path} has a {INFO_FILENAME} but neither {DISK_DIRS['samples']}/ nor "
-                    f"{HUB_DIRS['default']}/: the save is incomplete; re-create the dataset"
-                )
-            where = str(path)
-        else:
-            name = str(path_or_repo_id)
-            if os.path.isabs(name) or name.startswith((".", "~")) or name.count("/") != 1:
-                raise FileNotFoundError(
-                    f"no condensed dataset at {name!r} (not a folder, and not a Hub id 'user/name')"
-                )
-            info = read_json(_hub_info_file(name, revision=revision, token=token), f"the info of {name!r}")
-            _check_format_version(info, f"Hub dataset {name!r}")
-            record = info.pop(TABLES_KEY, None)
-            tables = _read_hub_tables(name, revision=revision, token=token, **load_kwargs)
-            where = f"Hub dataset {name!r}"
-        condensed = cls(tables["samples"], tables["classes"], info, scores=tables["scores"])
-        condensed._verify(where, record)
-        return condensed
-
-
-def table_fingerprint(table) -> str:
-    """SHA-256 of a table's column names, features and scalar columns' values (see
-    :meth:`CondensedDataset.tables_record`)."""
-    import hashlib
-
-    from datasets import ClassLabel, Value
-
-    digest = hashlib.sha256()
-    digest.update(json.dumps(table.features.to_dict(), sort_keys=True).encode())
-    for column, feature in table.features.items():
-        if not isinstance(feature, (Value, ClassLabel)):
-            continue
-        values = column_numpy(table, column)
-        if values.dtype == object:
-            data = "\x00".join("\x01" if v is None else str(v) for v in values.tolist()).encode()
-        else:
-            data = np.ascontiguousarray(values).tobytes()
-        digest.update(f"{column}:{values.dtype}:{len(values)}:".encode())
-        digest.update(data)
-    return digest.hexdigest()
-
-
-def _read_disk_tables(path: Path) -> dict[str, Any]:
-    from datasets import load_from_disk
-
-    tables = {}
-    for name, directory in DISK_DIRS.items():
-        folder = path / directory
-        if not (folder / "state.json").is_file():
-            tables[name] = None
-            continue
-        try:
-            tables[name] = load_from_disk(str(folder))
-        except Exception as err:  # pyarrow / datasets errors do not name the file
-            raise ValueError(
-                f"{folder} cannot be read ({type(err).__name__}: {err}); the condensed dataset is damaged: "
-                "restore the folder from a copy or re-create the dataset"
-            ) from err
-    return tables
-
-
-def _read_local_hub_tables(path: Path, **load_kwargs) -> dict[str, Any]:
-    """A local Hub-layout folder's tables, read from its own parquet files (cache keyed by the files)."""
-    from datasets import load_dataset
-
-    tables = {}
-    for (name, _), directory in zip(DISK_DIRS.items(), HUB_DIRS.values()):
-        files = sorted(str(f) for f in (path / directory).glob(f"{SPLIT}-*.parquet"))
-        if not files:
-            tables[name] = None
-            continue
-        try:
-            tables[name] = load_dataset("parquet", data_files={SPLIT: files}, split=SPLIT, **load_kwargs)
-        except Exception as err:  # pyarrow errors do not name the file
-            raise ValueError(
-                f"{path / directory} cannot be read ({type(err).__name__}: {err}); the condensed dataset is "
-                "damaged: restore the folder from a copy or re-create the dataset"
-            ) from err
-    return tables
-
-
-def _hub_info_file(repo_id: str, *, revision: str | None, token: str | None) -> Path:
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
-
-    try:
-        return Path(
-            hf_hub_download(repo_id, INFO_FILENAME, repo_type="dataset", revision=revision, token=token)
+        tables, info, record, where = storage.read_condensed(
+            path_or_repo_id, revision=revision, token=token, **load_kwargs
         )
-    except (OSError, EntryNotFoundError) as err:
-        raise FileNotFoundError(
-            f"{repo_id!r} is not a local folder, and its {INFO_FILENAME} could not be fetched as a Hub dataset "
-            f"({type(err).__name__}: {err})"
-        ) from err
-
-
-def _read_hub_tables(
-    repo_id: str, *, revision: str | None, token: str | None, **load_kwargs
-) -> dict[str, Any]:
-    """A Hub repo's tables through ``load_dataset`` (cached per commit, so never stale)."""
-    from datasets import get_dataset_config_names, load_dataset
-
-    access = {k: v for k, v in (("revision", revision), ("token", token)) if v is not None}
-    configs = set(get_dataset_config_names(repo_id, **access))
-    return {
-        name: load_dataset(repo_id, config, split=SPLIT, **access, **load_kwargs)
-        if config in configs
-        else None
-        for name, config in zip(DISK_DIRS, HUB_DIRS)
-    }
+        condensed = cls(tables["samples"], tables["classes"], info, scores=tables["scores"])
+        verify_tables(tables, condensed.info, where, record)
+        return condensed
 
 
 def _min_median_max(counts: np.ndarray) -> str:
@@ -749,109 +406,4 @@ def _min_median_max(counts: np.ndarray) -> str:
     return f"{int(counts.min())}/{float(np.median(counts)):g}/{int(counts.max())}"
 
 
-def _write_parquet_shards(dataset, folder: Path, max_shard_size: str | int) -> list[Path]:
-    """``datasets``' own push_to_hub sharding, written locally: shards of at most ``max_shard_size``,
-    external image files embedded, row groups sized for the dataset viewer."""
-    from datasets.arrow_writer import (
-        get_writer_batch_size_from_data_size,
-        get_writer_batch_size_from_features,
-    )
-    from datasets.features.features import require_decoding
-    from datasets.table import embed_table_storage
-    from datasets.utils.py_utils import convert_file_size_to_int
-
-    folder.mkdir(parents=True, exist_ok=True)
-    rows = len(dataset)
-    table_rows = max(dataset.data.num_rows, 1)
-    nbytes = int(dataset.data.nbytes * rows / table_rows)
-    num_shards = max(1, min(max(rows, 1), nbytes // convert_file_size_to_int(max_shard_size) + 1))
-    batch_size = get_writer_batch_size_from_features(
-        dataset.features
-    ) or get_writer_batch_size_from_data_size(max(rows, 1), max(nbytes, 1))
-    embed = any(require_decoding(f, ignore_decode_attribute=True) for f in dataset.features.values())
-    paths = []
-    for index in range(num_shards):
-        shard = dataset.shard(num_shards=num_shards, index=index, contiguous=True).with_format(None)
-        if embed and len(shard):
-            shard = shard.with_format("arrow").map(
-                embed_table_storage, batched=True, batch_size=batch_size, keep_in_memory=True
-            )
-        path = folder / f"{SPLIT}-{index:05d}-of-{num_shards:05d}.parquet"
-        shard.to_parquet(str(path), batch_size=batch_size)
-        paths.append(path)
-    return paths
-
-
-def build_info(
-    *,
-    source: Mapping[str, Any],
-    class_names: Sequence[str],
-    ratio: float | None,
-    selection: Mapping[str, Any],
-    interval: int | str,
-    feature_column: str | None,
-    labels: np.ndarray,
-    scoring: Mapping[str, Any] | None,
-    parts: Mapping[str, Mapping[str, Any] | None],
-    attach: Sequence[str],
-    resolution: int,
-    patch_size: int,
-    seed: int,
-    notes: Sequence[str] | None,
-    **extra: Any,
-) -> dict[str, Any]:
-    """The ``info`` record of a condensed dataset (``d2c_info.json``), shared by :func:`condense`
-    and the sharded ``d2c condense`` so both describe a result in exactly the same keys.
-
-    ``selection`` is :meth:`SelectionResult.to_dict`; ``labels`` are the selected rows' labels (for
-    the realised per-class counts); ``parts`` is each attached part's record by name (the built-in parts'
-    keys ``latents``, ``visual``, ``text`` are always there, ``None`` when not attached; a registered part's
-    record follows them under its name); ``extra`` keys (e.g. ``distributed``) are appended."""
-    from ..version import __version__
-
-    selection_info = dict(selection)
-    selection_info.update(
-        {
-            "interval": selection["params"].get("interval", interval)
-            if selection["strategy"] == "interval"
-            else None,
-            "interval_requested": interval,
-            "seed": seed,
-            "feature_column": feature_column,
-        }
-    )
-    counts = np.bincount(np.asarray(labels, np.int64), minlength=len(class_names))
-    return {
-        "format_version": FORMAT_VERSION,
-        "method": "D2C",
-        "paper": "arXiv:2507.05914",
-        "d2c_hf_version": __version__,
-        "library_versions": library_versions(),
-        "source": dict(source),
-        "num_classes": len(class_names),
-        "class_names": list(class_names),
-        "budget": {
-            "ratio": ratio,
-            "images_per_class": selection["images_per_class"],
-            "total": selection["total"],
-        },
-        "counts": counts.tolist(),
-        "selection": selection_info,
-        "scoring": scoring,
-        **{name: parts.get(name) for name in BUILTIN_INFO_KEYS},
-        "attach": list(attach),
-        "resolution": resolution,
-        "patch_size": patch_size,
-        "num_visual_tokens": (parts.get("visual") or {}).get("num_tokens"),
-        "seed": seed,
-        "notes": list(notes or []),
-        **{name: record for name, record in parts.items() if name not in BUILTIN_INFO_KEYS},
-        **extra,
-    }
-
-
-def scores_features(class_label):
-    """The features of the ``scores`` table: ``source_index`` int64, ``label`` (``class_label``), ``difficulty`` float32."""
-    from datasets import Features, Value
-
-    return Features({"source_index": Value("int64"), "label": class_label, "difficulty": Value("float32")})
+__all__ = ["DEFAULT_TRAINING_ARRAYS", "TRAINING_ARRAYS", "CondensedDataset"]

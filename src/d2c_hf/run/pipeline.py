@@ -35,7 +35,8 @@ from ..attach.parts import (
     part_columns,
     part_transform,
 )
-from ..condensed.dataset import CondensedDataset, build_info, scores_features
+from ..condensed.dataset import CondensedDataset
+from ..condensed.info import build_info, scores_features
 from ..selection.reliability import Reliability, check_reliability
 from ..utils.columns import column_numpy
 from ..utils.spaces import AUTO, DEFAULT_VAE, PIXEL_SPACE
