@@ -55,13 +55,11 @@ def plot_map(path: Path, results: Mapping[str, Any], budget_labels: Sequence[str
     import matplotlib.pyplot as plt
 
     rows = list(results["map"].values())
-    fig, axes = plt.subplots(
-        1,
-        len(MAP_PANELS),
-        figsize=(2.0 + 2.4 * len(budget_labels) * len(MAP_PANELS), 1.6 + 0.62 * len(rows)),
-        squeeze=False,
-    )
-    for ax, (key, panel_title, lower_better) in zip(axes[0], MAP_PANELS):
+    width = 1.3 * max(2, len(budget_labels)) + 0.4
+    height = 0.5 * max(2, len(rows)) + 1.0
+    fig, axes = plt.subplots(2, 2, figsize=(2 * width + 3.2, 2 * height + 0.6), squeeze=False)
+    for n, (key, panel_title, lower_better) in enumerate(MAP_PANELS):
+        ax = axes[n // 2][n % 2]
         values = np.full((len(rows), len(budget_labels)), np.nan)
         texts = [["" for _ in budget_labels] for _ in rows]
         for i, row in enumerate(rows):
@@ -71,7 +69,7 @@ def plot_map(path: Path, results: Mapping[str, Any], budget_labels: Sequence[str
                     texts[i][j] = "—"
                     continue
                 values[i, j] = entry["mean"]
-                digits = 2 if key.startswith("fd") else 3
+                digits = 3
                 star = "*" if len(entry["per_seed"]) > 1 and (entry["low"] > 0 or entry["high"] < 0) else ""
                 texts[i][j] = (
                     f"{entry['mean']:+.{digits}f}{star}\n[{entry['low']:+.{digits}f}, "
@@ -96,7 +94,7 @@ def plot_map(path: Path, results: Mapping[str, Any], budget_labels: Sequence[str
         ax.set_xticks(range(len(budget_labels)))
         ax.set_xticklabels(budget_labels, fontsize=8)
         ax.set_yticks(range(len(rows)))
-        ax.set_yticklabels([r["name"] for r in rows] if ax is axes[0][0] else [], fontsize=8)
+        ax.set_yticklabels([r["name"] for r in rows] if n % 2 == 0 else [], fontsize=8)
         ax.set_title(panel_title, fontsize=9)
         ax.set_xlabel("budget", fontsize=8)
     fig.suptitle(title, fontsize=10)
