@@ -300,3 +300,20 @@ def test_encoder_evaluators_trained_and_named(shapes_dataset, tmp_path):
     np.testing.assert_allclose(again.features(pixels[:5]), evaluator.features(pixels[:5]))
     with pytest.raises(FileNotFoundError, match="neither 'pixels', 'encoder' nor a folder"):
         build_evaluator(str(tmp_path / "missing"), pixels, labels, tmp_path / "x", **kwargs)
+
+
+def test_string_labels_of_a_reference_are_encoded_by_the_training_names(shapes_dataset):
+    d = shapes_dataset.rename_columns({"picture": "image"})
+    names = np.asarray(SHAPES)[np.asarray(d["kind"])].tolist()
+    d = d.remove_columns("kind").add_column("label", names)  # plain strings
+    rows = np.arange(len(d))
+    train = d.select(rows[rows % 3 > 0])
+    reference = d.select([i for i in rows if i % 3 == 0 and names[i] != "circle"])  # no circle at all
+    data = load_labelled_images(DatasetDict({"train": train, "test": reference}))
+    assert data.class_names == ("circle", "cross", "square")  # sorted by the encoding of the training split
+    expected = [data.class_names.index(names[i]) for i in rows if i % 3 == 0 and names[i] != "circle"]
+    assert data.reference["label"] == expected and 0 not in expected
+    other = reference.cast_column("label", ClassLabel(names=["square", "cross", "circle"]))
+    with pytest.raises(ValueError, match="would not mean the same classes"):
+        load_labelled_images(DatasetDict({"train": train.cast_column("label", ClassLabel(names=list(SHAPES))),
+                                          "test": other}))  # fmt: skip

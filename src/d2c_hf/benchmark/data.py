@@ -47,7 +47,7 @@ class LabelledSplits:
     identity: dict[str, Any]
 
 
-def _open(source: Any, resolution: int, split: str | None) -> tuple[Any, str]:
+def _open(source: Any, resolution: int) -> tuple[Any, str]:
     """The ``Dataset`` / ``DatasetDict`` behind ``source``, and a name for it."""
     from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 
@@ -109,13 +109,13 @@ def load_labelled_images(
     Raises:
         ValueError / TypeError / FileNotFoundError naming the column, split or argument.
     """
-    from datasets import ClassLabel, DatasetDict
+    from datasets import ClassLabel, DatasetDict, Value
 
     from ..data.inputs import prepare_dataset
 
     if not 0.0 < float(holdout) < 1.0:
         raise ValueError(f"holdout must lie in (0, 1), got {holdout!r}")
-    data, name = _open(source, resolution, split)
+    data, name = _open(source, resolution)
     ref = None
     if isinstance(data, DatasetDict):
         names = list(data)
@@ -140,11 +140,25 @@ def load_labelled_images(
         train, train_name, ref_name = data, None, None
     train, info = prepare_dataset(train, image_column, label_column)
     train = train.select_columns([image_column, label_column])
-    if ref is not None:
-        ref, ref_info = prepare_dataset(ref, image_column, label_column, num_classes=info.num_classes)
-        ref = ref.select_columns([image_column, label_column])
     names = tuple(info.names)
     label_feature = ClassLabel(names=list(names))
+    if ref is not None:
+        if image_column not in ref.column_names or label_column not in ref.column_names:
+            raise ValueError(
+                f"the reference split {ref_name!r} lacks the column {image_column!r} or {label_column!r}; "
+                f"its columns: {ref.column_names}"
+            )
+        ref_labels = ref.features[label_column]
+        if isinstance(ref_labels, ClassLabel) and list(ref_labels.names) != list(names):
+            raise ValueError(
+                f"the reference split {ref_name!r} names its classes {ref_labels.names[:5]}..., the training split "
+                f"{list(names)[:5]}...: the label ids would not mean the same classes"
+            )
+        if isinstance(ref_labels, Value) and ref_labels.dtype in ("string", "large_string"):
+            # encode by the training split's names (an unknown name raises), not by the reference's own set
+            ref = ref.cast_column(label_column, label_feature)
+        ref, _ = prepare_dataset(ref, image_column, label_column, num_classes=info.num_classes)
+        ref = ref.select_columns([image_column, label_column])
 
     def normalise(d: Any) -> Any:
         d = d.rename_columns({c: n for c, n in ((image_column, "image"), (label_column, "label")) if c != n})
