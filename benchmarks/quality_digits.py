@@ -1352,10 +1352,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.report_from:
         saved = json.loads(Path(args.report_from).read_text())
         return render(output_dir, settings_from_json(saved["settings"]), saved)
-    from d2c_hf.demo import load_train_script
+    from d2c_hf.demo import train_script_command
 
     settings = settings_from_args(args)
-    load_train_script(args.train_script)  # fail before any work if it is missing
+    train_script_command(args.train_script)  # fail before any work if it is missing
     command = "python benchmarks/quality_digits.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     work = Path(args.work_dir or "quality_digits_work")
     work.mkdir(parents=True, exist_ok=True)

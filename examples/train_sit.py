@@ -37,6 +37,7 @@ from d2c_hf.train.checkpoints import (
     CHECKPOINT_RE,
     DATA_STATE_NAME,
     EMA_STATE_NAME,
+    VALIDATION_DIR,
     WEIGHTS_NAME,
     check_checkpoint_config,
     find_checkpoint,
@@ -44,6 +45,7 @@ from d2c_hf.train.checkpoints import (
     prune_checkpoints,
     resume_verdict,
 )
+from d2c_hf.utils.files import staged_dir
 
 logger = logging.getLogger("train_sit")
 
@@ -156,6 +158,13 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
     )
     run.add_argument("--validation_steps", type=int, default=10_000, help="Sample a grid every N steps.")
     run.add_argument("--num_validation_images", type=int, default=16)
+    run.add_argument(
+        "--save_validation_pipelines",
+        action="store_true",
+        help="Also save the EMA pipeline at every validation step (and the last) under "
+        f"<output_dir>/{VALIDATION_DIR}/step-NNNNNN, to evaluate them outside the training process "
+        "(what `d2c demo` and `d2c benchmark` do).",
+    )
     run.add_argument(
         "--validation_classes",
         nargs="+",
@@ -683,7 +692,8 @@ def main(args: argparse.Namespace, eval_callback=None) -> dict[str, Any]:
 
     def validate(step: int) -> None:
         """Grid (and eval_callback) from the EMA weights in eval mode; training state untouched."""
-        if accelerator.is_main_process and (args.num_validation_images or eval_callback is not None):
+        wanted = args.num_validation_images or eval_callback is not None or args.save_validation_pipelines
+        if accelerator.is_main_process and wanted:
             unwrapped = accelerator.unwrap_model(model)
             ema.store(unwrapped.parameters())
             ema.copy_to(unwrapped.parameters())
@@ -708,6 +718,10 @@ def main(args: argparse.Namespace, eval_callback=None) -> dict[str, Any]:
                         samples.append(str(path))
                     if eval_callback is not None:
                         eval_callback(step, pipeline)
+                    if args.save_validation_pipelines:
+                        target = output_dir / VALIDATION_DIR / f"step-{step:06d}"
+                        with staged_dir(target, f"the validation pipeline of step {step}") as staging:
+                            pipeline.save_pretrained(staging)
             finally:
                 ema.restore(unwrapped.parameters())
                 unwrapped.train()
@@ -836,7 +850,13 @@ def main(args: argparse.Namespace, eval_callback=None) -> dict[str, Any]:
                 repo_id=repo_id,
                 folder_path=str(output_dir),
                 commit_message=f"SiT trained on {args.dataset} (d2c-hf train_sit.py, step {global_step})",
-                ignore_patterns=["checkpoint-*", ".checkpoint-*", ".pipeline-*", f"{args.logging_dir}/*"],
+                ignore_patterns=[
+                    "checkpoint-*",
+                    ".checkpoint-*",
+                    ".pipeline-*",
+                    f"{VALIDATION_DIR}/*",
+                    f"{args.logging_dir}/*",
+                ],
             )
     accelerator.wait_for_everyone()
     accelerator.end_training()
@@ -845,6 +865,5 @@ def main(args: argparse.Namespace, eval_callback=None) -> dict[str, Any]:
 
 if __name__ == "__main__":
     outcome = main(parse_args())
-    print(
-        json.dumps({k: outcome[k] for k in ("output_dir", "global_step", "final_loss", "samples")}, indent=2)
-    )
+    # one JSON line, the last on stdout: what a launcher (d2c demo, d2c benchmark) reads back
+    print(json.dumps({k: outcome[k] for k in ("output_dir", "global_step", "final_loss", "samples")}))

@@ -636,7 +636,7 @@ def demo_main(argv: list[str] | None = None) -> int:
 
     output = Path(args.output_dir).expanduser().resolve()
     demo.check_output_dir(output, args.overwrite)
-    demo.load_train_script(args.train_script)  # fail before any work if a given script is missing
+    demo.train_script_command(args.train_script)  # fail before any work if a given script is missing
     settings = demo.QUICK if args.quick else demo.FULL
     result = demo.run_demo(output, settings, seed=args.seed, train_script=args.train_script, quick=args.quick)
     print()

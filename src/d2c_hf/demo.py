@@ -22,14 +22,12 @@ What it runs (every step is the library's public code path, at toy scale):
 8. **Report**: ``metrics.md``/``metrics.json``, a metric-vs-step plot and a ``README.md`` saying what is
    where. The folder is built beside the target and renamed into place when complete.
 
-The helpers (:func:`load_train_script`, :func:`build_stand_in_encoders`, :class:`DigitsQuality`,
+The helpers (:func:`train_script_command`, :func:`build_stand_in_encoders`, :class:`DigitsQuality`,
 :func:`train_sit_run`, ...) are shared with ``benchmarks/quality_digits.py``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
 import json
 import logging
 import math
@@ -39,7 +37,6 @@ import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -171,36 +168,20 @@ QUICK = DemoSettings(
 # --------------------------------------------------------------------------------------
 
 
-def load_train_script(path: str | os.PathLike | None = None) -> ModuleType:
-    """The training script: ``examples/train_sit.py``, shipped in the package as
-    ``d2c_hf.examples.train_sit`` (so a wheel install runs the demo too), or a user's modified copy at
-    ``path``. Raises ``FileNotFoundError`` / ``ImportError`` naming what is wrong before any work starts.
-    """
+def train_script_command(path: str | os.PathLike | None = None) -> list[str]:
+    """How to launch the training script: ``examples/train_sit.py`` as shipped in the package
+    (``python -m d2c_hf.examples.train_sit``, so a wheel install runs the demo too), or a user's modified
+    copy at ``path``. The library launches the script in a subprocess, as a user would; it never imports it.
+    Raises ``FileNotFoundError`` naming a missing copy before any work starts."""
     if path is None:
-        return importlib.import_module("d2c_hf.examples.train_sit")
+        return [sys.executable, "-m", "d2c_hf.examples.train_sit"]
     candidate = Path(path).expanduser().resolve()
     if not candidate.is_file():
         raise FileNotFoundError(
             f"the training script {candidate} does not exist; pass a copy of examples/train_sit.py, or leave "
             "--train-script out to use the packaged one"
         )
-    if candidate not in _TRAIN_MODULES:
-        spec = importlib.util.spec_from_file_location(f"d2c_user_train_sit_{len(_TRAIN_MODULES)}", candidate)
-        if spec is None or spec.loader is None:
-            raise ImportError(f"cannot import {candidate} as a Python module")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-        for name in ("parse_args", "main"):
-            if not callable(getattr(module, name, None)):
-                raise ImportError(
-                    f"{candidate} has no {name}() function; is it a copy of examples/train_sit.py?"
-                )
-        _TRAIN_MODULES[candidate] = module
-    return _TRAIN_MODULES[candidate]
-
-
-_TRAIN_MODULES: dict[Path, ModuleType] = {}
+    return [sys.executable, str(candidate)]
 
 
 def build_stand_in_text_encoder(folder: str | os.PathLike, seed: int = 0) -> Path:
@@ -412,24 +393,6 @@ class DigitsQuality:
         return self.score_images(to_uint8_images(dataset.select(rows.tolist())["image"]), labels[rows])
 
 
-@contextlib.contextmanager
-def preserved_global_rng():
-    """Restore Python's, NumPy's and torch's global RNG states on exit: ``examples/train_sit.py`` is a
-    script and seeds them (``accelerate.utils.set_seed``); called in-process it must not change them
-    for the caller."""
-    import random
-
-    states = random.getstate(), np.random.get_state()  # noqa: NPY002 - saving the legacy global state is the point
-    with torch.random.fork_rng(
-        devices=list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    ):
-        try:
-            yield
-        finally:
-            random.setstate(states[0])
-            np.random.set_state(states[1])  # noqa: NPY002
-
-
 def selection_montage(
     dataset: Any,
     scores: np.ndarray,
@@ -493,45 +456,61 @@ def train_sit_run(
     train_script: str | os.PathLike | None = None,
     evaluate_at: Collection[int] | None = None,
 ) -> dict[str, Any]:
-    """Train a SiT with ``examples/train_sit.py`` on a condensed set; score it at every validation step
-    (only at the steps in ``evaluate_at`` and the last one, if given).
+    """Train a SiT with ``examples/train_sit.py`` (launched in a subprocess with this process's torch thread
+    count) on a condensed set; score the EMA pipeline of every validation step with ``quality`` (only at the
+    steps in ``evaluate_at`` and the last one, if given).
 
-    Returns ``train_sit.main``'s result plus ``"curve"``: ``[{"step": s, **metrics}, ...]`` (empty
-    without ``quality``), ``"train_seconds"`` and ``"eval_seconds"`` (the part of it spent scoring).
+    The script saves each validation step's pipeline (``--save_validation_pipelines``); they are scored here
+    once the training has finished, then removed.
+
+    Returns the script's result (``output_dir``, ``pipeline_dir``, ``global_step``, ``final_loss``,
+    ``samples``) plus ``"curve"``: ``[{"step": s, **metrics}, ...]`` (empty without ``quality``),
+    ``"train_seconds"`` and ``"eval_seconds"`` (the part of it spent scoring).
     """
-    module = load_train_script(train_script)
-    args = module.parse_args(
-        settings.args(dataset_dir, output_dir, use_text=use_text, use_visual=use_visual, seed=seed)
-    )
-    curve: list[dict[str, float]] = []
-    wanted = None if evaluate_at is None else {int(s) for s in evaluate_at} | {settings.max_train_steps}
-    eval_seconds = 0.0
+    import shutil
+    import subprocess
 
-    def on_eval(step: int, pipeline: Any) -> None:
-        nonlocal eval_seconds
-        if wanted is not None and int(step) not in wanted:
-            return
-        start = time.perf_counter()
-        metrics = quality(pipeline)
-        curve.append({"step": int(step), **metrics})
-        eval_seconds += time.perf_counter() - start
-        logger.info(
-            "step %d: %s (%.1fs)",
-            step,
-            ", ".join(f"{k}={metrics[k]:.4g}" for k in METRIC_KEYS),
-            time.perf_counter() - start,
-        )
+    from .train.checkpoints import VALIDATION_DIR
 
+    argv = settings.args(dataset_dir, output_dir, use_text=use_text, use_visual=use_visual, seed=seed)
+    if quality is not None:
+        argv.append("--save_validation_pipelines")
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     start = time.perf_counter()
-    with (
-        preserved_global_rng()
-    ):  # the script seeds the global RNGs (accelerate's set_seed); the caller's stay as they were
-        result = dict(module.main(args, eval_callback=on_eval if quality is not None else None))
+    done = subprocess.run(
+        [*train_script_command(train_script), *argv], env=env, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.strip().splitlines()[-15:])
+        raise RuntimeError(
+            f"examples/train_sit.py failed (exit code {done.returncode}) for {output_dir}:\n{tail}"
+        )
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    result: dict[str, Any] = json.loads(lines[-1])
+    result["pipeline_dir"] = result["output_dir"]
+    curve: list[dict[str, float]] = []
+    eval_seconds = 0.0
+    folder = Path(output_dir) / VALIDATION_DIR
+    if quality is not None:
+        wanted = None if evaluate_at is None else {int(s) for s in evaluate_at} | {settings.max_train_steps}
+        for path in sorted(folder.glob("step-*")):
+            step = int(path.name.removeprefix("step-"))
+            if wanted is not None and step not in wanted:
+                continue
+            begin = time.perf_counter()
+            metrics = quality(load_pipeline(path))
+            curve.append({"step": step, **metrics})
+            eval_seconds += time.perf_counter() - begin
+            logger.info(
+                "step %d: %s (%.1fs)",
+                step,
+                ", ".join(f"{k}={metrics[k]:.4g}" for k in METRIC_KEYS),
+                time.perf_counter() - begin,
+            )
+        shutil.rmtree(folder, ignore_errors=True)
     result["train_seconds"] = time.perf_counter() - start
     result["eval_seconds"] = eval_seconds
-    # a final evaluation at the last step is part of the contract; keep one entry per step
-    by_step = {entry["step"]: entry for entry in curve}
-    result["curve"] = [by_step[s] for s in sorted(by_step)]
+    result["curve"] = curve
     return result
 
 

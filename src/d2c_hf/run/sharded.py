@@ -479,10 +479,10 @@ def merge_scores(output_dir: str | os.PathLike) -> dict[str, Any]:
     The dataset-level step happens here, once every row is scored: with ``standardize_timesteps`` the
     merged ``difficulty`` is the mean z-score of the per-timestep errors over all scored rows (the shards
     keep the raw mean), and the reliability is computed from the halves
-    (:func:`d2c_hf.selection.scorer.finish_scores`)."""
+    (:func:`d2c_hf.selection.score_dataset.finish_scores`)."""
     from datasets import Array2D, ClassLabel, Features, List, Value
 
-    from ..selection.scorer import finish_scores
+    from ..selection.score_dataset import finish_scores
     from ..utils.tables import write_batches
 
     output_dir = Path(output_dir)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -20,6 +20,8 @@ from ..utils.hub import (
     load_pretrained,
     read_repo_json,
 )
+from ..utils.spaces import AUTO, DEFAULT_VAE
+from ..utils.vae import downsample_factor, latent_channels, load_vae
 from .estimator import (
     MIDPOINTS,
     STRATIFIED,
@@ -270,6 +272,92 @@ def detect_prediction_type(model: Any) -> str:
     )
 
 
+class DenoiserContract(NamedTuple):
+    """What a scorer reads off its model (and VAE): see :func:`read_contract`."""
+
+    prediction_type: str
+    channels: int  # C, the model's input channels (3 in pixel space, the VAE's latent channels otherwise)
+    learned_sigma: bool  # out_channels == 2C: only the first half is compared
+    num_classes: int
+    factor: int  # the VAE's downsampling factor (1 in pixel space)
+    resolution: int  # side of the ADM centre crop in pixels
+    latent_size: int  # side of the model's input: resolution // factor
+
+
+def read_contract(
+    model: Any, vae: Any, resolution: int | None, prediction_type: str | None
+) -> DenoiserContract:
+    """Check that ``model`` is a class-conditional denoiser that can score in ``vae``'s space (``None``: pixel
+    space) at ``resolution`` (``None``: the model's ``sample_size`` times the VAE's factor), and read its
+    contract. Raises ``ValueError`` naming the mismatch and the fix."""
+    if prediction_type is None:
+        prediction_type = detect_prediction_type(model)
+    elif prediction_type not in PREDICTION_TYPES:
+        raise ValueError(
+            f"prediction_type must be one of {PREDICTION_TYPES} or None, got {prediction_type!r}"
+        )
+    model_name = type(model).__name__
+    in_channels = config_value(model, "in_channels")
+    if in_channels is None:
+        raise ValueError(
+            f"{model_name} has no config.in_channels; DifficultyScorer needs a diffusers-style config"
+        )
+    channels = int(in_channels)
+    expected = latent_channels(vae)
+    if channels != expected:
+        if vae is None:
+            space, hint = (
+                "pixel space (3 channels)",
+                "pass vae=... (an AutoencoderKL with that many latent channels)",
+            )
+        else:
+            space = f"the VAE's latent space ({expected} channels)"
+            hint = "pass the VAE the model was trained with, or vae='pixel' for a pixel-space model"
+        raise ValueError(f"{model_name} takes {channels} input channels but scores in {space}; {hint}")
+    out_channels = config_value(model, "out_channels")
+    if out_channels is not None and int(out_channels) not in (channels, 2 * channels):
+        raise ValueError(
+            f"{model_name} has out_channels={out_channels} for in_channels={channels}; expected "
+            f"{channels} or {2 * channels} (learned sigma)"
+        )
+    num_classes = config_value(model, *NUM_CLASSES_KEYS)
+    if num_classes is None:
+        raise ValueError(
+            f"{model_name} is not class-conditional: its config has none of {', '.join(NUM_CLASSES_KEYS)}. "
+            "The difficulty is the denoising loss given each image's label, so the scorer must take class "
+            "labels: use a class-conditional DiT/SiT, a UNet2DModel with num_class_embeds, or train one on "
+            "your data with train_scorer"
+        )
+    factor = downsample_factor(vae)
+    sample_size = config_value(model, "sample_size", "input_size")
+    if isinstance(sample_size, (list, tuple)):
+        sample_size = sample_size[0]
+    if resolution is None:
+        if sample_size is None:
+            raise ValueError(f"{model_name} has no config.sample_size; pass resolution=...")
+        resolution = int(sample_size) * factor
+    resolution = check_positive_int(resolution, "resolution")
+    if resolution % factor:
+        raise ValueError(
+            f"resolution={resolution} is not a multiple of the VAE's downsampling factor {factor}"
+        )
+    if sample_size is not None and resolution // factor != int(sample_size):
+        raise ValueError(
+            f"resolution={resolution} gives {resolution // factor}x{resolution // factor} model inputs "
+            f"but {model_name} was built for {sample_size}x{sample_size} (resolution "
+            f"{int(sample_size) * factor}); pass resolution={int(sample_size) * factor} or None"
+        )
+    return DenoiserContract(
+        prediction_type=prediction_type,
+        channels=channels,
+        learned_sigma=out_channels is not None and int(out_channels) == 2 * channels,
+        num_classes=int(num_classes),
+        factor=factor,
+        resolution=resolution,
+        latent_size=resolution // factor,
+    )
+
+
 # --------------------------------------------------------------------------------------
 # loading: pipeline folder | folder with transformer/ | bare model folder, Hub id or local
 # --------------------------------------------------------------------------------------
@@ -349,3 +437,51 @@ def load_model(repo: str) -> tuple[Any, dict[str, Any] | None, bool]:
     scheduler = read_repo_json(repo, "scheduler_config.json", "scheduler") if subfolder else None
     has_vae = subfolder is not None and read_repo_json(repo, "config.json", "vae") is not None
     return model, scheduler, has_vae
+
+
+def resolve_scorer(model: Any, vae: Any, prediction_type: str | None) -> tuple[Any, Any, Any, str]:
+    """What :meth:`DifficultyScorer.from_pretrained <d2c_hf.selection.scorer.DifficultyScorer.from_pretrained>`
+    loads: ``(model, vae_or_None, scheduler_config_or_None, prediction_type)`` from a Hub id / local folder
+    or a loaded model, and ``vae`` (normalised: ``"auto"``, ``None`` for pixel space, a reference or a
+    loaded ``AutoencoderKL``). ``"auto"`` is the repo's own ``vae/``, else pixel space for a 3-channel
+    model, else the paper's SD VAE."""
+    import os
+
+    scheduler = None
+    repo: str | None = None
+    repo_has_vae = False
+    if isinstance(model, (str, os.PathLike)):
+        repo = str(model)
+        model, scheduler, repo_has_vae = load_model(repo)
+    elif not isinstance(model, torch.nn.Module):
+        raise TypeError(
+            f"model must be a Hub id, a local folder or a loaded model, got {type(model).__name__}"
+        )
+    check_denoiser(model)
+    if isinstance(vae, str) and vae == AUTO:
+        if repo_has_vae:
+            vae_model = load_vae(repo)
+        elif int(config_value(model, "in_channels") or 3) == 3:
+            vae_model = None  # a pixel-space model
+        else:
+            vae_model = load_vae(DEFAULT_VAE)
+    else:
+        vae_model = load_vae(vae)
+    scheduler_class = str((scheduler or {}).get("_class_name", ""))
+    flow_scheduler = scheduler_class.startswith("FlowMatch")
+    scheduled = (scheduler or {}).get("prediction_type")
+    if scheduled not in (None, "epsilon") and not flow_scheduler:
+        raise ValueError(
+            f"the scorer's scheduler declares prediction_type={scheduled!r}; DifficultyScorer scores epsilon "
+            "(noise) and flow (velocity) models only"
+        )
+    if prediction_type is None:
+        try:
+            prediction_type = detect_prediction_type(model)
+        except ValueError:
+            if not flow_scheduler:
+                raise
+            prediction_type = "flow"  # an unknown model class shipped with a flow-matching scheduler
+    if prediction_type == "flow" or flow_scheduler:
+        scheduler = None  # the DDPM betas apply to epsilon models only
+    return model, vae_model, scheduler, prediction_type

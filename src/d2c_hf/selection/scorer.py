@@ -46,146 +46,47 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..data.inputs import check_labels
 from ..utils.checks import check_positive_int, check_seed
-from ..utils.hub import (
-    check_fork_safe,
-    model_provenance,
-    resolve_device,
-    resolve_dtype,
-)
-from ..utils.images import pixels_to_tensor, preprocess_images
-from ..utils.spaces import AUTO, DEFAULT_VAE, normalise_vae
-from ..utils.vae import (
-    downsample_factor,
-    encode_posterior,
-    latent_channels,
-    latent_scale,
-    load_vae,
-    scale_latents,
-)
+from ..utils.hub import model_provenance, resolve_device, resolve_dtype
+from ..utils.images import pixels_to_tensor
+from ..utils.signatures import check_option_names, forwards_options_to, keyword_options
+from ..utils.spaces import AUTO, normalise_vae
+from ..utils.vae import encode_posterior, latent_scale, load_vae, scale_latents
 from .denoisers import (
-    NUM_CLASSES_KEYS,
     PREDICTION_TYPES,
     EpsilonAdapter,
     FlowAdapter,
     check_denoiser,
-    config_value,
-    detect_prediction_type,
-    load_model,
     model_prediction,
+    read_contract,
+    resolve_scorer,
 )
-from .estimator import (
-    DEFAULT_PROBE_ROWS,
-    MIDPOINTS,
-    PROBE_CLASSES,
-    STRATIFIED,
-    check_estimator,
-)
-from .noise import pixel_keys, probe_draws, sample_bin_offsets, sample_noise, value_keys
-from .reliability import (
-    DEFAULT_WARN_RELIABILITY,
-    Reliability,
-    Standardization,
-    check_reliability,
-    check_threshold,
-    not_computable,
-    reliability_from_halves,
+from .estimator import DEFAULT_PROBE_ROWS, MIDPOINTS, PROBE_CLASSES, STRATIFIED, check_estimator
+from .monte_carlo import MonteCarlo, ScoredBatch
+from .noise import pixel_keys, probe_draws
+from .reliability import DEFAULT_WARN_RELIABILITY, Reliability, Standardization, check_threshold
+from .score_dataset import (
+    DIFFICULTY_COLUMN,
+    HALVES_COLUMN,
+    PER_TIMESTEP_COLUMN,
+    apply_scorer,
+    check_label_range,
+    finish_scores,
+    score_rows,
 )
 
 logger = logging.getLogger(__name__)
 
-DIFFICULTY_COLUMN = "difficulty"
-PER_TIMESTEP_COLUMN = "difficulty_per_timestep"
 #: Bump when the scores change for the same config (invalidates ``datasets`` caches).
 FINGERPRINT_VERSION = 1
 SCORER_INFO_FILE = "d2c_scorer.json"
-HALVES_COLUMN = "difficulty_halves"
-
-
-# --------------------------------------------------------------------------------------
-# the scorer
-# --------------------------------------------------------------------------------------
-
-
-def finish_scores(
-    per_timestep: np.ndarray | None, halves: np.ndarray | None, labels: np.ndarray, config: Mapping[str, Any]
-):
-    """The dataset-level step after every row is scored: the per-timestep standardisation (with
-    ``standardize_timesteps``) and the reliability.
-
-    Args:
-        per_timestep: ``(N, T)`` raw per-timestep errors (needed with ``standardize_timesteps``).
-        halves: ``(N, T, 2)`` what :meth:`score_batch` returned, or ``None``.
-        labels: ``(N,)`` class ids.
-        config: the scorer's :attr:`DifficultyScorer.config` (``num_draws``, ``antithetic``,
-            ``standardize_timesteps``, ``reliability_probe``, ``num_timesteps``): a merge of score shards
-            has only the recorded config.
-
-    Returns:
-        ``(difficulty or None, standardization or None, reliability)``: the standardised scores when
-        ``standardize_timesteps`` (else ``None``: the raw mean stands), the statistics used, and the
-        :class:`~d2c_hf.selection.reliability.Reliability` report (not computable, with the reason, when nothing
-        tracked it).
-    """
-    stats = difficulty = None
-    if bool(config.get("standardize_timesteps")):
-        if per_timestep is None:
-            raise ValueError("standardize_timesteps needs the per-timestep errors of every row")
-        stats = Standardization.fit(per_timestep)
-        difficulty = stats.apply(per_timestep)
-    details: dict[str, Any] = {
-        "num_timesteps": int(config["num_timesteps"]),
-        "antithetic": bool(config.get("antithetic")),
-        "standardized": bool(config.get("standardize_timesteps")),
-    }
-    if halves is None or len(halves) == 0:
-        reason = (
-            "one noise draw per timestep and no probe: score with num_draws >= 2 (split halves, no extra "
-            "forward pass) or reliability_probe > 0"
-        )
-        if halves is not None:
-            reason = "no rows"
-        report = not_computable(reason, num_draws=int(config.get("num_draws", 1)), **details)
-    else:
-        probed = int(config.get("num_draws", 1)) == 1
-        probe = (
-            config.get("reliability_probe") if isinstance(config.get("reliability_probe"), Mapping) else {}
-        )
-        if probed:
-            details.update(
-                probe_rows=probe.get("rows"),
-                probe_classes=probe.get("classes"),
-                extra_forward_passes=int(np.isfinite(halves[:, 0, 1]).sum())
-                * int(config["num_timesteps"])
-                * (2 if bool(config.get("antithetic")) else 1),
-            )
-        report = reliability_from_halves(
-            halves,
-            labels,
-            num_draws=int(config.get("num_draws", 1)),
-            standardization=stats,
-            probe=probed,
-            details=details,
-        )
-    return difficulty, stats, report
-
-
-class ScoredBatch(NamedTuple):
-    """One batch's scores: ``difficulty`` ``(B,)`` and ``per_timestep`` ``(B, T)`` float32 (means over the
-    draws), and ``halves`` ``(B, T, 2)`` float32 or ``None`` (what the reliability needs; see
-    :meth:`DifficultyScorer.score_batch`)."""
-
-    difficulty: np.ndarray
-    per_timestep: np.ndarray
-    halves: np.ndarray | None
 
 
 class DifficultyScorer:
@@ -279,72 +180,12 @@ class DifficultyScorer:
         self.image_column, self.label_column, self.key_column = image_column, label_column, key_column
         self.return_per_timestep = bool(return_per_timestep)
 
-        # ---- the model's contract: channels, classes, size, prediction type ------------------------
-        if prediction_type is None:
-            prediction_type = detect_prediction_type(model)
-        elif prediction_type not in PREDICTION_TYPES:
-            raise ValueError(
-                f"prediction_type must be one of {PREDICTION_TYPES} or None, got {prediction_type!r}"
-            )
-        self.prediction_type = prediction_type
-        model_name = type(model).__name__
-        in_channels = config_value(model, "in_channels")
-        if in_channels is None:
-            raise ValueError(
-                f"{model_name} has no config.in_channels; DifficultyScorer needs a diffusers-style config"
-            )
-        self.channels = int(in_channels)
-        expected = latent_channels(vae)
-        if self.channels != expected:
-            if vae is None:
-                space, hint = (
-                    "pixel space (3 channels)",
-                    "pass vae=... (an AutoencoderKL with that many latent channels)",
-                )
-            else:
-                space = f"the VAE's latent space ({expected} channels)"
-                hint = "pass the VAE the model was trained with, or vae='pixel' for a pixel-space model"
-            raise ValueError(
-                f"{model_name} takes {self.channels} input channels but scores in {space}; {hint}"
-            )
-        out_channels = config_value(model, "out_channels")
-        if out_channels is not None and int(out_channels) not in (self.channels, 2 * self.channels):
-            raise ValueError(
-                f"{model_name} has out_channels={out_channels} for in_channels={self.channels}; expected "
-                f"{self.channels} or {2 * self.channels} (learned sigma)"
-            )
-        self.learned_sigma = out_channels is not None and int(out_channels) == 2 * self.channels
-        num_classes = config_value(model, *NUM_CLASSES_KEYS)
-        if num_classes is None:
-            raise ValueError(
-                f"{model_name} is not class-conditional: its config has none of {', '.join(NUM_CLASSES_KEYS)}. "
-                "The difficulty is the denoising loss given each image's label, so the scorer must take class "
-                "labels: use a class-conditional DiT/SiT, a UNet2DModel with num_class_embeds, or train one on "
-                "your data with train_scorer"
-            )
-        self.num_classes = int(num_classes)
-
-        self.factor = downsample_factor(vae)
-        sample_size = config_value(model, "sample_size", "input_size")
-        if isinstance(sample_size, (list, tuple)):
-            sample_size = sample_size[0]
-        if resolution is None:
-            if sample_size is None:
-                raise ValueError(f"{model_name} has no config.sample_size; pass resolution=...")
-            resolution = int(sample_size) * self.factor
-        resolution = check_positive_int(resolution, "resolution")
-        if resolution % self.factor:
-            raise ValueError(
-                f"resolution={resolution} is not a multiple of the VAE's downsampling factor {self.factor}"
-            )
-        if sample_size is not None and resolution // self.factor != int(sample_size):
-            raise ValueError(
-                f"resolution={resolution} gives {resolution // self.factor}x{resolution // self.factor} model inputs "
-                f"but {model_name} was built for {sample_size}x{sample_size} (resolution "
-                f"{int(sample_size) * self.factor}); pass resolution={int(sample_size) * self.factor} or None"
-            )
-        self.resolution = resolution
-        self.latent_size = resolution // self.factor
+        # ---- the model's contract: channels, classes, size, prediction type (denoisers.read_contract) ---
+        contract = read_contract(model, vae, resolution, prediction_type)
+        self.prediction_type = contract.prediction_type
+        self.channels, self.learned_sigma = contract.channels, contract.learned_sigma
+        self.num_classes, self.factor = contract.num_classes, contract.factor
+        self.resolution, self.latent_size = contract.resolution, contract.latent_size
 
         # ---- placement ------------------------------------------------------------------------------
         self.device = resolve_device(device)
@@ -352,45 +193,31 @@ class DifficultyScorer:
         self.model = model.eval().to(self.device)  # eval: no label dropout
         self.vae = load_vae(vae).to(self.device) if vae is not None else None
         self.scaling_factor, self.shift_factor = latent_scale(self.vae)
-        if prediction_type == "epsilon":
+        if self.prediction_type == "epsilon":
             self.adapter: EpsilonAdapter | FlowAdapter = EpsilonAdapter(
                 self.num_timesteps, scheduler, self.timestep_grid
             )
         else:
             self.adapter = FlowAdapter(self.num_timesteps, self.timestep_grid)
         self.adapter.to(self.device)
+        self.monte_carlo = MonteCarlo(
+            self.num_timesteps,
+            self.timestep_grid,
+            self.num_draws,
+            self.antithetic,
+            self.seed,
+            self.max_forward_batch,
+        )
         self._model_provenance = model_provenance(model)
         self._vae_provenance = model_provenance(self.vae) if self.vae is not None else None
         self.num_upsampled = 0  # images smaller than `resolution` seen by this instance (upsampled)
         self._warned_upsampling = False
-        self._defer_upsampling_warning = False
+        self.defer_upsampling_warning = False
 
     # ---- construction ---------------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(
-        cls,
-        model: Any,
-        vae: Any = AUTO,
-        *,
-        num_timesteps: int | None = None,
-        timestep_grid: str | Sequence[float] = MIDPOINTS,
-        num_draws: int = 1,
-        antithetic: bool = False,
-        standardize_timesteps: bool = False,
-        reliability_probe: int = DEFAULT_PROBE_ROWS,
-        warn_reliability: float | None = DEFAULT_WARN_RELIABILITY,
-        seed: int = 0,
-        resolution: int | None = None,
-        batch_size: int = 32,
-        dtype: str | torch.dtype | None = None,
-        device: str | torch.device | None = None,
-        prediction_type: str | None = None,
-        image_column: str = "image",
-        label_column: str = "label",
-        key_column: str | None = None,
-        return_per_timestep: bool = False,
-        max_forward_batch: int | None = None,
-    ) -> DifficultyScorer:
+    @forwards_options_to(__init__, drop=("scheduler",))
+    def from_pretrained(cls, model: Any, vae: Any = AUTO, **options: Any) -> DifficultyScorer:
         """Load a scorer from a Hub id or local folder, or wrap a loaded model.
 
         Args:
@@ -403,81 +230,29 @@ class DifficultyScorer:
                 3-channel model, else the paper's SD VAE (:data:`~d2c_hf.utils.spaces.DEFAULT_VAE`); ``"pixel"`` or
                 ``None`` = pixel space; a folder / Hub id (an ``AutoencoderKL``, or a pipeline with ``vae/``)
                 or a loaded ``AutoencoderKL`` overrides.
-            other arguments: see the class docstring.
+            other keyword arguments: the class's, with the same defaults (declared once, on ``__init__``).
         """
         # cheap checks first: nothing is loaded for an argument that would be refused anyway
-        check_estimator(num_timesteps, timestep_grid, num_draws, antithetic, reliability_probe)
-        check_threshold(warn_reliability, "warn_reliability")
-        check_positive_int(batch_size, "batch_size")
-        if max_forward_batch is not None:
-            check_positive_int(max_forward_batch, "max_forward_batch")
-        check_seed(seed)
-        if prediction_type is not None and prediction_type not in PREDICTION_TYPES:
-            raise ValueError(
-                f"prediction_type must be one of {PREDICTION_TYPES} or None, got {prediction_type!r}"
-            )
-        resolve_dtype(dtype, torch.device("cpu"))
-        vae = normalise_vae(vae)
-        scheduler = None
-        repo: str | None = None
-        repo_has_vae = False
-        if isinstance(model, (str, os.PathLike)):
-            repo = str(model)
-            model, scheduler, repo_has_vae = load_model(repo)
-        elif not isinstance(model, torch.nn.Module):
-            raise TypeError(
-                f"model must be a Hub id, a local folder or a loaded model, got {type(model).__name__}"
-            )
-        check_denoiser(model)
-        if isinstance(vae, str) and vae == AUTO:
-            if repo_has_vae:
-                vae_model = load_vae(repo)
-            elif int(config_value(model, "in_channels") or 3) == 3:
-                vae_model = None  # a pixel-space model
-            else:
-                vae_model = load_vae(DEFAULT_VAE)
-        else:
-            vae_model = load_vae(vae)
-        scheduler_class = str((scheduler or {}).get("_class_name", ""))
-        flow_scheduler = scheduler_class.startswith("FlowMatch")
-        scheduled = (scheduler or {}).get("prediction_type")
-        if scheduled not in (None, "epsilon") and not flow_scheduler:
-            raise ValueError(
-                f"the scorer's scheduler declares prediction_type={scheduled!r}; DifficultyScorer scores epsilon "
-                "(noise) and flow (velocity) models only"
-            )
-        if prediction_type is None:
-            try:
-                prediction_type = detect_prediction_type(model)
-            except ValueError:
-                if not flow_scheduler:
-                    raise
-                prediction_type = "flow"  # an unknown model class shipped with a flow-matching scheduler
-        if prediction_type == "flow" or flow_scheduler:
-            scheduler = None  # the DDPM betas apply to epsilon models only
-        return cls(
-            model,
-            vae_model,
-            scheduler=scheduler,
-            num_timesteps=num_timesteps,
-            timestep_grid=timestep_grid,
-            num_draws=num_draws,
-            antithetic=antithetic,
-            standardize_timesteps=standardize_timesteps,
-            reliability_probe=reliability_probe,
-            warn_reliability=warn_reliability,
-            seed=seed,
-            resolution=resolution,
-            batch_size=batch_size,
-            dtype=dtype,
-            device=device,
-            prediction_type=prediction_type,
-            image_column=image_column,
-            label_column=label_column,
-            key_column=key_column,
-            return_per_timestep=return_per_timestep,
-            max_forward_batch=max_forward_batch,
+        check_option_names(options, cls.__init__, "DifficultyScorer.from_pretrained", drop=("scheduler",))
+        given = {p.name: p.default for p in keyword_options(cls.__init__)} | options
+        check_estimator(
+            *(given[k] for k in ("num_timesteps", "timestep_grid", "num_draws", "antithetic")),
+            given["reliability_probe"],
         )
+        check_threshold(given["warn_reliability"], "warn_reliability")
+        check_positive_int(given["batch_size"], "batch_size")
+        if given["max_forward_batch"] is not None:
+            check_positive_int(given["max_forward_batch"], "max_forward_batch")
+        check_seed(given["seed"])
+        if given["prediction_type"] is not None and given["prediction_type"] not in PREDICTION_TYPES:
+            raise ValueError(
+                f"prediction_type must be one of {PREDICTION_TYPES} or None, got {given['prediction_type']!r}"
+            )
+        resolve_dtype(given["dtype"], torch.device("cpu"))
+        model, vae_model, scheduler, prediction_type = resolve_scorer(
+            model, normalise_vae(vae), given["prediction_type"]
+        )
+        return cls(model, vae_model, scheduler=scheduler, **{**options, "prediction_type": prediction_type})
 
     # ---- description ----------------------------------------------------------------------------------
     @property
@@ -692,7 +467,8 @@ class DifficultyScorer:
         *,
         probe: bool = True,
     ) -> ScoredBatch:
-        """Score a batch and keep what the reliability needs.
+        """Score a batch and keep what the reliability needs (:meth:`MonteCarlo.score
+        <d2c_hf.selection.monte_carlo.MonteCarlo.score>` with this scorer's model and labels).
 
         ``difficulty`` and ``per_timestep`` average the ``num_draws`` draws (each with its antithetic
         mirror); ``halves`` ``(B, T, 2)`` holds the per-timestep errors of two independent estimates: the
@@ -709,36 +485,13 @@ class DifficultyScorer:
         expected = (self.channels, self.latent_size, self.latent_size)
         if x0.ndim != 4 or tuple(x0.shape[1:]) != expected:
             raise ValueError(f"x0 must have shape (B, {expected}), got {tuple(x0.shape)}")
-        steps, draws = self.num_timesteps, self.num_draws
-        track = draws >= 2 or (probe and self.probe is not None)
-        if len(x0) == 0:
-            empty = np.zeros((0, steps), np.float32)
-            return ScoredBatch(
-                np.zeros(0, np.float32), empty, np.zeros((0, steps, 2), np.float32) if track else None
-            )
-        errors = self.draw_errors(x0, labels, keys, range(draws))  # (B, T, D)
-        per_timestep = errors.mean(dim=2) if draws > 1 else errors[:, :, 0]
-        difficulty = per_timestep.mean(dim=1)
-        halves = None
-        if draws >= 2:
-            half = draws // 2
-            halves = (
-                torch.stack(
-                    [errors[:, :, 0 : 2 * half : 2].mean(dim=2), errors[:, :, 1 : 2 * half : 2].mean(dim=2)],
-                    dim=2,
-                )
-                .cpu()
-                .numpy()
-            )
-        elif track:
-            halves = np.full((len(x0), steps, 2), np.nan, np.float32)
-            halves[:, :, 0] = per_timestep.cpu().numpy()
-            mask = self.probe_mask(labels, keys)
-            if mask.any():
-                where = torch.as_tensor(np.flatnonzero(mask), device=x0.device)
-                fresh = self.draw_errors(x0[where], labels[mask], keys[mask], [draws])  # draw 1: fresh noise
-                halves[mask, :, 1] = fresh[:, :, 0].cpu().numpy()
-        return ScoredBatch(difficulty.cpu().numpy(), per_timestep.cpu().numpy(), halves)
+        probed = probe and self.probe is not None and self.num_draws == 1
+        mask = (
+            self.probe_mask(labels, keys) if probed and len(x0) else (np.zeros(0, bool) if probed else None)
+        )
+        return self.monte_carlo.score(
+            self._denoise, self.adapter, self._on_device(x0), self._conditions(labels), keys, mask
+        )
 
     def draw_errors(
         self,
@@ -747,60 +500,34 @@ class DifficultyScorer:
         keys: np.ndarray,
         draws: Sequence[int] | range,
     ) -> torch.Tensor:
-        """The per-(sample, timestep, draw) denoising errors.
+        """The per-(sample, timestep, draw) denoising errors ``(B, T, len(draws))`` float32 on the scorer's
+        device: :meth:`MonteCarlo.draw_errors <d2c_hf.selection.monte_carlo.MonteCarlo.draw_errors>` with this
+        scorer's model and labels."""
+        return self.monte_carlo.draw_errors(
+            self._denoise,
+            self.adapter,
+            self._on_device(x0),
+            self._conditions(labels),
+            np.asarray(keys),
+            draws,
+        )
 
-        For draw d the noise is :func:`sample_noise` ``(..., draw=d)`` (with ``antithetic``, also its
-        negation: the error is the mean of the two), and the timesteps are the grid, or with
-        ``timestep_grid="stratified"`` one per bin from :func:`sample_bin_offsets` ``(..., draw=d)``. All
-        ``B * T * S`` pairs (S = draws, times 2 if antithetic) go through the model in
-        ``ceil(B * T * S / max_forward_batch)`` calls; one draw without antithetic builds exactly the
-        pairs, in the same order, as a one-draw score always has.
-
-        Returns:
-            ``(B, T, len(draws))`` float32 on the scorer's device.
-        """
-        draws = [int(d) for d in draws]
-        batch, steps = len(x0), self.num_timesteps
-        signs = 2 if self.antithetic else 1
-        per_sample = len(draws) * signs * steps  # pairs per sample, ordered (draw, sign, timestep)
+    def _on_device(self, x0: torch.Tensor) -> torch.Tensor:
         if self.model.training:  # a caller may have switched it back: label dropout must stay off
             self.model.eval()
-        x0 = x0.to(self.device)
-        shape = tuple(x0.shape[1:])
-        noise = torch.empty((batch, len(draws), signs, steps, *shape), dtype=torch.float32)
-        times = []
-        for j, d in enumerate(draws):
-            eps = sample_noise(keys, self.seed, steps, shape, draw=d)  # (B, T, C, h, w)
-            noise[:, j, 0] = eps
-            if signs == 2:
-                noise[:, j, 1] = eps.neg()
-            if self.timestep_grid == STRATIFIED:
-                t = self.adapter.stratified(sample_bin_offsets(keys, self.seed, steps, d))  # (B, T)
-            else:
-                t = self.adapter.timesteps.cpu().expand(batch, steps)
-            times.append(t.unsqueeze(1).expand(batch, signs, steps))
-        timesteps = torch.stack(times, dim=1).reshape(batch * per_sample).to(self.device)
-        noise = noise.to(self.device).flatten(0, 3)  # (B*S*T, ...), sample-major
-        sample = torch.arange(batch, device=self.device).repeat_interleave(per_sample)
-        y = torch.as_tensor(labels, device=self.device).repeat_interleave(per_sample)
+        return x0.to(self.device)
+
+    def _conditions(self, labels: Any) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(labels), device=self.device)
+
+    def _denoise(self, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The model's comparable prediction for ``x_t`` at ``t`` given class ``labels`` (float32)."""
         param_dtype = next(self.model.parameters()).dtype
-        errors = torch.empty(batch * per_sample, dtype=torch.float32, device=self.device)
-        chunk = self.max_forward_batch or batch * per_sample
-        with torch.inference_mode():
-            for start in range(0, batch * per_sample, chunk):
-                part = slice(start, start + chunk)
-                x, eps, t = x0[sample[part]], noise[part], timesteps[part]
-                x_t = self.adapter.interpolate(x, eps, t)
-                with self._autocast():
-                    out = self.model(
-                        x_t.to(param_dtype), timestep=self.adapter.model_timesteps(t), class_labels=y[part]
-                    )
-                prediction = model_prediction(out, self.channels).float()
-                target = self.adapter.target(x, eps)
-                errors[part] = (prediction - target).square().mean(dim=(1, 2, 3))
-        errors = errors.view(batch, len(draws), signs, steps)
-        errors = errors.mean(dim=2) if signs == 2 else errors[:, :, 0]
-        return errors.permute(0, 2, 1)  # (B, T, draws)
+        with self._autocast():
+            out = self.model(
+                x_t.to(param_dtype), timestep=self.adapter.model_timesteps(t), class_labels=labels
+            )
+        return model_prediction(out, self.channels).float()
 
     def __call__(
         self, batch: Mapping[str, Any], indices: Sequence[int] | None = None
@@ -817,51 +544,18 @@ class DifficultyScorer:
             float32 ``(B, T)``] [+ ``"difficulty_halves"`` float32 ``(B, T, 2)``]. ``difficulty`` is the raw
             mean error here, also with ``standardize_timesteps`` (which :meth:`apply` applies afterwards).
         """
-        images = list(batch[self.image_column])
-        labels = list(batch[self.label_column])
-        rows = list(indices) if indices is not None else list(range(len(images)))
-        key_values = list(batch[self.key_column]) if self.key_column else None
-        parts: list[ScoredBatch] = []
-        for start in range(0, len(images), self.batch_size):
-            part = slice(start, start + self.batch_size)
-            part_rows = rows[part]
-            part_labels = labels[part]
-            for label, row in zip(part_labels, part_rows):
-                if label is None:
-                    raise ValueError(f"column {self.label_column!r} has a missing label (None) at row {row}")
-            y = check_labels(np.asarray(part_labels), self.num_classes, self.label_column, rows=part_rows)
-            pixels, upsampled = preprocess_images(images[part], self.resolution, rows=part_rows)
-            self._note_upsampled(upsampled, len(pixels), part_rows)
-            if key_values is None:
-                keys = pixel_keys(pixels)
-            else:
-                keys = value_keys(key_values[part], part_rows, self.key_column)
-            parts.append(self.score_batch(self.encode(pixels), y, keys))
-        steps = self.num_timesteps
-        out = {
-            DIFFICULTY_COLUMN: np.concatenate([p.difficulty for p in parts])
-            if parts
-            else np.zeros(0, np.float32),
-        }
-        if PER_TIMESTEP_COLUMN in self.features:
-            out[PER_TIMESTEP_COLUMN] = (
-                np.concatenate([p.per_timestep for p in parts]) if parts else np.zeros((0, steps), np.float32)
-            )
-        if self.tracks_reliability:
-            out[HALVES_COLUMN] = (
-                np.concatenate([p.halves for p in parts]) if parts else np.zeros((0, steps, 2), np.float32)
-            )
-        return out
+        return score_rows(self, batch, indices)
 
     def finish(self, per_timestep: np.ndarray | None, halves: np.ndarray | None, labels: np.ndarray):
-        """:func:`finish_scores` with this scorer's options."""
+        """:func:`~d2c_hf.selection.score_dataset.finish_scores` with this scorer's options."""
         return finish_scores(per_timestep, halves, labels, self.config)
 
-    def _note_upsampled(self, count: int, total: int, rows: Sequence[int]) -> None:
+    def note_upsampled(self, count: int, total: int, rows: Sequence[int]) -> None:
+        """Count ``count`` upsampled images of ``total`` (rows ``rows``) and warn once (unless deferred)."""
         if not count:
             return
         self.num_upsampled += count
-        if self._defer_upsampling_warning or self._warned_upsampling:
+        if self.defer_upsampling_warning or self._warned_upsampling:
             return
         self._warned_upsampling = True
         logger.warning(
@@ -893,128 +587,13 @@ class DifficultyScorer:
         Returns:
             the dataset with the new column(s), in its original format.
         """
-        from datasets import Dataset, Image, IterableDataset
-
-        from ..data.inputs import prepare_dataset
-        from ..utils.columns import column_numpy
-        from ..utils.maps import join_columns, map_new_columns
-
-        if not isinstance(dataset, (Dataset, IterableDataset)):
-            raise TypeError(f"expected a datasets.Dataset or IterableDataset, got {type(dataset).__name__}")
-        for key in ("function", "batched", "with_indices", "features", "input_columns"):
-            if key in map_kwargs:
-                raise TypeError(f"apply() sets {key!r} itself; do not pass it")
-        is_map_style = isinstance(dataset, Dataset)
-        dataset, info = prepare_dataset(
-            dataset,
-            self.image_column,
-            self.label_column,
-            num_classes=None if is_map_style else self.num_classes,
-        )
-        features = dataset.features
-        if is_map_style:
-            self.check_label_range(dataset, info.num_classes)
-            self.plan_probe(len(dataset), info.num_classes)
-        else:
-            if self.standardize_timesteps:
-                raise ValueError(
-                    "standardize_timesteps needs every row's errors before any score is final, which a lazily "
-                    "mapped IterableDataset cannot give: score a Dataset, or stream through `d2c score` / "
-                    "condense() (which standardise when the scores are merged)"
-                )
-            self.probe = None  # a stream's size is unknown; with num_draws >= 2 the halves column stays
-        self.reliability = self.standardization = None
-        for column in self.features:
-            if column in features:
-                raise ValueError(
-                    f"the dataset already has a {column!r} column; remove it first "
-                    f"(dataset.remove_columns({column!r})) to score again"
-                )
-        if self.key_column is not None and self.key_column not in features:
-            raise ValueError(
-                f"key_column={self.key_column!r} is not a column of the dataset; columns: {list(features)}"
-            )
-
-        image_feature = features[self.image_column]
-        raw = dataset.cast_column(self.image_column, Image(decode=False)) if image_feature.decode else dataset
-        map_kwargs.setdefault("batch_size", self.batch_size)
-        out_features = raw.features.copy()
-        out_features.update(self.features)
-        if not is_map_style:
-            out = raw.map(self, batched=True, with_indices=True, features=out_features, **map_kwargs)
-            return out.cast_column(self.image_column, image_feature) if image_feature.decode else out
-
-        check_fork_safe(map_kwargs.get("num_proc"), self.device, "DifficultyScorer.apply")
-        original_format = dataset.format
-        raw = raw.with_format(None)
-        map_kwargs.setdefault("desc", "Scoring difficulty")
-        map_kwargs.setdefault("new_fingerprint", self.map_fingerprint(raw))
-        seen = self.num_upsampled
-        self._defer_upsampling_warning = (map_kwargs.get("num_proc") or 1) <= 1
-        try:  # only the new columns are written (no second copy of the images): utils/maps.py
-            scores, joined = map_new_columns(raw, self, self.features, **map_kwargs)
-        finally:
-            self._defer_upsampling_warning = False
-        upsampled = self.num_upsampled - seen
-        if upsampled:
-            logger.warning(
-                "%d of %d images were smaller than %dpx and were upsampled (bicubic) before scoring",
-                upsampled,
-                len(dataset),
-                self.resolution,
-            )
-        labels = column_numpy(raw, self.label_column).astype(np.int64)
-        kept = [] if joined else list(raw.column_names)
-        out = join_columns(raw, self._finish_dataset(scores, labels, kept), joined)
-        if image_feature.decode:
-            out = out.cast_column(self.image_column, image_feature)
-        if original_format["type"] is not None:
-            columns = original_format["columns"]
-            out = out.with_format(
-                original_format["type"],
-                columns=None if columns is None else [*columns, *self.output_columns],
-                output_all_columns=original_format["output_all_columns"],
-                **original_format["format_kwargs"],
-            )
-        return out
+        return apply_scorer(self, dataset, **map_kwargs)
 
     @property
     def output_columns(self) -> list[str]:
         """The columns :meth:`apply` adds to a map-style dataset: ``difficulty`` [+ ``difficulty_per_timestep``
         with ``return_per_timestep``]."""
         return [DIFFICULTY_COLUMN, *([PER_TIMESTEP_COLUMN] if self.return_per_timestep else [])]
-
-    def _finish_dataset(self, out: Any, labels: np.ndarray, input_columns: list[str]) -> Any:
-        """After the map (``out``: the ``input_columns`` and the added columns): standardise
-        (``standardize_timesteps``), measure the reliability, log and warn, drop the helper columns;
-        ``difficulty`` keeps its place after the input columns."""
-        from datasets import Value
-        from datasets.fingerprint import Hasher
-
-        from ..utils.columns import read_fixed_shape
-
-        cpu, steps = torch.device("cpu"), self.num_timesteps
-        per_timestep = halves = None
-        if PER_TIMESTEP_COLUMN in out.column_names:
-            per_timestep = read_fixed_shape(out, PER_TIMESTEP_COLUMN, (steps,), np.float32, cpu).numpy()
-        if HALVES_COLUMN in out.column_names:
-            halves = read_fixed_shape(out, HALVES_COLUMN, (steps, 2), np.float32, cpu).numpy()
-        difficulty, self.standardization, self.reliability = self.finish(per_timestep, halves, labels)
-        check_reliability(self.reliability, warn_below=self.warn_reliability, where="DifficultyScorer.apply")
-        helpers = [
-            c
-            for c in (HALVES_COLUMN, PER_TIMESTEP_COLUMN)
-            if c in out.column_names and c not in self.output_columns
-        ]
-        if helpers:
-            out = out.remove_columns(helpers)
-        if difficulty is not None:  # the standardised score replaces the raw mean
-            fingerprint = Hasher.hash([out._fingerprint, "standardized", self.standardization.to_dict()])
-            staged = f"{DIFFICULTY_COLUMN}_standardized"  # added first: a table keeps at least one column
-            out = out.add_column(staged, difficulty, feature=Value("float32"), new_fingerprint=fingerprint)
-            out = out.remove_columns(DIFFICULTY_COLUMN).rename_column(staged, DIFFICULTY_COLUMN)
-            out = out.select_columns([*input_columns, *self.output_columns])
-        return out
 
     def map_fingerprint(self, dataset: Any) -> str:
         """The ``new_fingerprint`` of ``apply``: hash of the input's fingerprint and :attr:`fingerprint`."""
@@ -1023,19 +602,5 @@ class DifficultyScorer:
         return Hasher.hash([dataset._fingerprint, self.fingerprint, self.probe])
 
     def check_label_range(self, dataset: Any, dataset_classes: int) -> None:
-        import pyarrow.compute as pc
-
-        labels = dataset.select_columns([self.label_column]).with_format("arrow")[:][self.label_column]
-        too_big = pc.greater_equal(labels, self.num_classes)
-        if pc.any(too_big).as_py():
-            row = int(pc.index(too_big, True).as_py())
-            raise ValueError(
-                f"column {self.label_column!r} has label {labels[row].as_py()} at row {row} but the scorer knows "
-                f"only {self.num_classes} classes (0..{self.num_classes - 1}); use a scorer trained on these "
-                "classes (e.g. train_scorer) or remap the labels"
-            )
-        if dataset_classes > self.num_classes:
-            raise ValueError(
-                f"the dataset has {dataset_classes} classes (column {self.label_column!r}) but the scorer knows "
-                f"only {self.num_classes}; use a scorer trained on these classes (e.g. train_scorer)"
-            )
+        """Refuse a dataset whose labels or class count exceed the scorer's classes, naming the row."""
+        check_label_range(self, dataset, dataset_classes)

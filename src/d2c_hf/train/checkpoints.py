@@ -28,6 +28,8 @@ EMA_STATE_NAME = "ema_state.json"
 # The batch source's position is plain integers: stored as JSON rather than through
 # accelerator.register_for_checkpointing, whose loader unpickles with weights_only=False.
 DATA_STATE_NAME = "data_state.json"
+#: where ``--save_validation_pipelines`` writes the EMA pipeline of each validation step (``step-NNNNNN``)
+VALIDATION_DIR = "validation"
 
 
 def list_checkpoints(folder: Path) -> list[Path]:
