@@ -234,7 +234,7 @@ def quick_run(shapes_dataset, tmp_path_factory):
     argv = [
         "--dataset", str(root / "shapes"), "--image_column", "picture", "--label_column", "kind",
         "--quick", "--resolution", "12", "--strategies", "random", "interval:paper", "min", "kmeans",
-        "--images_per_class", "1", "--ratios", "0.3", "--samples_per_class", "4", "--threads", "1",
+        "--images_per_class", "1", "--samples_per_class", "4", "--threads", "1",
         "--work_dir", str(root / "work"), "--output_dir", str(root / "out"), "--name", "shapes",
     ]  # fmt: skip
     assert benchmark_main(argv) == 0
@@ -246,32 +246,45 @@ def test_quick_mode_reports_a_dataset_that_is_not_the_digits(quick_run):
     record = json.loads((root / "out" / "shapes.json").read_text())
     assert record["data"]["class_names"] == list(SHAPES)
     assert record["data"]["train_class_sizes"] == [18, 11, 7]
-    assert record["num_runs"] == record["num_runs_done"] == 9  # 4 arms x 2 budgets + the full split
+    assert record["num_runs"] == record["num_runs_done"] == 5  # 4 arms x 1 budget + the full split
     runs = {r["tag"]: r for r in record["runs"]}
     assert runs["ipc1-random-seed0"]["class_counts"] == [1, 1, 1]
-    # ratio 0.3 of 36 images over 3 classes: round(3.6) = 4 per class
-    assert runs["ratio30pct-kmeans-seed0"]["class_counts"] == [4, 4, 4]
     assert runs["full-full-seed0"]["num_images"] == 36
     # one image per class: the paper stride and min both keep the easiest image: trained once, shared
     assert runs["ipc1-min-seed0"]["shared_with"] == "ipc1-interval-paper-seed0"
-    assert record["num_trained"] == 8
-    assert (
-        record["prepared"]["evaluator"]["kind"] == "pixels"
-        and "colour" in record["prepared"]["evaluator"]["what"]
-    )
+    assert record["num_trained"] == 4
+    evaluator = record["prepared"]["evaluator"]
+    assert evaluator["kind"] == "pixels" and "colour" in evaluator["what"]
     text = (root / "out" / "shapes.md").read_text()
-    for needle in ("## The map", "D2C interval (paper's stride proportion)", "## Budget 30%", "circle, square, cross",
-                   "## The regime check", "d2c benchmark --dataset"):  # fmt: skip
+    for needle in ("## The map", "D2C interval (paper's stride proportion)", "## Budget 1/class", "circle, square, cross",
+                   "## The regime check", "d2c benchmark --dataset", "`ipc1-min-seed0` = `ipc1-interval-paper-seed0`"):  # fmt: skip
         assert needle in text
-    for figure in ("shapes_map.png", "shapes_ipc1_curves.png", "shapes_ratio30pct_curves.png"):
+    for figure in ("shapes_map.png", "shapes_ipc1_curves.png"):
         assert (root / "out" / figure).stat().st_size > 1000
+
+
+def test_a_ratio_budget_plans_per_class_counts_on_uneven_classes(quick_run):
+    """The plan of a ratio budget on the prepared data (no training): round(0.3 * 36 / 3) = 4 per class."""
+    from d2c_hf.benchmark.prepare import load_prepared_arrays
+    from d2c_hf.benchmark.runs import plan
+
+    root, _ = quick_run
+    arrays = load_prepared_arrays(root / "work")
+    settings = replace(QUICK, arms=(Arm("random"), Arm.parse("interval:paper"), Arm("min"), Arm("kmeans")),
+                       budgets=(Budget(ratio=0.3),), resolution=12)  # fmt: skip
+    planned = {p.spec.tag: p for p in plan(settings, arrays)}
+    for tag in ("ratio30pct-random-seed0", "ratio30pct-kmeans-seed0", "ratio30pct-interval-paper-seed0"):
+        assert np.bincount(arrays["train_labels"][planned[tag].indices]).tolist() == [4, 4, 4]
+    # four of a class: the paper's stride (round(0.749 * 11 / 4) = 2) no longer keeps what min keeps
+    assert planned["ratio30pct-min-seed0"].digest != planned["ratio30pct-interval-paper-seed0"].digest
+    assert planned["full-full-seed0"].indices.tolist() == list(range(36))
 
 
 def test_quick_mode_resumes_and_refuses_other_settings(quick_run):
     root, argv = quick_run
     assert benchmark_main(argv) == 0
     record = json.loads((root / "out" / "shapes.json").read_text())
-    assert record["num_runs_executed"] == 0 and record["num_runs_done"] == 9
+    assert record["num_runs_executed"] == 0 and record["num_runs_done"] == 5
     with pytest.raises(ValueError, match=r"holds runs of other settings \['sit'\]"):
         benchmark_main([*argv, "--steps", "6"])
 

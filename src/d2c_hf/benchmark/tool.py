@@ -96,7 +96,7 @@ def run_benchmark(
         command: the command line recorded in the report.
     """
 
-    from ..demo import load_train_script
+    from ..demo import train_script_command
 
     if not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
@@ -104,7 +104,7 @@ def run_benchmark(
         raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
     if not name or any(c in name for c in "/\\"):
         raise ValueError(f"name must be a plain file stem, got {name!r}")
-    load_train_script(train_script)  # fail before any work if it is missing
+    train_script_command(train_script)  # fail before any work if a given copy is missing
     work, out = Path(work_dir), Path(output_dir)
     started = time.perf_counter()
     with _limited_threads(threads):  # this process too: the preparation, and the runs when jobs == 1
