@@ -35,6 +35,11 @@ generates against held-out digits.
   random with percentile-bootstrap 95 % intervals, steps for each arm to reach random's final FD, and the
   FD curve's mean over log-step.
 
+Its Select arms are one case of ``d2c benchmark`` (:mod:`d2c_hf.benchmark`, docs/benchmark-tool.md), which runs
+any strategies at any budgets on any labelled image dataset and shares this script's statistics
+(:mod:`d2c_hf.benchmark.analysis`); this script stays for the Attach ablation and the horizon calibration, and
+re-renders its committed reports (``--report-from``).
+
 Each (arm, seed) result is cached under ``--work-dir`` as soon as it finishes, so an interrupted run
 resumes where it stopped (the work dir remembers its settings and refuses others). ``--jobs N`` runs N
 single-threaded trainings side by side (the models are tiny: two one-thread jobs beat one two-thread job).
@@ -75,6 +80,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from d2c_hf.benchmark.analysis import (
+    contrast,
+    evaluator_spread,
+    final_metrics,
+    regime_row,
+    summarise,
+)
 from d2c_hf.demo import METRIC_KEYS, METRIC_LABELS, SiTSettings, fmt_metric
 
 logger = logging.getLogger("quality_digits")
@@ -621,105 +633,9 @@ def run_all(
 
 
 # --------------------------------------------------------------------------------------
-# statistics (pure: run records in, numbers out)
+# statistics (pure: run records in, numbers out; the per-arm statistics are d2c benchmark's,
+# d2c_hf.benchmark.analysis: final_metrics, evaluator_spread, summarise, per_seed, contrast, regime_row)
 # --------------------------------------------------------------------------------------
-
-
-def final_metrics(run: Mapping[str, Any], mode: str) -> dict[str, float]:
-    """``mode`` "unguided" / "guided": the mean over sampling seeds of the last-step metrics."""
-    entries = [v for k, v in run["final"].items() if k.startswith(f"{mode}_seed")]
-    return {k: float(np.mean([e[k] for e in entries])) for k in METRIC_KEYS}
-
-
-def evaluator_spread(runs: Iterable[Mapping[str, Any]], mode: str = "unguided") -> dict[str, float]:
-    """The evaluator's own standard deviation per metric: the same model sampled with two noise seeds,
-    ``sqrt(mean over runs of (m_a - m_b)^2 / 2)``; ``nan`` without two sampling seeds."""
-    squares: dict[str, list[float]] = {k: [] for k in METRIC_KEYS}
-    for run in runs:
-        entries = [v for k, v in sorted(run["final"].items()) if k.startswith(f"{mode}_seed")]
-        if len(entries) >= 2:
-            for k in METRIC_KEYS:
-                squares[k].append((entries[0][k] - entries[1][k]) ** 2 / 2)
-    return {k: float(math.sqrt(np.mean(v))) if v else math.nan for k, v in squares.items()}
-
-
-def summarise(runs: Sequence[Mapping[str, Any]], threshold: float | None) -> dict[str, Any]:
-    """Mean and std over seeds of the final metrics (unguided, guided), the curves, the steps to reach
-    ``threshold`` (random's final FD) and the FD curve's mean over log-step."""
-    from d2c_hf.evaluation import log_step_area, steps_to_reach
-
-    def mean_std(values: Sequence[float]) -> dict[str, float]:
-        v = np.asarray(values, dtype=float)
-        return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0}
-
-    out: dict[str, Any] = {"num_images": runs[0]["num_images"], "seeds": [r["seed"] for r in runs]}
-    for mode in ("unguided", "guided"):
-        finals = [final_metrics(r, mode) for r in runs]
-        out[mode] = {k: mean_std([f[k] for f in finals]) for k in METRIC_KEYS}
-    steps = [c["step"] for c in runs[0]["curve"]]
-    out["curve"] = [
-        {
-            "step": step,
-            **{k: mean_std([r["curve"][i][k] for r in runs]) for k in METRIC_KEYS},
-        }
-        for i, step in enumerate(steps)
-    ]
-    areas = [log_step_area([c["step"] for c in r["curve"]], [c["fd"] for c in r["curve"]]) for r in runs]
-    out["fd_log_area"] = {**mean_std(areas), "per_seed": dict(zip(out["seeds"], areas))}
-    if threshold is not None:
-        reach = [
-            steps_to_reach([c["step"] for c in r["curve"]], [c["fd"] for c in r["curve"]], threshold)
-            for r in runs
-        ]
-        reached = [s for s in reach if s is not None]
-        out["steps_to_threshold"] = {
-            "threshold": threshold,
-            "per_seed": dict(zip(out["seeds"], reach)),
-            "reached": len(reached),
-            "median": float(np.median(reached)) if len(reached) == len(reach) else None,
-            "mean": float(np.mean(reached)) if len(reached) == len(reach) else None,
-        }
-    return out
-
-
-def per_seed(runs: Sequence[Mapping[str, Any]], metric: str, mode: str = "unguided") -> dict[int, float]:
-    """``{seed: value}``; ``metric`` is a metric key or ``"fd_log_area"``."""
-    from d2c_hf.evaluation import log_step_area
-
-    if metric == "fd_log_area":
-        return {
-            r["seed"]: log_step_area([c["step"] for c in r["curve"]], [c["fd"] for c in r["curve"]])
-            for r in runs
-        }
-    return {r["seed"]: final_metrics(r, mode)[metric] for r in runs}
-
-
-CONTRAST_METRICS = (
-    ("fd", "unguided"),
-    ("kid_mean", "unguided"),
-    ("precision", "unguided"),
-    ("recall", "unguided"),
-    ("class_accuracy", "unguided"),
-    ("fd_log_area", "unguided"),
-    ("fd", "guided"),
-    ("class_accuracy", "guided"),
-)
-
-
-def contrast(arm_runs, ref_runs, *, seed: int = 0) -> dict[str, Any]:
-    """Paired differences ``arm - reference`` (bootstrap 95 % intervals) for every contrast metric."""
-    from d2c_hf.evaluation import paired_difference
-
-    out = {}
-    for metric, mode in CONTRAST_METRICS:
-        d = paired_difference(per_seed(arm_runs, metric, mode), per_seed(ref_runs, metric, mode), seed=seed)
-        out[f"{metric}/{mode}"] = {
-            "mean": d.mean,
-            "low": d.low,
-            "high": d.high,
-            "per_seed": list(d.differences),
-        }
-    return out
 
 
 def ablation_contrasts(arm_keys: Iterable[str]) -> list[tuple[str, str, str]]:
@@ -748,31 +664,11 @@ def ablation_contrasts(arm_keys: Iterable[str]) -> list[tuple[str, str, str]]:
     return [row for row in rows if row[1] in keys and row[2] in keys]
 
 
-def _regime_row(
-    step: int, random_metrics: Sequence[Mapping[str, float]], full_metrics: Sequence[Mapping[str, float]]
-) -> dict[str, Any]:
-    """FD and class accuracy of random 10 % and of the full split (one metrics dict per seed), and their
-    FD gap in pooled seed standard deviations."""
-    from d2c_hf.evaluation import separation
-
-    row: dict[str, Any] = {"step": step}
-    for name, metrics in (("random", random_metrics), ("full", full_metrics)):
-        fd = [m["fd"] for m in metrics]
-        row[f"fd_{name}"] = float(np.mean(fd))
-        row[f"fd_{name}_std"] = float(np.std(fd, ddof=1)) if len(fd) > 1 else 0.0
-        row[f"class_accuracy_{name}"] = float(np.mean([m["class_accuracy"] for m in metrics]))
-    two = min(len(random_metrics), len(full_metrics)) > 1
-    row["separation"] = (
-        separation([m["fd"] for m in random_metrics], [m["fd"] for m in full_metrics]) if two else None
-    )
-    return row
-
-
 def calibration(random_runs, full_runs) -> list[dict[str, Any]]:
     """Per checkpoint: FD and class accuracy of random 10 % and of the full split, and their gap in
     pooled seed standard deviations (the regime check: > 3 and full-data class accuracy >= 0.8)."""
     return [
-        _regime_row(point["step"], [r["curve"][i] for r in random_runs], [r["curve"][i] for r in full_runs])
+        regime_row(point["step"], [r["curve"][i] for r in random_runs], [r["curve"][i] for r in full_runs])
         for i, point in enumerate(full_runs[0]["curve"])
     ]
 
@@ -780,7 +676,7 @@ def calibration(random_runs, full_runs) -> list[dict[str, Any]]:
 def final_regime(random_runs, full_runs) -> dict[str, Any]:
     """The regime check on the measurement the arm tables use: each run's last-step unguided metrics
     averaged over its sampling seeds (less evaluator noise than one checkpoint evaluation)."""
-    row = _regime_row(
+    row = regime_row(
         full_runs[0]["curve"][-1]["step"],
         [final_metrics(r, "unguided") for r in random_runs],
         [final_metrics(r, "unguided") for r in full_runs],

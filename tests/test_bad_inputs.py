@@ -589,7 +589,7 @@ CLI_CASES = [
     (
         "interval that is not a number",
         lambda f: ["select", "--output_dir", str(f["root"] / "o11"), "--ratio", "0.1", "--interval", "big"],
-        "--interval must be a positive integer or 'auto'",
+        "--interval must be a positive integer, 'auto' or 'paper'",
     ),
     (
         "unknown attach part",

@@ -54,7 +54,7 @@ def _documented(pattern: str) -> list[tuple[str, str]]:
 
 
 D2C_LINES = _documented(
-    r"^(d2c|(\S+=\S* )*accelerate launch .*-m d2c_hf\.cli) (score|select|attach|condense|info|demo)\b"
+    r"^(d2c|(\S+=\S* )*accelerate launch .*-m d2c_hf\.cli) (score|select|attach|condense|info|demo|benchmark)\b"
 )
 TRAIN_LINES = _documented(r"examples/train_sit\.py --")
 

@@ -25,6 +25,7 @@ from d2c_hf.selection.strategies import (
     images_per_class_from_ratio,
     k_center_greedy_order,
     moderate_order,
+    paper_interval,
     select,
     select_indices,
 )
@@ -142,6 +143,35 @@ def test_interval_auto_stride():
     result = select(np.zeros(labels.size), labels, images_per_class=10)
     assert result.params["interval"] == 96 and result.params["auto_reference_class_size"] == 1300.0
     assert result.strides[0] == 11 and list(result.shortfall) == [0]  # floor(99 / 9)
+
+
+def test_interval_paper_proportion():
+    """interval="paper": k * m / n held at the paper's 96 * 10 / 1281.167, rounded half up."""
+    assert paper_interval(10, 1281.167) == 96  # the paper's own setting, exactly
+    # 960000 * 1300 / (1281167 * m): 97.41 -> 97, 19.48 -> 19, 9.74 -> 10
+    assert [paper_interval(m, 1300) for m in (10, 50, 100)] == [97, 19, 10]
+    assert paper_interval(1, 1300) == 1 and paper_interval(2, 1) == 1
+    # digits-sized classes: 0.7493 * 144 / m for m = 2, 14, 29: 53.95 -> 54, 7.71 -> 8, 3.72 -> 4
+    assert [paper_interval(m, 144) for m in (2, 14, 29)] == [54, 8, 4]
+    # where "auto" and "paper" differ most: two picks, "auto" spans two thirds, "paper" 37 %
+    assert auto_interval(2, 144) == 95
+    # rounding half up, where the proportion lands on .5 exactly: 960000 / m for n = 1281167
+    assert paper_interval(640000, 1281167) == 2 and paper_interval(384000, 1281167) == 3  # 1.5, 2.5
+    labels = np.repeat(np.arange(3), [100, 144, 150])  # median 144
+    scores = np.random.default_rng(5).random(labels.size)
+    result = select(scores, labels, images_per_class=2, interval="paper")
+    assert result.params["interval"] == 54 and result.params["interval_requested"] == "paper"
+    assert result.params["auto_reference_class_size"] == 144.0
+    np.testing.assert_array_equal(result.strides, [54, 54, 54])
+    expected = [ranks_of(scores, labels, c)[[0, 54]] for c in range(3)]
+    np.testing.assert_array_equal(result.indices, np.sort(np.concatenate(expected)))
+    auto = select(scores, labels, images_per_class=2, interval="auto")
+    assert auto.params["interval"] == 95 and auto.strides.tolist() == [95, 95, 95]
+    # a class too small for the stride shrinks it as for any stride: 10 rows, m = 4 -> floor(9 / 3) = 3
+    labels = np.repeat(np.arange(3), [10, 300, 300])
+    result = select(np.arange(labels.size, dtype=float), labels, images_per_class=4, interval="paper")
+    assert result.params["interval"] == 56  # 0.7493 * 300 / 4 = 56.2
+    assert result.strides.tolist() == [3, 56, 56] and result.shortfall.tolist() == [0]
 
 
 def test_interval_one_per_class_is_the_easiest():
@@ -534,7 +564,7 @@ FEATS = np.ones((6, 2))
             ValueError,
             r"unknown strategy 'best'; known strategies: interval, random, min, max, window, medium, ccs, herding, kcenter, moderate",
         ),
-        ({"interval": 0}, ValueError, r'interval must be "auto" or an integer stride >= 1, got 0'),
+        ({"interval": 0}, ValueError, r'interval must be "auto", "paper" or an integer stride >= 1, got 0'),
         ({"interval": "wide"}, ValueError, r"interval must be"),
         ({"strategy": "window", "position": 1.5}, ValueError, r"position must lie in \[0, 1\]"),
         ({"strategy": "window"}, TypeError, r"strategy 'window' needs the option position="),

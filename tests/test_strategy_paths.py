@@ -81,15 +81,16 @@ def _sharded(work: Path, strategy: str, options: dict) -> list[int]:
     return record["source_indices"]
 
 
-def _in_memory(scored, strategy: str, options: dict) -> list[int]:
+def _in_memory(scored, strategy: str, options: dict, interval="auto", images_per_class=3) -> list[int]:
     kwargs = dict(options)
     if STRATEGIES[strategy].needs_features:
         kwargs["feature_column"] = "feat"
     condensed = condense(
         scored,
-        images_per_class=3,
+        images_per_class=images_per_class,
         strategy=strategy,
         seed=3,
+        interval=interval,
         scorer=None,
         vae=None,
         attach=(),
@@ -113,6 +114,18 @@ def test_every_strategy_selects_the_same_rows_in_memory_and_sharded(scored, work
     in_memory = _in_memory(scored, strategy, options)
     assert len(in_memory) == 30
     assert _sharded(work, strategy, options) == in_memory
+
+
+def test_the_paper_stride_selects_the_same_rows_in_memory_and_sharded(scored, work):
+    in_memory = _in_memory(scored, "interval", {}, interval="paper", images_per_class=2)
+    argv = ["--output_dir", str(work), "--images_per_class", "2", "--interval", "paper", "--seed", "3"]
+    assert select_main(argv) == 0
+    record = json.loads((work / "selection.json").read_text())
+    assert record["source_indices"] == in_memory and len(in_memory) == 20
+    params = record["result"]["params"]
+    assert params["interval_requested"] == "paper" and params["auto_reference_class_size"] == 8.5
+    assert params["interval"] == 3  # round(0.7493 * 8.5 / 2) = round(3.18); "auto" gives floor(2/3 * 7.5) = 5
+    assert in_memory != _in_memory(scored, "interval", {}, images_per_class=2)
 
 
 def test_a_streaming_condense_selects_by_a_feature_column_like_memory(local_hub, data, scored):

@@ -29,6 +29,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "attach": ("d2c_hf.cli:attach_main", "attach latents / visual tokens / class text (sharded)"),
     "condense": ("d2c_hf.cli:condense_main", "score + select + attach in one resumable run"),
     "info": ("d2c_hf.cli:info_main", "describe a condensed dataset folder"),
+    "benchmark": (
+        "d2c_hf.cli:benchmark_main",
+        "which selection, at which budget? train and compare on any labelled image dataset",
+    ),
     "fid": ("d2c_hf.cli:fid_main", "FID, sFID, IS, precision/recall of samples vs a reference"),
     "convert-repa": ("d2c_hf.cli:convert_repa_main", "convert a REPA SiT checkpoint to diffusers format"),
     "convert-sit": ("d2c_hf.cli:convert_sit_main", "convert an original SiT checkpoint to diffusers format"),
@@ -246,7 +250,12 @@ def _add_select_args(parser: argparse.ArgumentParser) -> None:
     budget.add_argument("--ratio", type=float, default=SelectOptions.ratio)
     budget.add_argument("--images_per_class", type=int, default=SelectOptions.images_per_class)
     g.add_argument("--strategy", default=SelectOptions.strategy, help="a key of d2c_hf.STRATEGIES")
-    g.add_argument("--interval", default=SelectOptions.interval, help="the stride k, or 'auto'")
+    g.add_argument(
+        "--interval",
+        default=SelectOptions.interval,
+        help="the stride k, 'auto' (the picks span two thirds of a class) or 'paper' (the paper's stride-to-budget "
+        "proportion, k = 96 at 10 of 1,281 images per class)",
+    )
     g.add_argument(
         "--strategy_option",
         action="append",
@@ -296,10 +305,12 @@ def _parser(prog: str, description: str | None) -> argparse.ArgumentParser:
 def _interval(value: Any) -> int | str:
     if value in (None, "auto"):
         return "auto"
+    if value == "paper":
+        return "paper"
     try:
         return int(value)
     except ValueError:
-        raise ValueError(f"--interval must be a positive integer or 'auto', got {value!r}") from None
+        raise ValueError(f"--interval must be a positive integer, 'auto' or 'paper', got {value!r}") from None
 
 
 def _timestep_grid(value: str) -> str | tuple[float, ...]:
@@ -672,6 +683,196 @@ def demo_main(argv: list[str] | None = None) -> int:
     print()
     print(result["table"])
     print(f"\nDemo finished in {result['timings']['total']:.0f} s. Open {output / 'README.md'}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------
+# d2c benchmark
+# --------------------------------------------------------------------------------------
+
+
+def benchmark_parser() -> argparse.ArgumentParser:
+    parser = _parser(
+        "d2c benchmark",
+        "Which selection strategy, at which budget? Train the same small SiT on subsets chosen by each strategy "
+        "(Select only), with paired seeds, score each against a held-out reference and report the paired "
+        "difference to a random subset per budget (docs/benchmark-tool.md). Cached and resumable.",
+    )
+    g = parser.add_argument_group("data")
+    g.add_argument("--dataset", required=True, help="a save_to_disk folder, an imagefolder, or 'digits'")
+    g.add_argument("--image_column", default="image")
+    g.add_argument("--label_column", default="label")
+    g.add_argument("--split", default=None, help="the training split of a DatasetDict (default: train)")
+    g.add_argument(
+        "--reference_split",
+        default=None,
+        help="the held-out split (default: test, else validation, if present)",
+    )
+    g.add_argument(
+        "--holdout", type=float, default=0.2, help="without a held-out split: fraction of each class held out"
+    )
+    g = parser.add_argument_group("grid (may change in the same work dir)")
+    g.add_argument(
+        "--strategies",
+        nargs="+",
+        default=None,
+        metavar="ARM",
+        help="STRATEGY[:OPTIONS] each, e.g. random interval interval:paper stratified herding "
+        "alignment:std_weight=0.5 (random is always needed; default: random interval)",
+    )
+    g.add_argument("--images_per_class", type=int, nargs="+", default=None, help="per-class budgets")
+    g.add_argument("--ratios", type=float, nargs="+", default=None, help="budgets as fractions of the data")
+    g.add_argument("--seeds", type=int, nargs="+", default=None, help="paired seeds (default: 0 1 2)")
+    g.add_argument("--no_full_split", action="store_true", help="skip the full split (and the regime check)")
+    g = parser.add_argument_group("training and evaluation (fixed for a work dir)")
+    g.add_argument("--resolution", type=int, default=None, help="pixels (default 16)")
+    g.add_argument(
+        "--patch_size", type=int, default=None, choices=(2, 4, 8), help="SiT patch size (default 4)"
+    )
+    g.add_argument("--depth", type=int, default=None, help="SiT blocks (default 4)")
+    g.add_argument("--width", type=int, default=None, help="SiT hidden size (default 64)")
+    g.add_argument("--heads", type=int, default=None, help="attention heads (default 4)")
+    g.add_argument("--steps", type=int, default=None, help="training steps per run (default 6000)")
+    g.add_argument("--batch_size", type=int, default=None, help="training batch (default 64)")
+    g.add_argument("--learning_rate", type=float, default=None, help="default 1e-3")
+    g.add_argument("--checkpoints", type=int, default=None, help="log-spaced evaluations per run (default 8)")
+    g.add_argument(
+        "--samples_per_class", type=int, default=None, help="generated images per class (default 100)"
+    )
+    g.add_argument("--num_inference_steps", type=int, default=None, help="sampler steps (default 20)")
+    g.add_argument(
+        "--guidance_scale", type=float, default=None, help="CFG of the guided evaluation (default 1.5)"
+    )
+    g.add_argument(
+        "--scorer_steps", type=int, default=None, help="difficulty scorer's training steps (default 400)"
+    )
+    g.add_argument("--num_timesteps", type=int, default=None, help="scoring timesteps (default 10)")
+    g.add_argument("--num_draws", type=int, default=None, help="noise draws per timestep (default 8)")
+    g.add_argument(
+        "--encoder_steps",
+        type=int,
+        default=None,
+        help="steps of the trained selection encoder (default 1500)",
+    )
+    g.add_argument(
+        "--selection_encoder",
+        default=None,
+        help="an encoder folder for the feature strategies (default: train one)",
+    )
+    g.add_argument(
+        "--evaluator",
+        default=None,
+        help="'pixels' (default: an MLP classifier on the pixels), 'encoder' (a trained encoder + logistic probe) "
+        "or an encoder folder",
+    )
+    g.add_argument(
+        "--probe_size",
+        type=int,
+        default=None,
+        help="the pixel evaluator's input side (default min(resolution, 16))",
+    )
+    g = parser.add_argument_group("run")
+    g.add_argument("--work_dir", required=True, help="cache of the prepared inputs and of every run")
+    g.add_argument("--output_dir", required=True, help="where NAME.md, NAME.json and the figures go")
+    g.add_argument("--name", default="benchmark", help="file stem of the report (default: benchmark)")
+    g.add_argument("--jobs", type=int, default=1, help="runs trained side by side")
+    g.add_argument(
+        "--threads", type=int, default=None, help="torch threads per run (default: the cores shared out)"
+    )
+    g.add_argument("--train_script", default=None, help="a modified copy of examples/train_sit.py")
+    g.add_argument("--quick", action="store_true", help="tiny settings (seconds): a smoke test of the wiring")
+    g.add_argument("--report_only", action="store_true", help="train nothing: report the runs already cached")
+    return parser
+
+
+def benchmark_settings(args: argparse.Namespace):
+    """The :class:`~d2c_hf.benchmark.BenchmarkSettings` of parsed ``d2c benchmark`` arguments."""
+    from dataclasses import replace
+
+    from .benchmark import QUICK, Arm, BenchmarkSettings, Budget
+
+    base = QUICK if args.quick else BenchmarkSettings()
+    sit = base.sit
+    overrides = dict(sit.model_config_overrides)
+    for option, key in (("depth", "depth"), ("width", "hidden_size"), ("heads", "num_attention_heads")):
+        if getattr(args, option) is not None:
+            overrides[key] = getattr(args, option)
+    sit = replace(
+        sit,
+        model=sit.model if args.patch_size is None else f"SiT-S/{args.patch_size}",
+        model_config_overrides=overrides,
+        **{
+            k: v
+            for k, v in (
+                ("train_batch_size", args.batch_size),
+                ("learning_rate", args.learning_rate),
+                ("num_inference_steps", args.num_inference_steps),
+            )
+            if v is not None
+        },
+    )
+    if args.steps is not None:
+        sit = replace(sit, max_train_steps=args.steps, validation_steps=max(1, args.steps // 16))
+    budgets = [Budget(images_per_class=m) for m in args.images_per_class or ()]
+    budgets += [Budget(ratio=r) for r in args.ratios or ()]
+    fields = {
+        "sit": sit,
+        "full_split": base.full_split and not args.no_full_split,
+        "arms": tuple(Arm.parse(a) for a in args.strategies) if args.strategies else base.arms,
+        "budgets": tuple(budgets) or base.budgets,
+        "seeds": tuple(args.seeds) if args.seeds else base.seeds,
+    }
+    for option, name in (
+        ("resolution", "resolution"),
+        ("checkpoints", "num_checkpoints"),
+        ("samples_per_class", "samples_per_class"),
+        ("guidance_scale", "guidance_scale"),
+        ("scorer_steps", "scorer_steps"),
+        ("num_timesteps", "num_timesteps"),
+        ("num_draws", "num_draws"),
+        ("encoder_steps", "encoder_steps"),
+        ("selection_encoder", "selection_encoder"),
+        ("evaluator", "evaluator"),
+        ("probe_size", "probe_size"),
+    ):
+        if getattr(args, option) is not None:
+            fields[name] = getattr(args, option)
+    return replace(base, **fields)
+
+
+def benchmark_main(argv: list[str] | None = None) -> int:
+    """``d2c benchmark --dataset D --work_dir W --output_dir O [grid] [settings]``."""
+    import shlex
+
+    args = benchmark_parser().parse_args(argv)
+    for name in ("jobs", "threads", "steps"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name} must be >= 1, got {value}")
+    settings = benchmark_settings(args)
+    from .benchmark import run_benchmark
+
+    command = "d2c benchmark " + shlex.join(sys.argv[2:] if argv is None else argv)
+    path = run_benchmark(
+        args.dataset,
+        settings,
+        work_dir=args.work_dir,
+        output_dir=args.output_dir,
+        name=args.name,
+        image_column=args.image_column,
+        label_column=args.label_column,
+        split=args.split,
+        reference_split=args.reference_split,
+        holdout=args.holdout,
+        jobs=args.jobs,
+        threads=1
+        if args.quick and args.threads is None
+        else args.threads,  # tiny models: threads only add overhead
+        train_script=args.train_script,
+        report_only=args.report_only,
+        command=command,
+    )
+    print(path.read_text())
     return 0
 
 

@@ -61,6 +61,7 @@ __all__ = [
     "images_per_class_from_ratio",
     "k_center_greedy_order",
     "moderate_order",
+    "paper_interval",
     "select",
     "select_indices",
 ]
@@ -68,6 +69,11 @@ __all__ = [
 #: ``interval="auto"`` chooses k so that the m picks span about this fraction of a median-sized
 #: class (the paper's k = 96 for m = 10 on 1300-image ImageNet classes spans 66.5 %).
 AUTO_INTERVAL_SPAN = (2, 3)
+#: ``interval="paper"`` keeps the paper's headline stride-to-budget proportion ``k * m / n``: k = 96 at
+#: m = 10 images per class of ImageNet-1k, whose mean class size is 1,281,167 / 1000 images, as the
+#: exact fraction ``(96 * 10 * 1000) / 1,281,167`` (about 0.749).
+PAPER_INTERVAL_PROPORTION = (96 * 10 * 1000, 1_281_167)
+INTERVAL_MODES = ("auto", "paper")
 
 
 class _Required:
@@ -207,6 +213,30 @@ def auto_interval(images_per_class: int, reference_class_size: float) -> int:
     # n_ref is a median of integers (an integer or a half): 2 (n_ref - 1) is an exact integer.
     twice = round(2 * (float(reference_class_size) - 1.0))
     return max(1, (num * twice) // (2 * den * (m - 1)))
+
+
+def paper_interval(images_per_class: int, reference_class_size: float) -> int:
+    """The ``interval="paper"`` stride: the paper's stride-to-budget proportion, scaled to the data.
+
+    The paper's headline setting keeps m = 10 images per class of ImageNet-1k (mean class size
+    n = 1,281.167) with stride k = 96, i.e. ``k * m / n = 960 / 1281.167 = 0.749``: the stride is about
+    three quarters of a class's share per pick. Kept at any class size and budget::
+
+        k = max(1, round(960 / 1281.167 * n_ref / m))      (rounded half up; exact integer arithmetic)
+
+    so 10 of 1,281.167 gives 96 and 10 of 1300 gives 97 (50 -> 19, 100 -> 10; the paper used 16 and
+    10 there). The picks ``0, k, ..., (m-1)k`` then span about ``0.749 (m-1)/m`` of the class: 67 % at
+    m = 10, 37 % at m = 2, where ``"auto"`` (two thirds of the class at every m) spans 66 %. ``m == 1``
+    gives 1 (only rank 0 is kept anyway).
+    """
+    m = int(images_per_class)
+    if m <= 1:
+        return 1
+    num, den = PAPER_INTERVAL_PROPORTION
+    # n_ref is a median of integers (an integer or a half): 2 n_ref is an exact integer
+    twice = round(2 * float(reference_class_size))
+    # round(num * twice / (2 den m)) half up = floor((num * twice + den m) / (2 den m))
+    return max(1, (num * twice + den * m) // (2 * den * m))
 
 
 # --------------------------------------------------------------------------------------
@@ -824,7 +854,7 @@ class _Config:
     strategy: Strategy
     images_per_class: int | None
     ratio: float | None
-    interval: int | Literal["auto"]
+    interval: int | Literal["auto", "paper"]
     seed: int
     num_classes: int | None
     options: Mapping[str, Any]
@@ -851,8 +881,8 @@ def _check_config(
         raise ValueError(f"images_per_class must be an integer >= 1, got {images_per_class!r}")
     if ratio is not None:
         ratio = _check_ratio(ratio)
-    if interval != "auto" and (not _is_int(interval) or interval < 1):
-        raise ValueError(f'interval must be "auto" or an integer stride >= 1, got {interval!r}')
+    if interval not in INTERVAL_MODES and (not _is_int(interval) or interval < 1):
+        raise ValueError(f'interval must be "auto", "paper" or an integer stride >= 1, got {interval!r}')
     if interval != "auto" and strat.name != "interval":
         logger.warning("interval=%r is ignored by strategy %r", interval, strat.name)
     if not _is_int(seed) or seed < 0:
@@ -863,7 +893,7 @@ def _check_config(
         strategy=strat,
         images_per_class=None if images_per_class is None else int(images_per_class),
         ratio=ratio,
-        interval=interval if interval == "auto" else int(interval),
+        interval=interval if interval in INTERVAL_MODES else int(interval),
         seed=int(seed),
         num_classes=None if num_classes is None else int(num_classes),
         options=options,
@@ -982,9 +1012,9 @@ def _select(config: _Config, scores: Any, labels: Any, features: Any) -> Selecti
         m = images_per_class_from_ratio(config.ratio, n, max(1, int(np.count_nonzero(sizes))))
     k, n_ref = None, None
     if strat.name == "interval":
-        if config.interval == "auto":
+        if config.interval in INTERVAL_MODES:
             n_ref = float(np.median(sizes[sizes > 0]))
-            k = auto_interval(m, n_ref)
+            k = (auto_interval if config.interval == "auto" else paper_interval)(m, n_ref)
         else:
             k = config.interval
     empty = int(np.count_nonzero(sizes == 0))
@@ -1036,7 +1066,7 @@ def select(
     images_per_class: int | None = None,
     ratio: float | None = None,
     strategy: str = "interval",
-    interval: int | Literal["auto"] = "auto",
+    interval: int | Literal["auto", "paper"] = "auto",
     features: np.ndarray | None = None,
     seed: int = 0,
     num_classes: int | None = None,
@@ -1052,8 +1082,9 @@ def select(
         ratio: a fraction of the dataset in ``(0, 1]``; ``m = max(1, round(ratio * N / C))``
             (see :func:`images_per_class_from_ratio`).
         strategy: a key of :data:`STRATEGIES`.
-        interval: ``interval`` only: the stride ``k >= 1``, or ``"auto"``
-            (:func:`auto_interval` of the median class size).
+        interval: ``interval`` only: the stride ``k >= 1``, ``"auto"`` (:func:`auto_interval` of the
+            median class size: the picks span two thirds of the class) or ``"paper"``
+            (:func:`paper_interval`: the paper's stride-to-budget proportion, k = 96 at 10 of 1,281).
         features: ``(N, d)`` real features (``herding``, ``kcenter``, ``moderate``, ``kmeans``,
             ``alignment``).
         seed: non-negative integer; class ``c`` draws from ``np.random.default_rng([seed, c])``.
@@ -1090,7 +1121,7 @@ def select_indices(
     images_per_class: int | None = None,
     ratio: float | None = None,
     strategy: str = "interval",
-    interval: int | Literal["auto"] = "auto",
+    interval: int | Literal["auto", "paper"] = "auto",
     features: np.ndarray | None = None,
     seed: int = 0,
     num_classes: int | None = None,
@@ -1143,7 +1174,7 @@ class Selector:
         strategy: str = "interval",
         images_per_class: int | None = None,
         ratio: float | None = None,
-        interval: int | Literal["auto"] = "auto",
+        interval: int | Literal["auto", "paper"] = "auto",
         seed: int = 0,
         score_column: str = "difficulty",
         label_column: str = "label",
