@@ -146,7 +146,8 @@ def register_attach_part(part: type[AttachPart], *, replace: bool = False) -> ty
     taken = {c for p in _REGISTRY.values() if p.name != part.name for c in p.columns()}
     clash = sorted(set(part.columns()) & (reserved | taken))
     if clash:
-        raise ValueError(f"{part.__name__}: column(s) {clash} are already columns of a condensed dataset")
+        which = "column" if clash[0] == part.column else "extra_columns"
+        raise ValueError(f"{part.__name__}.{which} {clash[0]!r} is already a column of a condensed dataset")
     if part.reads not in PART_INPUTS:
         raise ValueError(f"{part.__name__}.reads must be one of {PART_INPUTS}, got {part.reads!r}")
     if not part.description:

@@ -446,7 +446,11 @@ def _condense_stream(
     size = streaming_size(data, split, num_rows)
     features = getattr(data, "features", None) or {}
     label_column = options.data.label_column
-    bare_labels = label_column in features and not isinstance(features[label_column], ClassLabel)
+    captions = options.captions
+    with_labels = captions is None or captions.group_by == "label"
+    bare_labels = (
+        with_labels and label_column in features and not isinstance(features[label_column], ClassLabel)
+    )
     names = options.data.class_names
     if names is None and bare_labels:
         raise ValueError(
@@ -462,10 +466,11 @@ def _condense_stream(
         num_rows=size,
         streaming=True,
         image_column=options.data.image_column,
-        label_column=label_column,
+        label_column=label_column if with_labels else None,
         key_column=options.data.key_column,
         num_classes=len(names) if names is not None and bare_labels else None,
         feature_column=options.select.feature_column,
+        caption_column=None if captions is None else captions.column,
     )
     shard_size = options.batch_size * max(1, STREAMING_SHARD_ROWS // options.batch_size)
     latent_space = options.score.vae != PIXEL_SPACE

@@ -206,7 +206,7 @@ class ShardedRunner:
             keep_bytes=False,
             feature_column=source.feature_column,
             feature_dtype=source.feature_dtype,
-            **_caption_prep(options),
+            **_caption_prep(None if captions is None else captions.to_record(), options.score.seed),
         )
         upsampled = 0
 
@@ -339,6 +339,15 @@ class ShardedRunner:
             raise FileNotFoundError(f"{selection_file} not found: run `d2c select` first")
         selected = np.asarray(read_json(selection_file, "the selection")["source_indices"], dtype=np.int64)
         score_cfg = phase_config(self.output_dir, SCORE_DIR)
+        if ("captions" in score_cfg) != (options.captions is not None):
+            raise ValueError(
+                "the scores of this folder were computed "
+                + (
+                    f"on captions (column {score_cfg['columns']['caption']!r}): pass caption_column"
+                    if "captions" in score_cfg
+                    else "on class labels: drop caption_column"
+                )
+            )
         rows_parts = [p for p in options.attach.parts if get_part(p).column is not None]
         vae_ref = score_cfg.get("vae_source", PIXEL_SPACE) if options.score.vae == AUTO else options.score.vae
         needs = needs_vae(options.attach.parts)
@@ -377,7 +386,7 @@ class ShardedRunner:
             len(source.class_names),
             bool(options.data.skip_corrupt),
             keep_bytes=True,
-            **_caption_prep(options),
+            **_caption_prep(score_cfg.get("captions"), score_cfg["scorer"]["seed"]),
         )
 
         def compute(todo: dict[int, np.ndarray]) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
@@ -620,15 +629,16 @@ def load_groups(output_dir: str | os.PathLike) -> dict[str, Any]:
     return read_json(Path(output_dir) / SCORES_DIR / GROUPS_FILE, "the groups of the merged scores")
 
 
-def _caption_prep(options: CondenseOptions) -> dict[str, Any]:
-    """The caption arguments of a :class:`~d2c_hf.run.rows.BatchPrep` (none for a class-labelled run)."""
-    captions = options.captions
+def _caption_prep(captions: dict[str, Any] | None, seed: int) -> dict[str, Any]:
+    """The caption arguments of a :class:`~d2c_hf.run.rows.BatchPrep` from a captions record (none for a
+    class-labelled run): the attach phase passes the scoring's record, so it picks the captions the rows were
+    scored with."""
     if captions is None:
         return {}
     return {
-        "caption_column": captions.column,
-        "caption_choice": captions.choice,
-        "caption_seed": options.score.seed,
+        "caption_column": captions["column"],
+        "caption_choice": captions["choice"],
+        "caption_seed": int(seed),
     }
 
 

@@ -47,8 +47,9 @@ def tokenize(
         add_special_tokens=True,
         return_tensors="pt",
     )
-    full = tokenizer(list(captions), truncation=False, add_special_tokens=True)["input_ids"]
-    truncated = sum(len(ids) > max_length for ids in full)
+    # one token more than the budget tells a truncated caption (without tokenizing, or warning about, all of it)
+    longer = tokenizer(list(captions), truncation=True, max_length=max_length + 1, add_special_tokens=True)
+    truncated = sum(len(ids) > max_length for ids in longer["input_ids"])
     return tokens["input_ids"], tokens["attention_mask"], truncated
 
 
@@ -156,6 +157,9 @@ class T5CaptionEncoder(CaptionEncoder):
 
     @torch.inference_mode()
     def encode(self, captions: Sequence[str]) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        captions = [
+            c.lower().strip() for c in captions
+        ]  # the pipeline's preprocessing without caption cleaning
         ids, mask, truncated = tokenize(self.tokenizers[0], captions, self.max_length)
         self._warn_truncated(truncated, captions)
         mask = mask.to(self.device)
