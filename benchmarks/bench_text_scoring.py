@@ -74,9 +74,11 @@ def _clip_tokenizer(folder: Path):
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.json").write_text(json.dumps(vocab))
     (folder / "merges.txt").write_text("#version: 0.2\n")
-    return CLIPTokenizer(
+    tokenizer = CLIPTokenizer(
         str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=CAPTION_TOKENS
     )
+    tokenizer.save_pretrained(folder)
+    return tokenizer
 
 
 def build_scorer_folder(preset: str, folder: Path) -> Path:

@@ -150,6 +150,12 @@ def read_text_contract(
     """The family and space of a text-to-image denoiser (``prediction_type`` ``None``: the family's, else the
     scheduler's ``prediction_type``, else epsilon)."""
     family = text_family(model)
+    if family.name == "stable-diffusion" and config_value(model, "addition_embed_type") is not None:
+        raise ValueError(
+            f"{type(model).__name__} takes added conditions (addition_embed_type="
+            f"{config_value(model, 'addition_embed_type')!r}, e.g. SDXL's size and pooled-text embeddings), which "
+            "TextDifficultyScorer does not build: use a Stable Diffusion 1.x/2.x, PixArt or SD3 scorer"
+        )
     if prediction_type is None:
         prediction_type = family.prediction_type
     if prediction_type is None:
@@ -261,14 +267,17 @@ def load_text_model(repo: str | os.PathLike) -> LoadedTextScorer:
             f"the pipeline {repo!r} has no unet or transformer component ({index.get('_class_name')})"
         )
     library, class_name = index[denoiser]
-    if class_name not in TEXT_FAMILIES:
+    # PixArt-alpha's Hub folders name diffusers' generic "Transformer2DModel", which diffusers remaps to
+    # PixArtTransformer2DModel (norm_type ada_norm_single) when it loads: the loaded class decides
+    generic = class_name == "Transformer2DModel" and bool(index.get("text_encoder"))
+    if class_name not in TEXT_FAMILIES and not generic:
         if is_class_conditional_name(class_name) or not index.get("text_encoder"):
             raise ValueError(f"{repo!r}: " + class_conditional_refusal(class_name))
         raise ValueError(
             f"{repo!r}: unsupported denoiser {class_name!r}; TextDifficultyScorer scores {', '.join(TEXT_FAMILIES)}"
         )
-    family = TEXT_FAMILIES[class_name]
     model = load_pretrained(model_class(library, class_name), repo, role="scorer", subfolder=denoiser)
+    family = text_family(model)
     encoders, tokenizers = [], []
     for component, tokenizer in zip(family.encoder_components, family.tokenizer_components):
         entry = index.get(component) or [None, None]
