@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "condense": ("d2c_hf.cli:condense_main", "score + select + attach in one resumable run"),
     "info": ("d2c_hf.cli:info_main", "describe a condensed dataset folder"),
     "fid": ("d2c_hf.cli:fid_main", "FID, sFID, IS, precision/recall of samples vs a reference"),
+    "clip-score": ("d2c_hf.cli:clip_score_main", "CLIP score of text-to-image samples vs their prompts"),
     "convert-repa": ("d2c_hf.cli:convert_repa_main", "convert a REPA SiT checkpoint to diffusers format"),
     "convert-sit": ("d2c_hf.cli:convert_sit_main", "convert an original SiT checkpoint to diffusers format"),
 }
@@ -699,6 +700,53 @@ def fid_main(argv: list[str] | None = None) -> int:
         reference_resolution=args.reference_resolution, k=args.k, is_split_size=args.is_split_size,
         fd_method=args.fd_method, save_reference_stats=args.save_reference_stats, progress=not args.no_progress,
     )  # fmt: skip
+    if args.output:
+        write_json(args.output, result)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+# --------------------------------------------------------------------------------------
+# d2c clip-score
+# --------------------------------------------------------------------------------------
+
+
+def clip_score_parser() -> argparse.ArgumentParser:
+    parser = _parser(
+        "d2c clip-score",
+        "CLIP score (100 * max(cos, 0), mean over samples) of text-to-image samples against their prompts, with "
+        "a given CLIP model.",
+    )
+    parser.add_argument(
+        "samples", help="an ADM .npz written by examples/sample_sit.py --prompt_file (arr_1 = prompt indices)"
+    )
+    parser.add_argument("--prompt_file", required=True, help="the prompt file the samples were made from")
+    parser.add_argument(
+        "--clip_model",
+        required=True,
+        help="a transformers CLIPModel folder or Hub id with its processor (e.g. openai/clip-vit-large-patch14)",
+    )
+    parser.add_argument("--batch_size", type=int, default=64, help="pairs per CLIP forward pass")
+    parser.add_argument("--device", default=None, help="cuda, cpu, ... (default: CUDA if available)")
+    parser.add_argument("--output", default=None, help="also write the result JSON to this file")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def clip_score_main(argv: list[str] | None = None) -> int:
+    """``d2c clip-score``: the CLIP score of a prompt-sampled ``.npz``; prints the result as JSON."""
+    args = clip_score_parser().parse_args(argv)
+    from .evaluation.clip_score import evaluate_clip_score
+    from .utils.files import write_json
+
+    result = evaluate_clip_score(
+        args.samples,
+        args.prompt_file,
+        args.clip_model,
+        batch_size=args.batch_size,
+        device=args.device,
+        progress=not args.no_progress,
+    )
     if args.output:
         write_json(args.output, result)
     print(json.dumps(result, indent=2))

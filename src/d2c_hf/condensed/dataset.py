@@ -43,6 +43,8 @@ TRAINING_ARRAYS = {
     "difficulty": ("samples", "difficulty"),
     "text_embeds": ("classes", "text_embeds"),
     "text_mask": ("classes", "text_mask"),
+    "caption_embeds": ("samples", "caption_embeds"),
+    "caption_mask": ("samples", "caption_mask"),
 }
 DEFAULT_TRAINING_ARRAYS = ("latents", "labels", "visual_embeds", "text_embeds", "text_mask")
 
@@ -237,7 +239,8 @@ class CondensedDataset:
             columns: names from ``latents`` ``(N, 2C, h, w)`` float16, ``labels`` ``(N,)`` int64,
                 ``visual_embeds`` ``(N, h, d)`` float16, ``difficulty`` ``(N,)`` float32,
                 ``text_embeds`` ``(C, L, D)`` float16 and ``text_mask`` ``(C, L)`` int8 (class
-                tables, indexed by label). Default: all of
+                tables, indexed by label), ``caption_embeds`` ``(N, L, D)`` float16 and ``caption_mask``
+                ``(N, L)`` int8 (a captioned set: one caption per row). Default: all of
                 ``latents, labels, visual_embeds, text_embeds, text_mask`` that exist.
             device: where to put the tensors (CPU by default); arrays are copied straight from the
                 memory map into tensors allocated there.
