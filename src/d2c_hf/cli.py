@@ -606,6 +606,12 @@ def demo_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output-dir", default="demo_output", help="folder to create (default: demo_output)")
     parser.add_argument("--quick", action="store_true", help="tiny settings for smoke tests (< 1 minute)")
     parser.add_argument(
+        "--text",
+        action="store_true",
+        help="the text-to-image route instead: condense the captioned digits by caption-conditioned difficulty, "
+        "train a text-conditioned SiT on it and on random subsets, and check that samples follow their prompts",
+    )
+    parser.add_argument(
         "--seed", type=int, default=0, help="seed of the scorer, selection, training and sampling"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --output-dir")
@@ -618,7 +624,7 @@ def demo_parser() -> argparse.ArgumentParser:
 
 
 def demo_main(argv: list[str] | None = None) -> int:
-    """``d2c demo [--output-dir DIR] [--quick] [--seed N] [--overwrite] [--train-script PATH]``."""
+    """``d2c demo [--output-dir DIR] [--quick] [--text] [--seed N] [--overwrite] [--train-script PATH]``."""
     args = demo_parser().parse_args(argv)
     if args.seed < 0:
         raise ValueError("--seed must be a non-negative integer")
@@ -627,8 +633,18 @@ def demo_main(argv: list[str] | None = None) -> int:
     output = Path(args.output_dir).expanduser().resolve()
     demo.check_output_dir(output, args.overwrite)
     demo.train_script_command(args.train_script)  # fail before any work if a given script is missing
-    settings = demo.QUICK if args.quick else demo.FULL
-    result = demo.run_demo(output, settings, seed=args.seed, train_script=args.train_script, quick=args.quick)
+    if args.text:
+        from . import demo_text
+
+        settings = demo_text.TEXT_QUICK if args.quick else demo_text.TEXT_FULL
+        result = demo_text.run_text_demo(
+            output, settings, seed=args.seed, train_script=args.train_script, quick=args.quick
+        )
+    else:
+        settings = demo.QUICK if args.quick else demo.FULL
+        result = demo.run_demo(
+            output, settings, seed=args.seed, train_script=args.train_script, quick=args.quick
+        )
     print()
     print(result["table"])
     print(f"\nDemo finished in {result['timings']['total']:.0f} s. Open {output / 'README.md'}")
