@@ -153,7 +153,7 @@ def test_estimator_options_are_checked_without_a_model():
 
 
 def test_bad_estimator_options_fail_before_any_model_loads(monkeypatch):
-    import d2c_hf.selection.scorer as scoring
+    import d2c_hf.selection.denoisers as scoring
     from d2c_hf.run.options import ScoreOptions
 
     def no_load(*args, **kwargs):
