@@ -12,6 +12,7 @@ from d2c_hf import DifficultyScorer, LatentEncoder, TextAttacher, VisualAttacher
 from d2c_hf.cli import attach_parser, condense_parser, score_parser, select_parser
 from d2c_hf.run.options import (
     AttachOptions,
+    CaptionOptions,
     CondenseOptions,
     DataOptions,
     RunOptions,
@@ -37,6 +38,9 @@ CONDENSE_ARGS = {
     "image_column": (DataOptions, "image_column"),
     "label_column": (DataOptions, "label_column"),
     "class_names": (DataOptions, "class_names"),
+    "caption_choice": (CaptionOptions, "choice"),
+    "group_by": (CaptionOptions, "group_by"),
+    "num_groups": (CaptionOptions, "num_groups"),
     "prompt_template": (AttachOptions, "prompt_template"),
     "seed": (ScoreOptions, "seed"),
     "num_timesteps": (ScoreOptions, "num_timesteps"),
@@ -55,6 +59,7 @@ CONDENSE_ARGS = {
 #: containers whose default None is an empty one
 NOT_OPTIONS = {
     "dataset",
+    "caption_column",  # None: a class-labelled run (no CaptionOptions), else CaptionOptions.column
     "selection_kwargs",
     "part_options",
     "notes",
@@ -98,12 +103,15 @@ CLI_FLAGS = {
     "prompt_template": (AttachOptions, "prompt_template"),
     "attach_dtype": (AttachOptions, "dtype"),
     "reuse_latents": (AttachOptions, "reuse_latents"),
+    "caption_choice": (CaptionOptions, "choice"),
+    "group_by": (CaptionOptions, "group_by"),
+    "num_groups": (CaptionOptions, "num_groups"),
 }
 #: flags that are not options of a run (the input, the process, the output)
 CLI_ONLY = {
     "dataset", "split", "streaming", "max_samples", "num_rows", "num_classes", "output_dir", "cpu",
     "store_posterior", "no_card", "note", "ratio", "images_per_class", "strategy_option", "attach",
-    "part_option",
+    "part_option", "caption_column",
 }  # fmt: skip
 
 #: scorer / attacher argument -> (options class, field). ``resolution`` is left out on purpose: a scorer

@@ -630,12 +630,36 @@ def test_what_cannot_be_a_scorer_is_named_with_the_fix(local_hub, tmp_path):
         ValueError, match="AutoencoderKL, an autoencoder, not a diffusion denoiser: pass it as vae="
     ):
         DifficultyScorer.from_pretrained(local_hub.vae)
-    scheduler = DDPMScheduler(prediction_type="v_prediction")
-    folder = tmp_path / "v"
+    scheduler = DDPMScheduler(prediction_type="sample")
+    folder = tmp_path / "x0"
     _tiny_unet(10).save_pretrained(folder / "transformer")
     scheduler.save_pretrained(folder / "scheduler")
-    with pytest.raises(ValueError, match="prediction_type='v_prediction'"):
+    with pytest.raises(ValueError, match="prediction_type='sample'"):
         DifficultyScorer.from_pretrained(folder)
+
+
+def test_a_v_prediction_model_is_scored_against_the_velocity(few, tmp_path):
+    """A scheduler declaring v_prediction makes the target v = sqrt(abar) eps - sqrt(1 - abar) x (by hand)."""
+    unet = _tiny_unet(10).eval()
+    folder = tmp_path / "v"
+    unet.save_pretrained(folder / "transformer")
+    DDPMScheduler(prediction_type="v_prediction").save_pretrained(folder / "scheduler")
+    scorer = DifficultyScorer.from_pretrained(folder, num_timesteps=2)
+    assert scorer.prediction_type == "v_prediction" and scorer.config["noising"]["target"] == "v"
+    pixels, labels = _pixels_labels(few.select(range(3)), 32)
+    got, _ = scorer.score_pixels(pixels, labels)
+    x0 = pixels_to_tensor(pixels)
+    noise = sample_noise(pixel_keys(pixels), 0, 2, x0.shape[1:])
+    abar = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0).float()
+    expected = torch.zeros(3)
+    with torch.no_grad():
+        for i, t in enumerate([250, 750]):
+            a = abar[t]
+            x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise[:, i]
+            v = a.sqrt() * noise[:, i] - (1 - a).sqrt() * x0
+            out = unet(x_t, torch.full((3,), t), class_labels=torch.as_tensor(labels)).sample
+            expected += (out - v).square().mean(dim=(1, 2, 3)) / 2
+    np.testing.assert_allclose(got, expected.numpy(), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", [torch.int8, torch.float64, "int8", "float64"])

@@ -19,9 +19,11 @@ from .version import __version__
 _EXPORTS: dict[str, str] = {
     # data
     "load_digits_dataset": "data.digits",
+    "load_captioned_digits": "data.captions",
     "prepare_dataset": "data.inputs",
     # Select
     "DifficultyScorer": "selection.scorer",
+    "TextDifficultyScorer": "selection.text_scorer",
     "Reliability": "selection.reliability",
     "ReliabilityError": "selection.reliability",
     "score_reliability": "selection.reliability",
@@ -97,6 +99,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .attach.parts import ATTACH_PARTS, AttachPart, PartContext, register_attach_part
     from .attach.train_encoder import train_vision_encoder
     from .condensed.dataset import CondensedDataset
+    from .data.captions import load_captioned_digits
     from .data.digits import load_digits_dataset
     from .data.inputs import prepare_dataset
     from .evaluation import (
@@ -131,5 +134,6 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         select,
         select_indices,
     )
+    from .selection.text_scorer import TextDifficultyScorer
     from .selection.train_scorer import train_scorer
     from .utils.spaces import PIXEL_SPACE

@@ -89,7 +89,8 @@ def _one_line(err: BaseException) -> str:
 
 
 def _add_data_args(parser: argparse.ArgumentParser) -> None:
-    from .run.options import DataOptions
+    from .run.options import CaptionOptions, DataOptions
+    from .selection.captions import CAPTION_CHOICES
 
     g = parser.add_argument_group("data")
     g.add_argument(
@@ -104,6 +105,17 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--streaming", action="store_true", help="read the source as an IterableDataset")
     g.add_argument("--image_column", default=DataOptions.image_column)
     g.add_argument("--label_column", default=DataOptions.label_column)
+    g.add_argument(
+        "--caption_column",
+        default=None,
+        help="a captioned dataset (text-to-image): the column of each image's caption(s); no labels needed",
+    )
+    g.add_argument(
+        "--caption_choice",
+        default=CaptionOptions.choice,
+        choices=CAPTION_CHOICES,
+        help="which caption of a list: the first, or one drawn per row (keyed like the noise)",
+    )
     g.add_argument("--max_samples", type=int, default=None, help="only the first N rows")
     g.add_argument("--num_rows", type=int, default=None, help="size of a streaming split without metadata")
     g.add_argument(
@@ -146,11 +158,25 @@ def _add_vae_arg(group: Any) -> None:
 
 
 def _add_score_args(parser: argparse.ArgumentParser) -> None:
-    from .run.options import DataOptions, ScoreOptions
+    from .run.options import CaptionOptions, DataOptions, ScoreOptions
+    from .selection.groups import GROUP_BY
 
     g = parser.add_argument_group("scoring")
     g.add_argument("--scorer", default=ScoreOptions.scorer)
     _add_vae_arg(g)
+    g.add_argument(
+        "--group_by",
+        default=CaptionOptions.group_by,
+        choices=GROUP_BY,
+        help="captioned data: the groups that play the classes' part (k-means on the caption or image features, "
+        "or the --label_column)",
+    )
+    g.add_argument(
+        "--num_groups",
+        type=int,
+        default=CaptionOptions.num_groups,
+        help="captioned data: k of the k-means groups (default round(sqrt(N / 2)) in [1, 100])",
+    )
     g.add_argument(
         "--num_timesteps",
         type=int,
@@ -324,9 +350,26 @@ def _same_names(*names: str) -> dict[str, str]:
 
 def _options(args: argparse.Namespace):
     """The typed options of a sharded run, from whichever flags the command has."""
-    from .run.options import AttachOptions, CondenseOptions, DataOptions, ScoreOptions, SelectOptions
+    from .run.options import (
+        DEFAULT_ATTACH,
+        DEFAULT_CAPTION_ATTACH,
+        AttachOptions,
+        CaptionOptions,
+        CondenseOptions,
+        DataOptions,
+        ScoreOptions,
+        SelectOptions,
+    )
 
     dtype = lambda v: None if v in (None, "auto") else v  # noqa: E731
+    captions = None
+    if getattr(args, "caption_column", None) is not None:
+        captions = CaptionOptions(
+            column=args.caption_column,
+            **_given(args, {"choice": "caption_choice", "group_by": "group_by", "num_groups": "num_groups"}),
+        )
+        if getattr(args, "attach", None) == list(DEFAULT_ATTACH):  # the default parts of a captioned run
+            args.attach = list(DEFAULT_CAPTION_ATTACH)
     score = ScoreOptions(
         **_given(
             args,
@@ -388,6 +431,7 @@ def _options(args: argparse.Namespace):
             {**_same_names("resolution", "batch_size"), "notes": "note"},
             {"notes": lambda v: tuple(v or ())},
         ),
+        captions=captions,
     )
 
 
@@ -452,6 +496,9 @@ def _source(args: argparse.Namespace):
         num_rows=args.num_rows,
         num_classes=args.num_classes,
         feature_column=getattr(args, "feature_column", None),
+        caption_column=args.caption_column,
+        # a captioned run reads labels only to group by them
+        with_labels=args.caption_column is None or getattr(args, "group_by", None) == "label",
     )
 
 

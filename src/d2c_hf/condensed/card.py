@@ -198,6 +198,9 @@ def render_card(
         parts.append("vision-encoder patch tokens")
     if condensed.classes is not None and "text_embeds" in condensed.classes.column_names:
         parts.append("T5 class-prompt embeddings")
+    if "caption_embeds" in condensed.samples.column_names:
+        parts.append("caption token embeddings")
+    captioned = info.get("text_to_image") or None
     attached = ""
     if parts:
         joined = parts[0] if len(parts) == 1 else f"{', '.join(parts[:-1])} and {parts[-1]}"
@@ -208,8 +211,8 @@ def render_card(
     lines += [
         f"A **D2C-condensed** subset{src}: {len(condensed):,} images"
         + (f" out of {source['num_rows']:,}" if source.get("num_rows") is not None else "")
-        + f" in {num_classes} classes"
-        + (f" ({ipc} per class requested)" if ipc is not None else "")
+        + (f" in {num_classes} caption groups" if captioned else f" in {num_classes} classes")
+        + (f" ({ipc} per {'group' if captioned else 'class'} requested)" if ipc is not None else "")
         + f", chosen by diffusion difficulty and {info.get('selection', {}).get('strategy', 'interval')} sampling"
         + f"{attached}. Made with d2c-hf"
         + (f" {version}." if version else "."),
@@ -225,8 +228,18 @@ def render_card(
         "of a REPA alignment loss), and each class a T5 embedding of a prompt such as 'a photo of a tench'.",
         "",
     ]
+    if captioned:
+        lines += [
+            "This is a **captioned** (text-to-image) set: the difficulty of each image is the denoising loss of a "
+            "text-to-image model conditioned on the image's caption, the images were grouped by their captions "
+            "(or images) and the groups play the part of classes (`label` is the group). See *Captions and "
+            "groups* below.",
+            "",
+        ]
     lines += _contents_section(condensed)
     lines += _config_section(condensed)
+    if captioned:
+        lines += _captions_section(condensed)
     lines += _counts_section(condensed, counts, ipc, figures)
     lines += _usage_section(condensed, repo)
     lines += _licence_section(condensed)
@@ -248,7 +261,12 @@ def _contents_section(condensed: CondensedLike) -> list[str]:
         "prompt": "the prompt encoded for this class",
         "text_embeds": "T5 encoder `last_hidden_state` of the prompt",
         "text_mask": "attention mask of the prompt tokens (1 = token, 0 = padding)",
+        "caption": "the caption the image was scored with (and its embeddings encode)",
+        "caption_embeds": "T5 encoder `last_hidden_state` of the caption, padded to a fixed length",
+        "caption_mask": "attention mask of the caption tokens (1 = token, 0 = padding)",
     }
+    if condensed.info.get("text_to_image"):
+        descriptions["label"] = "group id (the caption group that plays the part of a class)"
     for name in condensed.info.get("attach") or []:  # a registered part records its column's description
         record = condensed.info.get(name) or {}
         if record.get("column"):
@@ -350,6 +368,47 @@ def _config_section(condensed: CondensedLike) -> list[str]:
     lines = ["## Configuration and provenance", "", "| item | value |", "|---|---|"]
     lines += [f"| {_md_escape(k)} | {_md_escape(v)} |" for k, v in rows]
     lines += ["", "The complete record is in `d2c_info.json` next to this card.", ""]
+    return lines
+
+
+#: caption examples shown per group, and groups shown, in the card
+CAPTION_EXAMPLES, CAPTION_GROUPS_SHOWN = 3, 20
+
+
+def _captions_section(condensed: CondensedLike) -> list[str]:
+    """A captioned set: where the captions and groups come from, and a few captions of each group."""
+    record = condensed.info.get("text_to_image") or {}
+    groups = record.get("groups") or {}
+    sizes = groups.get("sizes") or []
+    lines = [
+        "## Captions and groups",
+        "",
+        f"Captions from column `{record.get('caption_column')}` (`caption_choice={record.get('caption_choice')}`"
+        + (
+            ", one caption per image drawn by a hash of the seed and the image"
+            if record.get("caption_choice") == "random"
+            else ""
+        )
+        + f"). {groups.get('num_groups')} groups from `{groups.get('source')}` ({groups.get('method', '')}, seed "
+        f"{groups.get('seed')}); group sizes in the scored data: min {min(sizes, default='—')}, max "
+        f"{max(sizes, default='—')}.",
+    ]
+    if record.get("text_encoder"):
+        lines.append(
+            f"Caption embeddings: {describe_model(record['text_encoder'])}, {record.get('max_length')} tokens."
+        )
+    lines += ["", "| group | images scored | selected | example captions |", "|---|---|---|---|"]
+    labels = column_numpy(condensed.samples, "label")
+    captions = condensed.samples["caption"] if "caption" in condensed.samples.column_names else []
+    counts = condensed.counts
+    for g in range(min(condensed.num_classes, CAPTION_GROUPS_SHOWN)):
+        rows = np.flatnonzero(labels == g)[:CAPTION_EXAMPLES]
+        examples = "; ".join(f"“{_md_escape(captions[int(i)])}”" for i in rows) if len(captions) else ""
+        scored = sizes[g] if g < len(sizes) else "—"
+        lines.append(f"| {g} | {scored} | {int(counts[g])} | {examples} |")
+    if condensed.num_classes > CAPTION_GROUPS_SHOWN:
+        lines.append(f"| ... | | | {condensed.num_classes - CAPTION_GROUPS_SHOWN} more groups |")
+    lines.append("")
     return lines
 
 
@@ -512,7 +571,7 @@ def _licence_section(condensed: CondensedLike) -> list[str]:
         "The images are a subset of the source dataset and keep its licence and terms of use"
         + (" (ImageNet: non-commercial research terms)." if imagenet else ".")
     ]
-    models = list(iter_models({k: info.get(k) for k in ("scoring", "latents", "visual", "text")}))
+    models = list(iter_models({k: info.get(k) for k in ("scoring", "latents", "visual", "text", "caption")}))
     if any(_is_official_dit(record.get("name_or_path")) for _, record in models):
         bullets.append(
             "The difficulty scores come from Meta's DiT-XL/2, whose weights and code are licensed "

@@ -5,6 +5,8 @@ A :class:`CondensedDataset` holds three ``datasets.Dataset`` tables and a JSON r
 * ``samples`` — one row per selected image: ``image``, ``label`` (``ClassLabel``),
   ``source_index`` (row in the source split), ``difficulty``, and what Attach added:
   ``latents`` ``Array3D((2C, h, w), float16)`` and ``visual_embeds`` ``Array2D((h, d), float16)``;
+  a captioned set (text-to-image, ``docs/text-to-image.md``) has ``label`` = the row's *group*, ``caption``,
+  and, attached, ``caption_embeds`` ``Array2D((L, D), float16)`` and ``caption_mask`` (int8, length L);
 * ``classes`` — one row per class id: ``label``, ``name``, ``prompt``, ``text_embeds``
   ``Array2D((L, D), float16)``, ``text_mask`` (int8, length L); optional;
 * ``scores`` — the difficulty of *every* scored image (``source_index``, ``label``,
@@ -46,7 +48,15 @@ TRAINING_ARRAYS = {
     "caption_embeds": ("samples", "caption_embeds"),
     "caption_mask": ("samples", "caption_mask"),
 }
-DEFAULT_TRAINING_ARRAYS = ("latents", "labels", "visual_embeds", "text_embeds", "text_mask")
+DEFAULT_TRAINING_ARRAYS = (
+    "latents",
+    "labels",
+    "visual_embeds",
+    "text_embeds",
+    "text_mask",
+    "caption_embeds",
+    "caption_mask",
+)
 
 
 class CondensedDataset:
@@ -199,7 +209,8 @@ class CondensedDataset:
                 f"  selection: strategy={selection.get('strategy')!r} interval={selection.get('interval')!r} "
                 f"seed={selection.get('seed')}"
             )
-        for role, record in iter_models({k: info.get(k) for k in ("scoring", "latents", "visual", "text")}):
+        roles = ("scoring", "latents", "visual", "text", "caption")
+        for role, record in iter_models({k: info.get(k) for k in roles}):
             lines.append(f"  model {role}: {describe_model(record)}")
         scoring = info.get("scoring") or {}
         if "prediction_type" in scoring:
@@ -221,6 +232,15 @@ class CondensedDataset:
         text = info.get("text") or {}
         if text:
             lines.append(f"  text: template {text.get('prompt_template')!r}, {text.get('max_length')} tokens")
+        captioned = info.get("text_to_image") or {}
+        if captioned:
+            groups = captioned.get("groups") or {}
+            lines.append(
+                f"  captions: column {captioned.get('caption_column')!r} ({captioned.get('caption_choice')}), "
+                f"{groups.get('num_groups')} groups from {groups.get('source')} (sizes min/median/max "
+                f"{_min_median_max(np.asarray(groups.get('sizes') or [], np.int64))}), caption tokens "
+                f"{captioned.get('max_length')}"
+            )
         for note in info.get("notes") or []:
             lines.append(f"  note: {note}")
         return "\n".join(lines)
@@ -240,8 +260,8 @@ class CondensedDataset:
                 ``visual_embeds`` ``(N, h, d)`` float16, ``difficulty`` ``(N,)`` float32,
                 ``text_embeds`` ``(C, L, D)`` float16 and ``text_mask`` ``(C, L)`` int8 (class
                 tables, indexed by label), ``caption_embeds`` ``(N, L, D)`` float16 and ``caption_mask``
-                ``(N, L)`` int8 (a captioned set: one caption per row). Default: all of
-                ``latents, labels, visual_embeds, text_embeds, text_mask`` that exist.
+                ``(N, L)`` int8 (a captioned set, per row). Default: all of ``latents, labels, visual_embeds,
+                text_embeds, text_mask, caption_embeds, caption_mask`` that exist.
             device: where to put the tensors (CPU by default); arrays are copied straight from the
                 memory map into tensors allocated there.
 

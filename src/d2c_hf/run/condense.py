@@ -27,7 +27,9 @@ from ..condensed.dataset import CondensedDataset
 from ..utils.checks import check_positive_int
 from ..utils.spaces import AUTO
 from .options import (
+    DEFAULT_CAPTION_ATTACH,
     AttachOptions,
+    CaptionOptions,
     CondenseOptions,
     DataOptions,
     ScoreOptions,
@@ -60,6 +62,10 @@ def condense(
     num_visual_tokens: int | None = AttachOptions.num_visual_tokens,
     image_column: str = DataOptions.image_column,
     label_column: str = DataOptions.label_column,
+    caption_column: str | None = None,
+    caption_choice: str = CaptionOptions.choice,
+    group_by: str = CaptionOptions.group_by,
+    num_groups: int | None = CaptionOptions.num_groups,
     class_names: Sequence[str] | Mapping[int, str] | None = DataOptions.class_names,
     prompt_template: str = AttachOptions.prompt_template,
     seed: int = ScoreOptions.seed,
@@ -94,6 +100,13 @@ def condense(
        tokens unless ``num_visual_tokens`` is given) and ``text`` (T5 embeddings of ``prompt_template``
        per class).
 
+    **Captioned datasets** (text-to-image, ``docs/text-to-image.md``): with ``caption_column`` the dataset needs
+    no labels. ``scorer`` must be a text-to-image model (Stable Diffusion, PixArt, SD3 pipeline; the difficulty
+    is conditioned on each image's caption, :class:`~d2c_hf.TextDifficultyScorer`), the rows are grouped
+    (``group_by``, ``num_groups``) and the groups play the classes' part (budget per group, stored as
+    ``label``); the samples keep their ``caption``, and the default parts are ``latents``, ``visual`` and
+    ``caption`` (each image's caption embedded by ``text_encoder``).
+
     Every model argument is a Hub id, a local folder (``save_pretrained`` layout) or a loaded
     object. Everything cheap is checked before any model is loaded: columns, labels, budget,
     ``attach`` parts, class names and prompt uniqueness, strategy name, keyword arguments, and that
@@ -124,6 +137,12 @@ def condense(
         resolution: image side (ADM centre crop) for scoring and latents.
         patch_size: the diffusion transformer's patch size (for the visual token count).
         image_column, label_column: input columns (stored as ``image``/``label``).
+        caption_column: a captioned dataset's caption column (a string or a list of strings per image);
+            ``None`` = a class-labelled dataset.
+        caption_choice: which caption of a list: ``"first"`` or ``"random"`` (per row, keyed like the noise).
+        group_by: the groups of a captioned dataset: ``"captions"`` (k-means on the scorer's caption
+            features), ``"images"`` or ``"label"`` (the ``label_column``).
+        num_groups: k of the k-means (``None``: ``round(sqrt(N / 2))`` in ``[1, 100]``).
         class_names: names per class id (default: the ``ClassLabel`` names), needed for ``text``.
         prompt_template: the class prompt, with one ``{}``.
         num_timesteps: scoring timestep grid size (``None``: 10, or the length of ``timestep_grid``).
@@ -155,7 +174,7 @@ def condense(
     """
     from datasets import Dataset, IterableDataset
 
-    from ..selection.scorer import DifficultyScorer
+    from ..selection.scorer_base import ScorerBase
 
     # ---- the input, and the arguments that only make sense for one kind of it -----------
     dataset, split = pick_split(dataset)
@@ -192,8 +211,10 @@ def condense(
         if options.select is None:
             raise ValueError("options.select is None: a condense run needs a budget (SelectOptions)")
         return _run(dataset, split, options, streaming, num_rows=num_rows, work_dir=work_dir)
-    if isinstance(scorer, DifficultyScorer) and scorer_kwargs:
-        raise TypeError(f"scorer is already a DifficultyScorer; {sorted(scorer_kwargs)} would be ignored")
+    if isinstance(scorer, ScorerBase) and scorer_kwargs:
+        raise TypeError(
+            f"scorer is already a {type(scorer).__name__}; {sorted(scorer_kwargs)} would be ignored"
+        )
     estimator = {
         name: (value, getattr(ScoreOptions, name))
         for name, value in (
@@ -204,13 +225,33 @@ def condense(
             ("standardize_timesteps", standardize_timesteps),
         )
     }
-    if isinstance(scorer, DifficultyScorer):
+    if isinstance(scorer, ScorerBase):
         ignored = sorted(k for k, (value, default) in estimator.items() if not _same(value, default))
         if ignored:
+            kind = type(scorer).__name__
             raise TypeError(
-                f"scorer is already a DifficultyScorer, which has its own estimator; {ignored} would be ignored: "
-                "pass them to DifficultyScorer.from_pretrained instead"
+                f"scorer is already a {kind}, which has its own estimator; {ignored} would be ignored: "
+                f"pass them to {kind}.from_pretrained instead"
             )
+    captions = None
+    if caption_column is not None:
+        captions = CaptionOptions(
+            column=caption_column, choice=caption_choice, group_by=group_by, num_groups=num_groups
+        )
+        if attach is AttachOptions.parts:  # the default parts of a captioned run (not asked for by name)
+            attach = DEFAULT_CAPTION_ATTACH
+    else:
+        given = [
+            name
+            for name, value in (
+                ("caption_choice", caption_choice),
+                ("group_by", group_by),
+                ("num_groups", num_groups),
+            )
+            if not _same(value, getattr(CaptionOptions, name.removeprefix("caption_")))
+        ]
+        if given:
+            raise ValueError(f"{given} are options of a captioned dataset: pass caption_column=... too")
     strategy_options = dict(selection_kwargs or {})
     features = strategy_options.pop("features", None)
     feature_column = strategy_options.pop("feature_column", None)
@@ -264,6 +305,7 @@ def condense(
         batch_size=batch_size,
         device=device,
         notes=tuple(notes or ()),
+        captions=captions,
     )
     return _run(dataset, split, options, streaming, num_rows=num_rows, work_dir=work_dir)
 
@@ -404,7 +446,11 @@ def _condense_stream(
     size = streaming_size(data, split, num_rows)
     features = getattr(data, "features", None) or {}
     label_column = options.data.label_column
-    bare_labels = label_column in features and not isinstance(features[label_column], ClassLabel)
+    captions = options.captions
+    with_labels = captions is None or captions.group_by == "label"
+    bare_labels = (
+        with_labels and label_column in features and not isinstance(features[label_column], ClassLabel)
+    )
     names = options.data.class_names
     if names is None and bare_labels:
         raise ValueError(
@@ -420,10 +466,11 @@ def _condense_stream(
         num_rows=size,
         streaming=True,
         image_column=options.data.image_column,
-        label_column=label_column,
+        label_column=label_column if with_labels else None,
         key_column=options.data.key_column,
         num_classes=len(names) if names is not None and bare_labels else None,
         feature_column=options.select.feature_column,
+        caption_column=None if captions is None else captions.column,
     )
     shard_size = options.batch_size * max(1, STREAMING_SHARD_ROWS // options.batch_size)
     latent_space = options.score.vae != PIXEL_SPACE

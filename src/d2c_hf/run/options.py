@@ -105,6 +105,8 @@ DEFAULT_TEXT_ENCODER = "google/flan-t5-xl"
 DEFAULT_VISION_ENCODER = "facebook/dinov2-base"
 DEFAULT_PROMPT = "a photo of a {}"
 DEFAULT_ATTACH = ("latents", "visual", "text")
+#: the default parts of a captioned run: the per-row caption embeddings replace the per-class text table
+DEFAULT_CAPTION_ATTACH = ("latents", "visual", "caption")
 
 
 # --------------------------------------------------------------------------------------
@@ -296,6 +298,35 @@ class AttachOptions(_Record):
 
 
 @dataclass(frozen=True)
+class CaptionOptions(_Record):
+    """A captioned dataset (text-to-image condensation, ``docs/text-to-image.md``): where its captions are, which
+    one of a list is used, and how its rows are grouped (groups play the classes' part).
+
+    Attributes:
+        column: the column holding each image's caption, a string or a list of strings.
+        choice: ``"first"`` (the string, or the first of the list) or ``"random"`` (one of the list, drawn per
+            row by a hash of the seed and the row's noise key: shard- and order-invariant).
+        group_by: ``"captions"`` (k-means on the scorer's caption features), ``"images"`` (k-means on the pooled
+            clean scorer inputs) or ``"label"`` (the data's ``label_column``).
+        num_groups: k of the k-means (``None``: ``round(sqrt(N / 2))`` in ``[1, 100]``).
+    """
+
+    column: str = "text"
+    choice: str = "first"
+    group_by: str = "captions"
+    num_groups: int | None = None
+
+    def __post_init__(self) -> None:
+        from ..selection.captions import check_caption_choice
+        from ..selection.groups import check_group_options
+
+        if not isinstance(self.column, str) or not self.column:
+            raise ValueError(f"caption_column must be a column name, got {self.column!r}")
+        check_caption_choice(self.choice)
+        check_group_options(self.group_by, self.num_groups)
+
+
+@dataclass(frozen=True)
 class CondenseOptions(_Record):
     """Everything a condense run needs besides the data.
 
@@ -304,6 +335,7 @@ class CondenseOptions(_Record):
         batch_size: images per model call, for every model.
         device: ``None`` = CUDA if available, else CPU (sharded runs: the process's device).
         notes: free-text lines recorded in ``info["notes"]`` and shown on the card.
+        captions: a captioned run (:class:`CaptionOptions`); ``None`` = a class-labelled run.
     """
 
     data: DataOptions = field(default_factory=DataOptions)
@@ -314,8 +346,20 @@ class CondenseOptions(_Record):
     batch_size: int = 32
     device: Any = None
     notes: tuple[str, ...] = ()
+    captions: CaptionOptions | None = None
 
     def __post_init__(self) -> None:
+        if self.captions is not None and "text" in self.attach.parts:
+            raise ValueError(
+                "attach part 'text' stores one prompt embedding per class, and a captioned dataset has no classes: "
+                "attach 'caption' (each image's own caption embedded) instead, e.g. attach=('latents', 'visual', "
+                "'caption')"
+            )
+        if self.captions is None and "caption" in self.attach.parts:
+            raise ValueError(
+                "attach part 'caption' embeds each image's caption: name the caption column with "
+                "caption_column=... (--caption_column), or attach 'text' for class prompts"
+            )
         check_positive_int(self.resolution, "resolution")
         check_positive_int(self.batch_size, "batch_size")
         if self.resolution % self.attach.patch_size:
@@ -390,15 +434,18 @@ _NESTED = {
     ("CondenseOptions", "score"): ScoreOptions,
     ("CondenseOptions", "select"): SelectOptions,
     ("CondenseOptions", "attach"): AttachOptions,
+    ("CondenseOptions", "captions"): CaptionOptions,
 }
 
 __all__ = [
     "DEFAULT_ATTACH",
+    "DEFAULT_CAPTION_ATTACH",
     "DEFAULT_PROMPT",
     "DEFAULT_SCORER",
     "DEFAULT_TEXT_ENCODER",
     "DEFAULT_VISION_ENCODER",
     "AttachOptions",
+    "CaptionOptions",
     "CondenseOptions",
     "DataOptions",
     "RunOptions",

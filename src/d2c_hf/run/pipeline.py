@@ -30,9 +30,9 @@ from ..attach.parts import (
     BUILTIN_PARTS,
     AttachPart,
     PartContext,
+    all_part_columns,
     get_part,
     needs_vae,
-    part_columns,
     part_transform,
 )
 from ..condensed.dataset import CondensedDataset
@@ -78,10 +78,11 @@ def load_scorer(options: CondenseOptions, device: torch.device, *, return_per_ti
     Returns ``(scorer, vae_or_None)``.
     """
     from ..selection.scorer import DifficultyScorer
+    from ..selection.text_scorer import TextDifficultyScorer
     from ..utils.vae import load_vae, same_encoder
 
     score = options.score
-    if isinstance(score.scorer, DifficultyScorer):
+    if isinstance(score.scorer, (DifficultyScorer, TextDifficultyScorer)):
         if score.vae != AUTO:
             raise ValueError(
                 "scorer is a loaded DifficultyScorer, which already scores in its own space: leave vae at 'auto' "
@@ -103,7 +104,17 @@ def load_scorer(options: CondenseOptions, device: torch.device, *, return_per_ti
                 "meaningless. Leave vae at 'auto' to use the scorer's VAE (for scoring and Attach), or pass that "
                 "same VAE"
             )
-    scorer = DifficultyScorer.from_pretrained(
+    captions = options.captions
+    kind = TextDifficultyScorer if captions is not None else DifficultyScorer
+    conditioning: dict[str, Any] = {"label_column": options.data.label_column}
+    if captions is not None:
+        conditioning.update(
+            caption_column=captions.column,
+            caption_choice=captions.choice,
+            group_by=captions.group_by,
+            num_groups=captions.num_groups,
+        )
+    scorer = kind.from_pretrained(
         score.scorer,
         vae=vae,
         num_timesteps=score.num_timesteps,
@@ -120,14 +131,64 @@ def load_scorer(options: CondenseOptions, device: torch.device, *, return_per_ti
         device=device,
         prediction_type=score.prediction_type,
         image_column=options.data.image_column,
-        label_column=options.data.label_column,
         key_column=options.data.key_column,
         return_per_timestep=return_per_timestep,
         max_forward_batch=score.max_forward_batch,
+        **conditioning,
     )
     if score.compile:
         scorer.model = torch.compile(scorer.model)
     return scorer, scorer.vae
+
+
+def check_scorer_conditioning(options: CondenseOptions, run_scorer: bool) -> None:
+    """A captioned run needs a text-to-image scorer and a class-labelled run a class-conditional one: read
+    from the scorer's folder (``model_index.json`` / ``config.json``) or object before any model loads, and
+    refused naming the argument and the fix."""
+    from ..selection.denoisers import text_to_image_refusal
+    from ..selection.text_denoisers import class_conditional_refusal, scorer_conditioning
+
+    if not run_scorer:
+        return
+    scorer = options.score.scorer
+    kind = scorer_conditioning(scorer)
+    name = os.fspath(scorer) if isinstance(scorer, (str, os.PathLike)) else type(scorer).__name__
+    if options.captions is not None and kind == "class":
+        raise ValueError(
+            f"caption_column={options.captions.column!r} asks for a caption-conditioned score, but scorer={name!r} "
+            f"is class-conditional. " + class_conditional_refusal(name)
+        )
+    if options.captions is None and kind == "text":
+        raise ValueError(
+            f"scorer={name!r} is a text-to-image model and no caption_column was given: "
+            + (text_to_image_refusal(name))
+        )
+
+
+def text_to_image_record(
+    options: CondenseOptions, group_record: Mapping[str, Any], caption_part: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """``info["text_to_image"]`` of a captioned run: the caption column and choice, the groups, and the text
+    encoder of the stored ``caption_embeds`` (so a trained model can encode new prompts alike)."""
+    captions = options.captions
+    return {
+        "caption_column": captions.column,
+        "caption_choice": captions.choice,
+        "groups": dict(group_record),
+        "text_encoder": (caption_part or {}).get("text_encoder"),
+        "max_length": (caption_part or {}).get("max_length"),
+    }
+
+
+def group_plan(plan: Plan, names: Sequence[str]) -> Plan:
+    """The plan of a captioned run once its groups are known: the groups are its classes."""
+    from dataclasses import replace
+
+    from datasets import ClassLabel
+
+    return replace(
+        plan, num_classes=len(names), class_names=list(names), label_feature=ClassLabel(names=list(names))
+    )
 
 
 def attach_vae(options: CondenseOptions, device: torch.device, scorer_vae: Any = None, scored: bool = False):
@@ -381,6 +442,8 @@ class MemoryRunner:
 
         options = self.options
         data_opts = options.data
+        if options.captions is not None:
+            return self.validate_captioned()
         dataset, class_info = prepare_dataset(
             self.dataset, image_column=data_opts.image_column, label_column=data_opts.label_column
         )
@@ -395,7 +458,7 @@ class MemoryRunner:
             raise ValueError(
                 f"selection features have {len(sel.features)} rows but the dataset has {len(dataset)}"
             )
-        for part, column in part_columns(options.attach.parts).items():
+        for column, part in all_part_columns(options.attach.parts).items():
             if column in columns:
                 raise ValueError(
                     f"the dataset already has a {column!r} column; remove it or leave {part!r} out of attach"
@@ -421,6 +484,7 @@ class MemoryRunner:
                 "'difficulty' column"
             )
         options.check_references(run_scorer)
+        check_scorer_conditioning(options, run_scorer)
         info = dataset.info
         source = {
             "name": getattr(info, "dataset_name", None) or getattr(info, "builder_name", None),
@@ -432,6 +496,65 @@ class MemoryRunner:
             "label_column": data_opts.label_column,
         }
         return Plan(options, class_info.num_classes, names, label_feature, source, run_scorer, reuse)
+
+    def validate_captioned(self) -> Plan:
+        """A captioned run's cheap checks: the image column, every caption (missing, empty, not a string:
+        naming the row), the labels of ``group_by="label"``, feature columns, paths and that the scorer is a
+        text-to-image model; the groups (its classes) are known only after scoring."""
+        from datasets import Image
+
+        from ..selection.captions import check_caption_column
+
+        options, dataset = self.options, self.dataset
+        data_opts, captions = options.data, options.captions
+        features = dataset.features
+        if data_opts.image_column not in features:
+            raise ValueError(
+                f"image_column={data_opts.image_column!r} is not a column of the dataset; available columns: "
+                f"{list(features)}. Pass image_column=... to name the right one."
+            )
+        if not isinstance(features[data_opts.image_column], Image):
+            raise TypeError(
+                f"column {data_opts.image_column!r} has feature {features[data_opts.image_column]!r}, expected "
+                "datasets.Image()"
+            )
+        check_caption_column(dataset, captions.column)
+        if captions.group_by == "label":
+            from ..data.inputs import prepare_dataset
+
+            dataset, _ = prepare_dataset(dataset, data_opts.image_column, data_opts.label_column)
+            self.dataset = dataset
+        if "difficulty" in dataset.column_names:
+            raise ValueError(
+                "the dataset already has a 'difficulty' column; a captioned run scores again (its groups come from "
+                "the scorer's caption encoding): drop it first (dataset.remove_columns('difficulty'))"
+            )
+        if options.score.scorer is None:
+            raise ValueError(
+                "a captioned run needs a text-to-image scorer (its groups and scores come from it): pass scorer=..."
+            )
+        sel = options.select
+        if sel.feature_column is not None and sel.feature_column not in dataset.column_names:
+            raise ValueError(
+                f"feature_column={sel.feature_column!r} is not a column of the dataset; columns: {dataset.column_names}"
+            )
+        if sel.features is not None and len(sel.features) != len(dataset):
+            raise ValueError(
+                f"selection features have {len(sel.features)} rows but the dataset has {len(dataset)}"
+            )
+        options.check_references(True)
+        check_scorer_conditioning(options, True)
+        info = dataset.info
+        source = {
+            "name": getattr(info, "dataset_name", None) or getattr(info, "builder_name", None),
+            "config": getattr(info, "config_name", None),
+            "split": self.split,
+            "num_rows": len(dataset),
+            "fingerprint": dataset._fingerprint,
+            "image_column": data_opts.image_column,
+            "caption_column": captions.column,
+        }
+        return Plan(options, 0, [], None, source, True, False)
 
     # -- the phases ---------------------------------------------------------------------
     def run(self) -> CondensedDataset:
@@ -450,11 +573,17 @@ class MemoryRunner:
         context = part_context(options, device, vae)
 
         scored, scores = self.score(plan, scorer)
+        if options.captions is not None:  # the groups, assigned by the scorer, are the classes from here on
+            plan = group_plan(plan, scorer.group_names)
         selection, rows = select_rows(options, scores, plan.num_classes)
         parts = load_parts(options, context)
         self.device = device
         attached = self.attach(plan, scored, rows, scores, parts)
         attach_classes(parts, plan.class_names, attached)
+        if options.captions is not None:
+            attached.extra["text_to_image"] = text_to_image_record(
+                options, scorer.group_record, attached.records.get("caption")
+            )
         return assemble(plan, scores, selection, attached)
 
     def score(self, plan: Plan, scorer: Any) -> tuple[Any, Scores]:
@@ -484,9 +613,10 @@ class MemoryRunner:
         if options.select.feature_column is not None:
             column = options.select.feature_column
             features = np.asarray(scored.with_format("numpy", columns=[column])[:][column])
+        label_column = "group" if options.captions is not None else options.data.label_column
         scores = Scores(
             source_index=np.arange(len(scored), dtype=np.int64),
-            labels=column_numpy(scored, options.data.label_column).astype(np.int64),
+            labels=column_numpy(scored, label_column).astype(np.int64),
             difficulty=column_numpy(scored, "difficulty").astype(np.float32) if has_scores else None,
             info=info,
             features=None if features is None else np.asarray(features),
@@ -500,16 +630,28 @@ class MemoryRunner:
 
         options = self.options
         image, label = options.data.image_column, options.data.label_column
+        captioned = options.captions is not None
+        if captioned:  # the group is the label; the caption each image was scored with is kept
+            label = "group"
         has_scores = scores.difficulty is not None
-        kept = [image, label, *(["difficulty"] if has_scores else [])]
+        caption = ["scored_caption"] if captioned else []
+        kept = [image, label, *(["difficulty"] if has_scores else []), *caption]
         samples = scored.select_columns(kept).select(rows)
         samples = samples.add_column("source_index", rows.tolist(), feature=Value("int64"))
-        samples = samples.rename_columns({image: "image", label: "label"})
+        samples = samples.rename_columns(
+            {image: "image", label: "label", **dict.fromkeys(caption, "caption")}
+        )
         samples = samples.cast_column("label", plan.class_label)
         if has_scores:
             samples = samples.cast_column("difficulty", Value("float32"))
         samples = samples.select_columns(
-            ["image", "label", "source_index", *(["difficulty"] if has_scores else [])]
+            [
+                "image",
+                "label",
+                "source_index",
+                *(["difficulty"] if has_scores else []),
+                *(["caption"] * captioned),
+            ]
         )
         attached = Attached(samples)
         for name, part in parts.items():  # the row parts, each a datasets map over the selected rows
@@ -528,10 +670,13 @@ __all__ = [
     "attach_classes",
     "attach_vae",
     "check_class_setup",
+    "check_scorer_conditioning",
+    "group_plan",
     "load_parts",
     "load_scorer",
     "part_context",
     "scoring_record",
     "select_rows",
+    "text_to_image_record",
     "token_count",
 ]

@@ -20,6 +20,8 @@ from ..utils.checks import check_positive_int
 
 #: ``--dataset digits``: scikit-learn's bundled handwritten digits (:func:`d2c_hf.data.digits.load_digits_dataset`)
 DIGITS = "digits"
+#: ``--dataset captioned-digits``: the same with captions (:func:`d2c_hf.data.captions.load_captioned_digits`)
+CAPTIONED_DIGITS = "captioned-digits"
 
 
 @dataclass
@@ -34,12 +36,20 @@ class Source:
     label_feature: Any
     identity: dict[str, Any]
     image_column: str
-    label_column: str
+    label_column: str | None  # None: a captioned source without labels
     key_column: str | None
     feature_column: str | None = None  # per-row selection features (herding, k-center, ...)
+    caption_column: str | None = None  # a captioned source (text-to-image)
 
     def columns(self) -> list[str]:
-        return [c for c in (self.image_column, self.label_column, self.key_column, self.feature_column) if c]
+        names = (
+            self.image_column,
+            self.label_column,
+            self.key_column,
+            self.feature_column,
+            self.caption_column,
+        )
+        return list(dict.fromkeys(c for c in names if c))
 
     @property
     def feature_dtype(self) -> np.dtype | None:
@@ -70,9 +80,11 @@ def open_source(
     num_rows: int | None = None,
     num_classes: int | None = None,
     feature_column: str | None = None,
+    caption_column: str | None = None,
+    with_labels: bool = True,
 ) -> Source:
-    """Open ``dataset`` (``"digits"``, a ``save_to_disk`` folder, or a ``load_dataset`` name/path) and
-    check its columns before any model is loaded.
+    """Open ``dataset`` (``"digits"``, ``"captioned-digits"``, a ``save_to_disk`` folder, or a ``load_dataset``
+    name/path) and check its columns before any model is loaded.
 
     ``split`` picks a split of a ``DatasetDict`` folder or a ``load_dataset`` dataset (default
     ``"train"``); a ``save_to_disk`` folder of one ``Dataset`` *is* one split, so a ``split`` that
@@ -82,12 +94,15 @@ def open_source(
     """
     from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 
+    from ..data.captions import load_captioned_digits
     from ..data.digits import load_digits_dataset
     from ..utils.hub import check_reference
 
     path = Path(dataset).expanduser()
     if dataset == DIGITS:
         data, name = load_digits_dataset(), DIGITS
+    elif dataset == CAPTIONED_DIGITS:
+        data, name = load_captioned_digits(), CAPTIONED_DIGITS
     else:
         check_reference(dataset, "--dataset")
         local = path.is_dir()
@@ -135,10 +150,11 @@ def open_source(
         num_rows=size,
         streaming=streaming,
         image_column=image_column,
-        label_column=label_column,
+        label_column=label_column if with_labels else None,
         key_column=key_column,
         num_classes=num_classes,
         feature_column=feature_column,
+        caption_column=caption_column,
     )
 
 
@@ -149,16 +165,19 @@ def source_from_dataset(
     num_rows: int | None = None,
     streaming: bool = False,
     image_column: str = "image",
-    label_column: str = "label",
+    label_column: str | None = "label",
     key_column: str | None = None,
     num_classes: int | None = None,
     feature_column: str | None = None,
+    caption_column: str | None = None,
 ) -> Source:
     """A :class:`Source` over an already-loaded ``Dataset`` / ``IterableDataset`` (columns checked);
-    ``identity`` names it in the run config (add what identifies the data, e.g. a fingerprint)."""
+    ``identity`` names it in the run config (add what identifies the data, e.g. a fingerprint). A captioned
+    source (``caption_column``) has its captions checked (every row of a ``Dataset``, the feature of a stream)
+    and needs no labels (``label_column=None``)."""
     from datasets import Dataset, Image, IterableDataset
 
-    from ..data.inputs import prepare_dataset
+    from ..data.inputs import ClassInfo, prepare_dataset
 
     size = len(data) if isinstance(data, Dataset) else num_rows
     if size is None:
@@ -166,20 +185,36 @@ def source_from_dataset(
     identity = {**identity, "num_rows": int(size)}
     if isinstance(data, Dataset):
         identity["fingerprint"] = data._fingerprint
-    data, info = prepare_dataset(
-        data,
-        image_column,
-        label_column,
-        num_classes=None if isinstance(data, Dataset) else num_classes,
-    )
+    if caption_column is not None:
+        from ..selection.captions import check_caption_column, check_caption_feature
+
+        if isinstance(data, Dataset):
+            check_caption_column(data, caption_column)
+        else:
+            check_caption_feature(data.features, caption_column)
+    if label_column is not None:
+        data, info = prepare_dataset(
+            data,
+            image_column,
+            label_column,
+            num_classes=None if isinstance(data, Dataset) else num_classes,
+        )
+    else:
+        features = data.features or {}
+        if image_column not in features or not isinstance(features[image_column], Image):
+            raise ValueError(
+                f"image_column={image_column!r} is not an image column of the dataset; columns: {list(features)}"
+            )
+        info = ClassInfo(num_classes=0, names=())
     if key_column is not None and key_column not in data.features:
         raise ValueError(f"key_column={key_column!r} is not a column; columns: {list(data.features)}")
     if feature_column is not None and feature_column not in data.features:
         raise ValueError(
             f"feature_column={feature_column!r} is not a column of the dataset; columns: {list(data.features)}"
         )
-    label_feature = data.features[label_column]
-    columns = list(dict.fromkeys(c for c in (image_column, label_column, key_column, feature_column) if c))
+    label_feature = data.features[label_column] if label_column is not None else None
+    names = (image_column, label_column, key_column, feature_column, caption_column)
+    columns = list(dict.fromkeys(c for c in names if c))
     data = data.select_columns(columns)
     if data.features[image_column].decode:
         data = data.cast_column(image_column, Image(decode=False))
@@ -198,6 +233,7 @@ def source_from_dataset(
         label_column=label_column,
         key_column=key_column,
         feature_column=feature_column,
+        caption_column=caption_column,
     )
 
 
@@ -230,16 +266,20 @@ class BatchPrep:
     keep_bytes: bool
     feature_column: str | None = None
     feature_dtype: Any = None
+    caption_column: str | None = None  # a captioned source: the chosen caption of each row is returned
+    caption_choice: str = "first"
+    caption_seed: int = 0
 
     def __call__(self, rows: np.ndarray, raw: Mapping[str, list]) -> dict[str, Any]:
         from ..data.inputs import check_labels
+        from ..selection.captions import choose_captions
         from ..selection.noise import pixel_keys, value_keys
         from ..utils.images import center_crop, decode_image
 
         keep, pixels, blobs, corrupt, upsampled = [], [], [], [], 0
-        labels = raw[self.label_column]
+        labels = raw[self.label_column] if self.label_column else None
         for i, (row, value) in enumerate(zip(rows.tolist(), raw[self.image_column])):
-            if labels[i] is None:
+            if labels is not None and labels[i] is None:
                 raise ValueError(f"column {self.label_column!r} has a missing label (None) at row {row}")
             try:
                 image = decode_image(value, row)
@@ -260,12 +300,15 @@ class BatchPrep:
         r = self.resolution
         pixels_arr = np.stack(pixels) if pixels else np.zeros((0, r, r, 3), np.uint8)
         kept_rows = rows[keep]
-        y = check_labels(
-            np.asarray([labels[i] for i in keep], dtype=np.int64),
-            self.num_classes,
-            self.label_column,
-            rows=kept_rows,
-        )
+        if labels is None:  # a captioned source without labels: its groups are assigned when scores merge
+            y = np.zeros(len(keep), np.int64)
+        else:
+            y = check_labels(
+                np.asarray([labels[i] for i in keep], dtype=np.int64),
+                self.num_classes,
+                self.label_column,
+                rows=kept_rows,
+            )
         if self.key_column:
             keys = value_keys([raw[self.key_column][i] for i in keep], kept_rows, self.key_column)
         else:
@@ -280,6 +323,15 @@ class BatchPrep:
         }
         if self.keep_bytes:
             out["bytes"] = blobs
+        if self.caption_column:  # chosen as the scorer does: by the row's key (shard- and order-invariant)
+            out["captions"] = choose_captions(
+                [raw[self.caption_column][i] for i in keep],
+                keys,
+                choice=self.caption_choice,
+                seed=self.caption_seed,
+                column=self.caption_column,
+                rows=kept_rows.tolist(),
+            )
         if self.feature_column:
             values = [raw[self.feature_column][i] for i in keep]
             out["features"] = np.asarray(values, dtype=self.feature_dtype) if values else np.zeros((0, 0))

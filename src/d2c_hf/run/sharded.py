@@ -51,9 +51,11 @@ from .pipeline import (
     assemble,
     attach_classes,
     check_class_setup,
+    check_scorer_conditioning,
     load_scorer,
     part_context,
     select_rows,
+    text_to_image_record,
     token_count,
 )
 from .rows import BatchPrep, Source, make_loader, plan_batches
@@ -76,6 +78,7 @@ logger = logging.getLogger(__name__)
 SCORE_DIR, SCORES_DIR, ATTACH_DIR, CONDENSED_DIR = "score", "scores", "attach", "condensed"
 SELECTION_FILE = "selection.json"
 RELIABILITY_FILE = "reliability.json"
+GROUPS_FILE = "groups.json"
 SCORE_REQUIRED = ("rows", "difficulty", "label", "corrupt")
 ATTACH_REQUIRED = ("rows", "bytes", "offsets", "label")
 #: rows per Arrow batch when the merged scores and the condensed samples are written (bounded memory)
@@ -118,10 +121,20 @@ class ShardedRunner:
         source = self.source
         if source is None:
             raise ValueError("this phase reads the source dataset: pass it")
-        names = check_class_setup(
-            self.options, source.class_names, not isinstance(source.label_feature, ClassLabel)
-        )
+        captions = self.options.captions
+        if captions is not None:
+            if source.caption_column != captions.column:
+                raise ValueError(
+                    f"caption_column={captions.column!r} but the source was opened with caption column "
+                    f"{source.caption_column!r}"
+                )
+            names = list(source.class_names)  # group_by='label': the label's classes; else none until merged
+        else:
+            names = check_class_setup(
+                self.options, source.class_names, not isinstance(source.label_feature, ClassLabel)
+            )
         self.options.check_references(run_scorer=scoring)
+        check_scorer_conditioning(self.options, scoring)
         identity = source.identity
         record = {
             "name": identity.get("dataset"),
@@ -132,6 +145,10 @@ class ShardedRunner:
             "image_column": source.image_column,
             "label_column": source.label_column,
         }
+        if captions is not None:
+            record["caption_column"] = captions.column
+            if captions.group_by != "label":
+                del record["label_column"]
         return Plan(self.options, len(source.class_names), names, source.label_feature, record, True, False)
 
     # -- phase 1: score -----------------------------------------------------------------
@@ -141,20 +158,26 @@ class ShardedRunner:
         ``check_tokens``: a run that attaches next checks the visual token grid against the scorer's VAE
         first, so that a bad ``resolution`` / ``patch_size`` fails before the data is scored.
         """
+        from ..selection.groups import image_features
         from ..utils.vae import scale_latents
 
         options, state, source = self.options, self.state, self.source
         scorer, _ = load_scorer(options, state.device, return_per_timestep=True)
         if check_tokens and {"latents", "visual"} & set(options.attach.parts):
             token_count(options, scorer.vae)
-        if not source.streaming:
+        captions = options.captions
+        if captions is None and not source.streaming:
             scorer.check_label_range(source.data, len(source.class_names))
-        scorer.plan_probe(source.num_rows, len(source.class_names))  # a function of the keys: shard-invariant
+        # a function of the keys: shard-invariant (a captioned run's probe spreads over all rows)
+        scorer.plan_probe(source.num_rows, len(source.class_names) if captions is None else None)
         config = scorer.config
         config.pop("return_per_timestep", None)
+        columns = {"image": source.image_column, "label": source.label_column, "key": source.key_column}
+        if captions is not None:
+            columns["caption"] = captions.column
         config = {
             "source": source.identity,
-            "columns": {"image": source.image_column, "label": source.label_column, "key": source.key_column},
+            "columns": columns,
             "scorer": config,
             "vae_source": _vae_reference(options, scorer),
             "shard_size": self.run.shard_size,
@@ -166,6 +189,8 @@ class ShardedRunner:
         }
         if source.feature_column is not None:  # only then: work folders of earlier runs still resume
             config["feature_column"] = source.feature_column
+        if captions is not None:
+            config["captions"] = captions.to_record()
         folder = open_phase(self.output_dir, SCORE_DIR, config, state)
         ranges = shard_plan(source.num_rows, self.run.shard_size)
         num_shards = len(ranges)
@@ -176,11 +201,12 @@ class ShardedRunner:
             source.label_column,
             source.key_column,
             scorer.resolution,
-            scorer.num_classes,
+            scorer.num_classes if captions is None else len(source.class_names),
             bool(options.data.skip_corrupt),
             keep_bytes=False,
             feature_column=source.feature_column,
             feature_dtype=source.feature_dtype,
+            **_caption_prep(None if captions is None else captions.to_record(), options.score.seed),
         )
         upsampled = 0
 
@@ -204,10 +230,21 @@ class ShardedRunner:
                         part["posterior"] = torch.cat([mean, std], dim=1).to("cpu", torch.float16).numpy()
                     else:
                         x0 = scorer.encode(pixels)
-                    scored = scorer.score_batch(x0, part["label"], part["key"])
+                    if captions is None:
+                        scored = scorer.score_batch(x0, part["label"], part["key"])
+                    else:
+                        scored, features = scorer.score_captions(x0, item["captions"], part["key"])
+                        if captions.group_by != "label":
+                            features = image_features(x0) if captions.group_by == "images" else features
+                            part["group_features"] = features.to("cpu", torch.float16).numpy()
                 else:
                     empty = torch.zeros((0, scorer.channels, scorer.latent_size, scorer.latent_size))
-                    scored = scorer.score_batch(empty, np.zeros(0, np.int64), np.zeros(0, np.uint64))
+                    if captions is None:
+                        scored = scorer.score_batch(empty, np.zeros(0, np.int64), np.zeros(0, np.uint64))
+                    else:
+                        scored = scorer.score_batch(empty, [], np.zeros(0, np.uint64))
+                        if captions.group_by != "label":
+                            part["group_features"] = np.zeros((0, scorer.group_feature_size), np.float16)
                     if store_posterior:
                         shape = (2 * scorer.channels, scorer.latent_size, scorer.latent_size)
                         part["posterior"] = np.zeros((0, *shape), np.float16)
@@ -280,7 +317,8 @@ class ShardedRunner:
         )
         if check:
             self.check_reliability()
-        result, rows = select_rows(self.options, scores, len(config["class_names"]))
+        names = load_groups(self.output_dir)["names"] if "captions" in config else config["class_names"]
+        result, rows = select_rows(self.options, scores, len(names))
         record = {
             "source_indices": rows.tolist(),
             "positions": np.asarray(result.indices, np.int64).tolist(),
@@ -301,6 +339,15 @@ class ShardedRunner:
             raise FileNotFoundError(f"{selection_file} not found: run `d2c select` first")
         selected = np.asarray(read_json(selection_file, "the selection")["source_indices"], dtype=np.int64)
         score_cfg = phase_config(self.output_dir, SCORE_DIR)
+        if ("captions" in score_cfg) != (options.captions is not None):
+            raise ValueError(
+                "the scores of this folder were computed "
+                + (
+                    f"on captions (column {score_cfg['columns']['caption']!r}): pass caption_column"
+                    if "captions" in score_cfg
+                    else "on class labels: drop caption_column"
+                )
+            )
         rows_parts = [p for p in options.attach.parts if get_part(p).column is not None]
         vae_ref = score_cfg.get("vae_source", PIXEL_SPACE) if options.score.vae == AUTO else options.score.vae
         needs = needs_vae(options.attach.parts)
@@ -334,11 +381,12 @@ class ShardedRunner:
         prep = BatchPrep(
             source.image_column,
             source.label_column,
-            None,
+            _attach_key_column(options, source, score_cfg),  # a random caption choice is keyed like the noise
             options.resolution,
             len(source.class_names),
             bool(options.data.skip_corrupt),
             keep_bytes=True,
+            **_caption_prep(score_cfg.get("captions"), score_cfg["scorer"]["seed"]),
         )
 
         def compute(todo: dict[int, np.ndarray]) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
@@ -356,11 +404,14 @@ class ShardedRunner:
                     "bytes": np.frombuffer(b"".join(blobs), np.uint8),
                     "offsets": np.cumsum([0, *map(len, blobs)]).astype(np.int64),
                 }
+                if "captions" in item:
+                    part["caption"] = np.asarray(item["captions"], dtype=str).reshape(-1)
                 for name, step in built.items():  # the parts' own per-batch code (as in memory)
                     if name == "latents" and reuse is not None:
                         part[step.column] = reuse[np.searchsorted(selected, rows)]
                     else:
-                        part[step.column] = step.compute(pixels.numpy(), rows)
+                        inputs = item["captions"] if type(step).reads == "captions" else pixels.numpy()
+                        part.update(step.compute_columns(inputs, rows))
                 acc[shard].append(part)
                 if len(acc[shard]) == per_shard[shard]:
                     yield shard, _concat_parts(acc.pop(shard))
@@ -386,7 +437,9 @@ class ShardedRunner:
         selection = read_json(self.output_dir / SELECTION_FILE, "the selection")
         # the selection as it was made (by `d2c select` or this run), for the record
         options = replace(self.options, select=SelectOptions.from_record(selection["options"]))
-        names = score_cfg["class_names"]
+        captioned = "captions" in score_cfg
+        groups = load_groups(self.output_dir) if captioned else None
+        names = groups["names"] if captioned else score_cfg["class_names"]
         num_shards = len(shard_plan(len(selection["source_indices"]), attach_cfg["shard_size"]))
         arrays = load_scores(self.output_dir)
         class_label = ClassLabel(names=names)
@@ -395,6 +448,7 @@ class ShardedRunner:
             "label": class_label,
             "source_index": Value("int64"),
             "difficulty": Value("float32"),
+            **({"caption": Value("string")} if captioned else {}),
         }
         attached = Attached(None)
         row_parts = [get_part(name) for name in attach_cfg.get("parts", [])]
@@ -411,10 +465,12 @@ class ShardedRunner:
                         {"bytes": got["bytes"][offsets[i] : offsets[i + 1]].tobytes(), "path": None}
                         for i in range(len(rows))
                     ],
-                    "label": got["label"],
+                    # a captioned run's label is its group, assigned when the scores merged
+                    "label": arrays["label"][position] if captioned else got["label"],
                     "source_index": rows,
                     "difficulty": arrays["difficulty"][position].astype(np.float32),
-                    **{part.column: got[part.column] for part in row_parts},
+                    **({"caption": got["caption"].tolist()} if captioned else {}),
+                    **{column: got[column] for part in row_parts for column in part.columns()},
                 }
 
         scratch = self.output_dir / ".condensed-samples.arrow"
@@ -430,23 +486,21 @@ class ShardedRunner:
             built = {name: get_part(name).load(options, context) for name in class_parts}
             attach_classes(built, names, attached)
         source = score_cfg["source"]
-        plan = Plan(
-            options,
-            len(names),
-            names,
-            class_label,
-            {
-                "name": source["dataset"],
-                "config": source.get("config"),
-                "split": source["split"],
-                "num_rows": source["num_rows"],
-                "fingerprint": source.get("fingerprint"),
-                "image_column": score_cfg["columns"]["image"],
-                "label_column": score_cfg["columns"]["label"],
-            },
-            True,
-            False,
-        )
+        record = {
+            "name": source["dataset"],
+            "config": source.get("config"),
+            "split": source["split"],
+            "num_rows": source["num_rows"],
+            "fingerprint": source.get("fingerprint"),
+            "image_column": score_cfg["columns"]["image"],
+            "label_column": score_cfg["columns"]["label"],
+        }
+        if captioned:
+            record["caption_column"] = score_cfg["columns"]["caption"]
+            if score_cfg["captions"]["group_by"] != "label":
+                del record["label_column"]
+            attached.extra["text_to_image"] = text_to_image_record(options, groups, attach_cfg.get("caption"))
+        plan = Plan(options, len(names), names, class_label, record, True, False)
         scores = Scores(
             source_index=arrays["source_index"],
             labels=arrays["label"],
@@ -497,7 +551,15 @@ def merge_scores(output_dir: str | os.PathLike) -> dict[str, Any]:
     features_values = None
     if config.get("feature_column") is not None:  # the selection features, as the source stored them
         features_values = np.concatenate([s["features"] for s in shards if len(s["features"])])
+    group_features = None
+    if "captions" in config and config["captions"]["group_by"] != "label":
+        group_features = np.concatenate([s["group_features"] for s in shards])
     del shards  # from here on one copy of the arrays
+    names = config["class_names"]
+    groups_record = None
+    if "captions" in config:  # the groups of a captioned run: k-means (or its labels), as in memory
+        cat["label"], names, groups_record = _assign_groups(config, cat["label"], group_features)
+        del group_features
     labels = cat["label"].astype(np.int64, copy=False)
     standardized, stats, report = finish_scores(per_timestep, halves, labels, config["scorer"])
     difficulty = cat["difficulty"] if standardized is None else standardized
@@ -509,7 +571,7 @@ def merge_scores(output_dir: str | os.PathLike) -> dict[str, Any]:
     }
     features = {
         "source_index": Value("int64"),
-        "label": ClassLabel(names=config["class_names"]),
+        "label": ClassLabel(names=names),
         "difficulty": Value("float32"),
         "difficulty_per_timestep": List(Value("float32"), length=steps),
     }
@@ -526,6 +588,8 @@ def merge_scores(output_dir: str | os.PathLike) -> dict[str, Any]:
         with staged_dir(output_dir / SCORES_DIR, "the merged scores") as staging:
             table.save_to_disk(str(staging))
             write_json(Path(staging) / RELIABILITY_FILE, record, sort_keys=True)
+            if groups_record is not None:
+                write_json(Path(staging) / GROUPS_FILE, groups_record, sort_keys=True)
     finally:
         scratch.unlink(missing_ok=True)
     if len(corrupt):
@@ -540,6 +604,55 @@ def merge_scores(output_dir: str | os.PathLike) -> dict[str, Any]:
         "num_shards": num_shards,
         "reliability": record["reliability"],
     }
+
+
+def _assign_groups(
+    config: dict[str, Any], labels: np.ndarray, features: np.ndarray | None
+) -> tuple[np.ndarray, list[str], dict[str, Any]]:
+    """The groups of a captioned run's merged scores: ``(groups, names, record)``, with the code of the
+    in-memory scorer (:func:`~d2c_hf.selection.groups.assign_groups` on the rows' features in source order, or
+    the label column for ``group_by="label"``), so both runners group alike."""
+    from ..selection.groups import assign_groups, group_names, group_record
+
+    captions = config["captions"]
+    seed = int(config["scorer"]["seed"])
+    if captions["group_by"] == "label":
+        groups, names = labels.astype(np.int64), list(config["class_names"])
+    else:
+        groups = assign_groups(features, captions["num_groups"], seed)
+        names = group_names(int(groups.max()) + 1)
+    return groups, names, group_record(captions["group_by"], groups, names, captions["num_groups"], seed)
+
+
+def load_groups(output_dir: str | os.PathLike) -> dict[str, Any]:
+    """The groups record of a captioned run's merged scores (``scores/groups.json``)."""
+    return read_json(Path(output_dir) / SCORES_DIR / GROUPS_FILE, "the groups of the merged scores")
+
+
+def _caption_prep(captions: dict[str, Any] | None, seed: int) -> dict[str, Any]:
+    """The caption arguments of a :class:`~d2c_hf.run.rows.BatchPrep` from a captions record (none for a
+    class-labelled run): the attach phase passes the scoring's record, so it picks the captions the rows were
+    scored with."""
+    if captions is None:
+        return {}
+    return {
+        "caption_column": captions["column"],
+        "caption_choice": captions["choice"],
+        "caption_seed": int(seed),
+    }
+
+
+def _attach_key_column(options: CondenseOptions, source: Source, score_cfg: dict[str, Any]) -> str | None:
+    """The key column the attach phase reads: a captioned run's random caption choice is keyed like the
+    noise, so it needs the scoring's key column (a class-labelled run needs none)."""
+    key = score_cfg["columns"].get("key")
+    if options.captions is None or key is None:
+        return None
+    if key not in source.columns():
+        raise ValueError(
+            f"the scores were keyed by column {key!r}: pass --key_column {key} to attach as well"
+        )
+    return key
 
 
 def _row_batches(columns: dict[str, np.ndarray], rows: int) -> Iterator[dict[str, np.ndarray]]:
@@ -655,6 +768,7 @@ __all__ = [
     "SCORE_DIR",
     "SELECTION_FILE",
     "ShardedRunner",
+    "load_groups",
     "load_reliability",
     "load_scores",
     "merge_scores",

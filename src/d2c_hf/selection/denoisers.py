@@ -29,7 +29,7 @@ from .estimator import (
 
 logger = logging.getLogger(__name__)
 
-PREDICTION_TYPES = ("epsilon", "flow")
+PREDICTION_TYPES = ("epsilon", "v_prediction", "flow")
 #: Model classes whose prediction type is known (matched by class name, nothing is imported).
 KNOWN_MODEL_CLASSES: dict[str, str] = {
     "DiTTransformer2DModel": "epsilon",
@@ -37,6 +37,10 @@ KNOWN_MODEL_CLASSES: dict[str, str] = {
     "SiTTransformer2DModel": "flow",
     "UNet2DModel": "epsilon",  # with num_class_embeds (class-conditional), e.g. a DDPM UNet
 }
+#: Text-to-image denoisers (scored on captions by :class:`~d2c_hf.selection.text_scorer.TextDifficultyScorer`),
+#: refused as class-conditional scorers even where their config has a class-count key (PixArt's
+#: ``num_embeds_ada_norm`` is its timestep table).
+TEXT_TO_IMAGE_MODEL_CLASSES = ("UNet2DConditionModel", "PixArtTransformer2DModel", "SD3Transformer2DModel")
 #: config keys that give a model's number of classes (DiT/SiT, diffusers' DiT remap, UNet2DModel)
 NUM_CLASSES_KEYS = ("num_classes", "num_embeds_ada_norm", "num_class_embeds")
 
@@ -88,7 +92,7 @@ def dit_ddpm_scheduler():
 
 
 class EpsilonAdapter:
-    """DDPM path with epsilon prediction (DiT).
+    """DDPM path with epsilon prediction (DiT, PixArt, Stable Diffusion 1.x / 2.x base).
 
     ``x_t = sqrt(abar_t) x + sqrt(1 - abar_t) eps`` (``DDPMScheduler.add_noise``), target ``eps``,
     integer timesteps ``t_i = floor((i + 0.5) * N / T)``.
@@ -101,6 +105,7 @@ class EpsilonAdapter:
     """
 
     prediction_type = "epsilon"
+    target_name = "epsilon"
 
     def __init__(
         self, num_timesteps: int, scheduler: Any = None, grid: str | Sequence[float] = MIDPOINTS
@@ -112,10 +117,17 @@ class EpsilonAdapter:
         elif not isinstance(scheduler, DDPMScheduler):
             config = scheduler if isinstance(scheduler, Mapping) else scheduler.config
             scheduler = DDPMScheduler.from_config(dict(config))
-        if scheduler.config.prediction_type != "epsilon":
-            raise ValueError(
-                f"the scheduler says prediction_type={scheduler.config.prediction_type!r}; the epsilon adapter "
-                "needs an epsilon-prediction model (pass prediction_type='flow' for flow/velocity models)"
+        declared = scheduler.config.prediction_type
+        if declared != self.prediction_type:
+            if self.prediction_type == "epsilon" or declared != "epsilon":
+                raise ValueError(
+                    f"the scheduler says prediction_type={declared!r}; the {self.prediction_type} adapter needs "
+                    f"a {self.prediction_type}-prediction model (pass prediction_type='flow' for flow models, "
+                    "'v_prediction' for v-prediction DDPM models)"
+                )
+            # a scheduler saved without prediction_type (DiT's default) and an explicit v_prediction
+            scheduler = DDPMScheduler.from_config(
+                {**dict(scheduler.config), "prediction_type": self.prediction_type}
             )
         self.scheduler = scheduler
         self.num_train_timesteps = int(scheduler.config.num_train_timesteps)
@@ -141,7 +153,7 @@ class EpsilonAdapter:
         """``(N, C, H, W)`` float32 clean samples and noise, ``(N,)`` int64 timesteps -> x_t ``(N, C, H, W)``."""
         return self.scheduler.add_noise(x0, noise, t)
 
-    def target(self, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The regression target: ``eps``."""
         return noise
 
@@ -164,7 +176,7 @@ class EpsilonAdapter:
         c = self.scheduler.config
         return {
             "path": "ddpm",
-            "target": "epsilon",
+            "target": self.target_name,
             "num_train_timesteps": self.num_train_timesteps,
             "beta_schedule": c.beta_schedule,
             "beta_start": float(c.beta_start),
@@ -176,15 +188,39 @@ class EpsilonAdapter:
         }
 
 
-class FlowAdapter:
-    """Linear flow path with velocity prediction (SiT / REPA convention).
+class VelocityAdapter(EpsilonAdapter):
+    """DDPM path with v-prediction (Stable Diffusion 2.x at 768 px, ``prediction_type="v_prediction"``).
 
-    ``x_t = (1 - t) x + t eps``, target ``eps - x``, ``t_i = (i + 0.5) / T`` passed as float32.
+    The path and the timesteps are :class:`EpsilonAdapter`'s; the target is the velocity
+    ``v = sqrt(abar_t) eps - sqrt(1 - abar_t) x`` (``DDPMScheduler.get_velocity``), what such a model predicts.
+    """
+
+    prediction_type = "v_prediction"
+    target_name = "v"
+
+    def to(self, device: torch.device) -> VelocityAdapter:
+        super().to(device)
+        return self
+
+    def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The regression target: ``sqrt(abar_t) eps - sqrt(1 - abar_t) x``."""
+        return self.scheduler.get_velocity(x0, noise, t)
+
+
+class FlowAdapter:
+    """Linear flow path with velocity prediction (SiT / REPA convention; SD3's rectified flow).
+
+    ``x_t = (1 - t) x + t eps``, target ``eps - x``, ``t_i = (i + 0.5) / T``; the model is given
+    ``t * timestep_scale`` as float32 (1 for SiT, which takes t in [0, 1]; 1000 for SD3, which takes ``sigma *
+    num_train_timesteps``).
     """
 
     prediction_type = "flow"
 
-    def __init__(self, num_timesteps: int, grid: str | Sequence[float] = MIDPOINTS) -> None:
+    def __init__(
+        self, num_timesteps: int, grid: str | Sequence[float] = MIDPOINTS, timestep_scale: float = 1.0
+    ) -> None:
+        self.timestep_scale = float(timestep_scale)
         self.grid = grid
         if isinstance(grid, str):
             self.timesteps = timestep_grid(num_timesteps, "flow")
@@ -205,13 +241,13 @@ class FlowAdapter:
         (the training loss's interpolant, :func:`d2c_hf.schedulers.paths.interpolate`)."""
         return interpolate(x0, noise, t)[0]
 
-    def target(self, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The regression target: the velocity ``eps - x``."""
         return noise - x0
 
     def model_timesteps(self, t: torch.Tensor) -> torch.Tensor:
-        """``(N,)`` float32 ``t`` in ``[0, 1]`` (as given)."""
-        return t
+        """``(N,)`` float32 ``t * timestep_scale`` (``t`` in ``[0, 1]``; as given for SiT)."""
+        return t if self.timestep_scale == 1.0 else t * self.timestep_scale
 
     def stratified(self, offsets: torch.Tensor) -> torch.Tensor:
         """``(..., T)`` uniform offsets in [0, 1) -> ``t_i = (i + u_i) / T``, float32."""
@@ -220,13 +256,34 @@ class FlowAdapter:
 
     @property
     def config(self) -> dict[str, Any]:
-        return {
+        config = {
             "path": "linear",
             "target": "velocity",
             "timesteps": [float(t) for t in self.timesteps.tolist()]
             if self.grid != STRATIFIED
             else "stratified",
         }
+        if self.timestep_scale != 1.0:  # only then: the records of SiT scorers stay as they were
+            config["model_timestep_scale"] = self.timestep_scale
+        return config
+
+
+def make_adapter(
+    prediction_type: str,
+    num_timesteps: int,
+    grid: str | Sequence[float] = MIDPOINTS,
+    scheduler: Any = None,
+    timestep_scale: float = 1.0,
+) -> EpsilonAdapter | VelocityAdapter | FlowAdapter:
+    """The adapter of a prediction type: ``"epsilon"`` (:class:`EpsilonAdapter`), ``"v_prediction"``
+    (:class:`VelocityAdapter`) or ``"flow"`` (:class:`FlowAdapter`, with ``timestep_scale``)."""
+    if prediction_type == "epsilon":
+        return EpsilonAdapter(num_timesteps, scheduler, grid)
+    if prediction_type == "v_prediction":
+        return VelocityAdapter(num_timesteps, scheduler, grid)
+    if prediction_type == "flow":
+        return FlowAdapter(num_timesteps, grid, timestep_scale)
+    raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
 
 
 def model_prediction(output: Any, channels: int) -> torch.Tensor:
@@ -242,6 +299,16 @@ def model_prediction(output: Any, channels: int) -> torch.Tensor:
     raise ValueError(
         f"the model returned {sample.shape[1]} channels for {channels}-channel inputs; expected {channels} or "
         f"{2 * channels} (learned sigma)"
+    )
+
+
+def text_to_image_refusal(name: str) -> str:
+    """The message refusing a text-to-image model (``name``) as a class-conditional scorer."""
+    return (
+        f"the scorer is a text-to-image model ({name}), conditioned on captions, not class labels: pass "
+        "caption_column=<the dataset's caption column> to condense() (--caption_column to d2c), or use "
+        "TextDifficultyScorer; a class-labelled dataset needs a class-conditional scorer (a DiT or SiT pipeline, "
+        "a UNet2DModel with num_class_embeds, or train_scorer's output)"
     )
 
 
@@ -284,24 +351,38 @@ class DenoiserContract(NamedTuple):
     latent_size: int  # side of the model's input: resolution // factor
 
 
-def read_contract(
-    model: Any, vae: Any, resolution: int | None, prediction_type: str | None
-) -> DenoiserContract:
-    """Check that ``model`` is a class-conditional denoiser that can score in ``vae``'s space (``None``: pixel
-    space) at ``resolution`` (``None``: the model's ``sample_size`` times the VAE's factor), and read its
-    contract. Raises ``ValueError`` naming the mismatch and the fix."""
-    if prediction_type is None:
-        prediction_type = detect_prediction_type(model)
-    elif prediction_type not in PREDICTION_TYPES:
+class SpaceContract(NamedTuple):
+    """What any scorer reads off its denoiser (and VAE): the space it scores in (see :func:`read_space`)."""
+
+    prediction_type: str
+    channels: int  # C, the model's input channels (3 in pixel space, the VAE's latent channels otherwise)
+    learned_sigma: bool  # out_channels == 2C: only the first half is compared
+    factor: int  # the VAE's downsampling factor (1 in pixel space)
+    resolution: int  # side of the ADM centre crop in pixels
+    latent_size: int  # side of the model's input: resolution // factor
+
+
+def read_space(
+    model: Any,
+    vae: Any,
+    resolution: int | None,
+    prediction_type: str,
+    *,
+    fixed_size: bool = True,
+) -> SpaceContract:
+    """Check that ``model`` can score in ``vae``'s space (``None``: pixel space) at ``resolution`` (``None``:
+    the model's ``sample_size`` times the VAE's factor) and read its space. ``fixed_size=False`` for models
+    that take other input sizes than their ``sample_size`` (a UNet, PixArt and SD3 interpolate or crop their
+    position embeddings): a different resolution is then logged, not refused. Raises ``ValueError`` naming
+    the mismatch and the fix."""
+    if prediction_type not in PREDICTION_TYPES:
         raise ValueError(
             f"prediction_type must be one of {PREDICTION_TYPES} or None, got {prediction_type!r}"
         )
     model_name = type(model).__name__
     in_channels = config_value(model, "in_channels")
     if in_channels is None:
-        raise ValueError(
-            f"{model_name} has no config.in_channels; DifficultyScorer needs a diffusers-style config"
-        )
+        raise ValueError(f"{model_name} has no config.in_channels; a scorer needs a diffusers-style config")
     channels = int(in_channels)
     expected = latent_channels(vae)
     if channels != expected:
@@ -320,14 +401,6 @@ def read_contract(
             f"{model_name} has out_channels={out_channels} for in_channels={channels}; expected "
             f"{channels} or {2 * channels} (learned sigma)"
         )
-    num_classes = config_value(model, *NUM_CLASSES_KEYS)
-    if num_classes is None:
-        raise ValueError(
-            f"{model_name} is not class-conditional: its config has none of {', '.join(NUM_CLASSES_KEYS)}. "
-            "The difficulty is the denoising loss given each image's label, so the scorer must take class "
-            "labels: use a class-conditional DiT/SiT, a UNet2DModel with num_class_embeds, or train one on "
-            "your data with train_scorer"
-        )
     factor = downsample_factor(vae)
     sample_size = config_value(model, "sample_size", "input_size")
     if isinstance(sample_size, (list, tuple)):
@@ -342,19 +415,54 @@ def read_contract(
             f"resolution={resolution} is not a multiple of the VAE's downsampling factor {factor}"
         )
     if sample_size is not None and resolution // factor != int(sample_size):
-        raise ValueError(
-            f"resolution={resolution} gives {resolution // factor}x{resolution // factor} model inputs "
-            f"but {model_name} was built for {sample_size}x{sample_size} (resolution "
-            f"{int(sample_size) * factor}); pass resolution={int(sample_size) * factor} or None"
+        built = (
+            f"{model_name} was built for {sample_size}x{sample_size} (resolution {int(sample_size) * factor})"
         )
-    return DenoiserContract(
+        if fixed_size:
+            raise ValueError(
+                f"resolution={resolution} gives {resolution // factor}x{resolution // factor} model inputs "
+                f"but {built}; pass resolution={int(sample_size) * factor} or None"
+            )
+        logger.info("scoring at resolution %d: %s", resolution, built)
+    return SpaceContract(
         prediction_type=prediction_type,
         channels=channels,
         learned_sigma=out_channels is not None and int(out_channels) == 2 * channels,
-        num_classes=int(num_classes),
         factor=factor,
         resolution=resolution,
         latent_size=resolution // factor,
+    )
+
+
+def read_contract(
+    model: Any, vae: Any, resolution: int | None, prediction_type: str | None
+) -> DenoiserContract:
+    """Check that ``model`` is a class-conditional denoiser that can score in ``vae``'s space (``None``: pixel
+    space) at ``resolution`` (``None``: the model's ``sample_size`` times the VAE's factor), and read its
+    contract (:func:`read_space` and the number of classes). Raises ``ValueError`` naming the mismatch and the
+    fix."""
+    model_name = type(model).__name__
+    if model_name in TEXT_TO_IMAGE_MODEL_CLASSES:
+        raise ValueError(text_to_image_refusal(model_name))
+    if prediction_type is None:
+        prediction_type = detect_prediction_type(model)
+    space = read_space(model, vae, resolution, prediction_type)
+    num_classes = config_value(model, *NUM_CLASSES_KEYS)
+    if num_classes is None:
+        raise ValueError(
+            f"{model_name} is not class-conditional: its config has none of {', '.join(NUM_CLASSES_KEYS)}. "
+            "The difficulty is the denoising loss given each image's label, so the scorer must take class "
+            "labels: use a class-conditional DiT/SiT, a UNet2DModel with num_class_embeds, or train one on "
+            "your data with train_scorer"
+        )
+    return DenoiserContract(
+        prediction_type=space.prediction_type,
+        channels=space.channels,
+        learned_sigma=space.learned_sigma,
+        num_classes=int(num_classes),
+        factor=space.factor,
+        resolution=space.resolution,
+        latent_size=space.latent_size,
     )
 
 
@@ -408,6 +516,11 @@ def load_model(repo: str) -> tuple[Any, dict[str, Any] | None, bool]:
     check_reference(repo, "scorer")
     index = read_repo_json(repo, "model_index.json", role="scorer")
     if index is not None:
+        denoiser = index.get("transformer") or index.get("unet") or [None, None]
+        if denoiser[1] in TEXT_TO_IMAGE_MODEL_CLASSES or index.get("text_encoder"):
+            raise ValueError(
+                f"{repo!r}: " + text_to_image_refusal(str(denoiser[1] or index.get("_class_name")))
+            )
         entry = index.get("transformer")
         if not entry or entry[0] is None:
             raise ValueError(
@@ -431,6 +544,8 @@ def load_model(repo: str) -> tuple[Any, dict[str, Any] | None, bool]:
             f"scorer {repo!r} is not a model folder: expected model_index.json (a diffusers pipeline such as "
             "facebook/DiT-XL-2-256), transformer/config.json, or a config.json written by save_pretrained"
         )
+    if config["_class_name"] in TEXT_TO_IMAGE_MODEL_CLASSES:
+        raise ValueError(f"{repo!r}: " + text_to_image_refusal(config["_class_name"]))
     cls = model_class(None, config["_class_name"])
     kwargs = {"subfolder": subfolder} if subfolder else {}
     model = load_pretrained(cls, repo, role="scorer", **kwargs)
@@ -470,11 +585,13 @@ def resolve_scorer(model: Any, vae: Any, prediction_type: str | None) -> tuple[A
     scheduler_class = str((scheduler or {}).get("_class_name", ""))
     flow_scheduler = scheduler_class.startswith("FlowMatch")
     scheduled = (scheduler or {}).get("prediction_type")
-    if scheduled not in (None, "epsilon") and not flow_scheduler:
+    if scheduled not in (None, "epsilon", "v_prediction") and not flow_scheduler:
         raise ValueError(
             f"the scorer's scheduler declares prediction_type={scheduled!r}; DifficultyScorer scores epsilon "
-            "(noise) and flow (velocity) models only"
+            "(noise), v-prediction and flow (velocity) models only"
         )
+    if prediction_type is None and scheduled == "v_prediction":
+        prediction_type = "v_prediction"  # the scheduler says what the model predicts
     if prediction_type is None:
         try:
             prediction_type = detect_prediction_type(model)

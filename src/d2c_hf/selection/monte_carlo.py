@@ -112,7 +112,7 @@ class MonteCarlo:
                 part = slice(start, start + chunk)
                 x, eps, t = x0[sample[part]], noise[part], timesteps[part]
                 prediction = denoise(adapter.interpolate(x, eps, t), t, take_rows(conditions, sample[part]))
-                target = adapter.target(x, eps)
+                target = adapter.target(x, eps, t)
                 errors[part] = (prediction - target).square().mean(dim=(1, 2, 3))
         errors = errors.view(batch, len(draws), signs, steps)
         errors = errors.mean(dim=2) if signs == 2 else errors[:, :, 0]

@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.inputs import check_labels
 from ..utils.hub import check_fork_safe
 from ..utils.images import preprocess_images
 from .monte_carlo import ScoredBatch
@@ -95,28 +94,27 @@ def finish_scores(
 def score_rows(
     scorer: Any, batch: Mapping[str, Any], indices: Sequence[int] | None = None
 ) -> dict[str, np.ndarray]:
-    """:meth:`DifficultyScorer.__call__ <d2c_hf.selection.scorer.DifficultyScorer.__call__>`: one batch of rows
-    (images decoded, preprocessed and keyed in chunks of ``scorer.batch_size``) -> the scorer's columns."""
+    """:meth:`ScorerBase.__call__ <d2c_hf.selection.scorer_base.ScorerBase.__call__>`: one batch of rows
+    (images decoded, preprocessed and keyed in chunks of ``scorer.batch_size``, each chunk scored by
+    ``scorer.score_chunk`` with its conditioning values) -> the scorer's columns."""
     images = list(batch[scorer.image_column])
-    labels = list(batch[scorer.label_column])
+    values = scorer.condition_values(batch)
     rows = list(indices) if indices is not None else list(range(len(images)))
     key_values = list(batch[scorer.key_column]) if scorer.key_column else None
     parts: list[ScoredBatch] = []
+    extras: list[dict[str, np.ndarray]] = []
     for start in range(0, len(images), scorer.batch_size):
         part = slice(start, start + scorer.batch_size)
         part_rows = rows[part]
-        part_labels = labels[part]
-        for label, row in zip(part_labels, part_rows):
-            if label is None:
-                raise ValueError(f"column {scorer.label_column!r} has a missing label (None) at row {row}")
-        y = check_labels(np.asarray(part_labels), scorer.num_classes, scorer.label_column, rows=part_rows)
         pixels, upsampled = preprocess_images(images[part], scorer.resolution, rows=part_rows)
         scorer.note_upsampled(upsampled, len(pixels), part_rows)
         if key_values is None:
             keys = pixel_keys(pixels)
         else:
             keys = value_keys(key_values[part], part_rows, scorer.key_column)
-        parts.append(scorer.score_batch(scorer.encode(pixels), y, keys))
+        scored, extra = scorer.score_chunk(pixels, values[part], keys, part_rows)
+        parts.append(scored)
+        extras.append(extra)
     steps = scorer.num_timesteps
     out = {
         DIFFICULTY_COLUMN: np.concatenate([p.difficulty for p in parts])
@@ -131,13 +129,15 @@ def score_rows(
         out[HALVES_COLUMN] = (
             np.concatenate([p.halves for p in parts]) if parts else np.zeros((0, steps, 2), np.float32)
         )
+    for column in scorer.extra_features:  # a subclass's own columns (e.g. a captioned score's group features)
+        out[column] = np.concatenate([e[column] for e in extras]) if extras else []
     return out
 
 
 def apply_scorer(scorer: Any, dataset: Any, **map_kwargs: Any) -> Any:
     """Add ``difficulty`` to a ``Dataset`` (or ``IterableDataset``): checks, then one ``map``.
 
-    Checks the columns and labels first (``prepare_dataset``: missing columns, label types, empty
+    Checks the columns first (``scorer.prepare``: for class labels, missing columns, label types, empty
     dataset, ``None``, negative labels, labels ``>= num_classes`` naming the row), before any
     forward pass. The image column is cast to ``Image(decode=False)`` for the map so that this code
     decodes every image and names the row of an undecodable one; it is restored afterwards.
@@ -154,8 +154,6 @@ def apply_scorer(scorer: Any, dataset: Any, **map_kwargs: Any) -> Any:
     """
     from datasets import Dataset, Image, IterableDataset
 
-    from ..data.inputs import prepare_dataset
-    from ..utils.columns import column_numpy
     from ..utils.maps import join_columns, map_new_columns
 
     if not isinstance(dataset, (Dataset, IterableDataset)):
@@ -164,24 +162,14 @@ def apply_scorer(scorer: Any, dataset: Any, **map_kwargs: Any) -> Any:
         if key in map_kwargs:
             raise TypeError(f"apply() sets {key!r} itself; do not pass it")
     is_map_style = isinstance(dataset, Dataset)
-    dataset, info = prepare_dataset(
-        dataset,
-        scorer.image_column,
-        scorer.label_column,
-        num_classes=None if is_map_style else scorer.num_classes,
-    )
+    if not is_map_style and scorer.standardize_timesteps:
+        raise ValueError(
+            "standardize_timesteps needs every row's errors before any score is final, which a lazily "
+            "mapped IterableDataset cannot give: score a Dataset, or stream through `d2c score` / "
+            "condense() (which standardise when the scores are merged)"
+        )
+    dataset = scorer.prepare(dataset, is_map_style)  # columns and values checked, probe planned
     features = dataset.features
-    if is_map_style:
-        check_label_range(scorer, dataset, info.num_classes)
-        scorer.plan_probe(len(dataset), info.num_classes)
-    else:
-        if scorer.standardize_timesteps:
-            raise ValueError(
-                "standardize_timesteps needs every row's errors before any score is final, which a lazily "
-                "mapped IterableDataset cannot give: score a Dataset, or stream through `d2c score` / "
-                "condense() (which standardise when the scores are merged)"
-            )
-        scorer.probe = None  # a stream's size is unknown; with num_draws >= 2 the halves column stays
     scorer.reliability = scorer.standardization = None
     for column in scorer.features:
         if column in features:
@@ -222,9 +210,9 @@ def apply_scorer(scorer: Any, dataset: Any, **map_kwargs: Any) -> Any:
             len(dataset),
             scorer.resolution,
         )
-    labels = column_numpy(raw, scorer.label_column).astype(np.int64)
+    groups = scorer.dataset_groups(raw, scores)  # the classes (or groups) the reliability is computed within
     kept = [] if joined else list(raw.column_names)
-    out = join_columns(raw, finish_dataset(scorer, scores, labels, kept), joined)
+    out = join_columns(raw, finish_dataset(scorer, scores, groups, kept), joined)
     if image_feature.decode:
         out = out.cast_column(scorer.image_column, image_feature)
     if original_format["type"] is not None:
@@ -254,12 +242,11 @@ def finish_dataset(scorer: Any, out: Any, labels: np.ndarray, input_columns: lis
     if HALVES_COLUMN in out.column_names:
         halves = read_fixed_shape(out, HALVES_COLUMN, (steps, 2), np.float32, cpu).numpy()
     difficulty, scorer.standardization, scorer.reliability = scorer.finish(per_timestep, halves, labels)
-    check_reliability(scorer.reliability, warn_below=scorer.warn_reliability, where="DifficultyScorer.apply")
-    helpers = [
-        c
-        for c in (HALVES_COLUMN, PER_TIMESTEP_COLUMN)
-        if c in out.column_names and c not in scorer.output_columns
-    ]
+    check_reliability(
+        scorer.reliability, warn_below=scorer.warn_reliability, where=f"{type(scorer).__name__}.apply"
+    )
+    out = scorer.finish_columns(out, labels)
+    helpers = [c for c in scorer.helper_columns if c in out.column_names]
     if helpers:
         out = out.remove_columns(helpers)
     if difficulty is not None:  # the standardised score replaces the raw mean

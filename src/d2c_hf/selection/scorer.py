@@ -10,13 +10,15 @@ easiest first (method.md §1). x is the image's ADM centre crop in ``[-1, 1]`` (
 its deterministic VAE latent ``(vae.encode(x).latent_dist.mean - shift) * scaling_factor``
 (latent space), encoded once per image.
 
-Two adapters, each a *path* (how x_t is built) and a *prediction* (what the output is compared with):
+Three adapters, each a *path* (how x_t is built) and a *prediction* (what the output is compared with):
 
 * ``"epsilon"`` (diffusers ``DiTTransformer2DModel``, e.g. ``facebook/DiT-XL-2-256``): the DDPM
   path ``x_t = sqrt(abar_t) x + sqrt(1 - abar_t) eps`` through diffusers' ``DDPMScheduler.add_noise``
   (schedule read from the repo's ``scheduler/`` folder, else DiT's linear betas 1e-4..0.02 over 1000
   steps), target ``eps``, integer timesteps. A learned-sigma model (``out_channels == 2 * in_channels``)
   is compared on the first (epsilon) half only.
+* ``"v_prediction"`` (a DDPM model predicting ``v = sqrt(abar_t) eps - sqrt(1 - abar_t) x``, declared by its
+  scheduler): the DDPM path, target ``v`` (``DDPMScheduler.get_velocity``).
 * ``"flow"`` (d2c-hf's ``SiTTransformer2DModel``, REPA convention): ``x_t = (1 - t) x + t eps``, target
   ``eps - x`` (the velocity), ``t`` in ``[0, 1]`` passed to the model as a float.
 
@@ -39,12 +41,14 @@ a 64-bit blake2b hash of the sample's preprocessed uint8 pixels (or of a ``key_c
 sample's score therefore depends only on (model, seed, estimator, its pixels, its label): not on batch
 size, row order, shuffling, sharding, the number of processes or restarts.
 
-See ``docs/scoring.md`` for the user guide and :func:`train_scorer` for a scorer trained from scratch.
+What every scorer shares (the estimator, the space, the ``datasets`` map) is :class:`~.scorer_base.ScorerBase`;
+this class adds the class label as the condition. The caption-conditioned scorer is
+:class:`~d2c_hf.selection.text_scorer.TextDifficultyScorer`. See ``docs/scoring.md`` for the user guide and
+:func:`train_scorer` for a scorer trained from scratch.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -53,43 +57,21 @@ import numpy as np
 import torch
 
 from ..data.inputs import check_labels
-from ..utils.checks import check_positive_int, check_seed
-from ..utils.hub import model_provenance, resolve_device, resolve_dtype
-from ..utils.images import pixels_to_tensor
-from ..utils.signatures import check_option_names, forwards_options_to, keyword_options
+from ..utils.signatures import forwards_options_to
 from ..utils.spaces import AUTO, normalise_vae
-from ..utils.vae import encode_posterior, latent_scale, load_vae, scale_latents
-from .denoisers import (
-    PREDICTION_TYPES,
-    EpsilonAdapter,
-    FlowAdapter,
-    check_denoiser,
-    model_prediction,
-    read_contract,
-    resolve_scorer,
-)
-from .estimator import DEFAULT_PROBE_ROWS, MIDPOINTS, PROBE_CLASSES, STRATIFIED, check_estimator
-from .monte_carlo import MonteCarlo, ScoredBatch
-from .noise import pixel_keys, probe_draws
-from .reliability import DEFAULT_WARN_RELIABILITY, Reliability, Standardization, check_threshold
-from .score_dataset import (
-    DIFFICULTY_COLUMN,
-    HALVES_COLUMN,
-    PER_TIMESTEP_COLUMN,
-    apply_scorer,
-    check_label_range,
-    finish_scores,
-    score_rows,
-)
+from .denoisers import check_denoiser, read_contract, resolve_scorer
+from .estimator import DEFAULT_PROBE_ROWS, MIDPOINTS
+from .monte_carlo import ScoredBatch
+from .reliability import DEFAULT_WARN_RELIABILITY
+from .score_dataset import check_label_range, finish_scores
+from .scorer_base import FINGERPRINT_VERSION, ScorerBase, check_scorer_options
 
 logger = logging.getLogger(__name__)
 
-#: Bump when the scores change for the same config (invalidates ``datasets`` caches).
-FINGERPRINT_VERSION = 1
 SCORER_INFO_FILE = "d2c_scorer.json"
 
 
-class DifficultyScorer:
+class DifficultyScorer(ScorerBase):
     """The D2C diffusion difficulty score as a ``datasets`` map transform.
 
     ``scorer(batch, indices)`` returns ``{"difficulty": float32 (B,)}`` (plus
@@ -106,7 +88,7 @@ class DifficultyScorer:
             ``in_channels``, ``num_classes`` (or ``num_embeds_ada_norm``) and ``sample_size`` (or pass
             ``resolution``). Put in eval mode (no label dropout) and moved to ``device``.
         vae: a loaded ``AutoencoderKL`` (latent space) or ``None`` (pixel space).
-        scheduler: epsilon models only: a diffusers scheduler or scheduler config giving the betas
+        scheduler: DDPM models only: a diffusers scheduler or scheduler config giving the betas
             (``None`` = DiT's linear schedule).
         num_timesteps: T, the number of timesteps per draw (``None`` = 10, or the length of an explicit grid).
         timestep_grid: ``"midpoints"`` (default: the paper's evenly spaced bins, their midpoints),
@@ -127,7 +109,8 @@ class DifficultyScorer:
         dtype: compute dtype; ``None`` = bfloat16 on CUDA, float32 otherwise. Weights keep their dtype;
             a half dtype runs the VAE and the model under ``torch.autocast``.
         device: ``None`` = CUDA if available, else CPU.
-        prediction_type: ``"epsilon"`` or ``"flow"``; ``None`` = from the model class / config.
+        prediction_type: ``"epsilon"``, ``"v_prediction"`` or ``"flow"``; ``None`` = from the model class /
+            config.
         image_column, label_column: input columns.
         key_column: optional column whose value (int/str/bytes) replaces the pixel hash as the sample key.
         return_per_timestep: also return the ``(B, T)`` per-timestep errors.
@@ -162,57 +145,31 @@ class DifficultyScorer:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a loaded torch.nn.Module, got {type(model).__name__}")
         check_denoiser(model)
-        self.num_timesteps, self.timestep_grid = check_estimator(
-            num_timesteps, timestep_grid, num_draws, antithetic, reliability_probe
-        )
-        self.num_draws, self.antithetic = int(num_draws), bool(antithetic)
-        self.standardize_timesteps = bool(standardize_timesteps)
-        self.reliability_probe = int(reliability_probe)
-        self.warn_reliability = check_threshold(warn_reliability, "warn_reliability")
-        self.probe: dict[str, Any] | None = None  # set by plan_probe once the data's size is known
-        self.reliability: Reliability | None = None  # of the last apply()
-        self.standardization: Standardization | None = None  # of the last apply(), with standardize_timesteps
-        self.batch_size = check_positive_int(batch_size, "batch_size")
-        if max_forward_batch is not None:
-            check_positive_int(max_forward_batch, "max_forward_batch")
-        self.max_forward_batch = max_forward_batch
-        self.seed = check_seed(seed)
-        self.image_column, self.label_column, self.key_column = image_column, label_column, key_column
-        self.return_per_timestep = bool(return_per_timestep)
-
-        # ---- the model's contract: channels, classes, size, prediction type (denoisers.read_contract) ---
+        # the model's contract: channels, classes, size, prediction type (denoisers.read_contract)
         contract = read_contract(model, vae, resolution, prediction_type)
-        self.prediction_type = contract.prediction_type
-        self.channels, self.learned_sigma = contract.channels, contract.learned_sigma
-        self.num_classes, self.factor = contract.num_classes, contract.factor
-        self.resolution, self.latent_size = contract.resolution, contract.latent_size
-
-        # ---- placement ------------------------------------------------------------------------------
-        self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
-        self.model = model.eval().to(self.device)  # eval: no label dropout
-        self.vae = load_vae(vae).to(self.device) if vae is not None else None
-        self.scaling_factor, self.shift_factor = latent_scale(self.vae)
-        if self.prediction_type == "epsilon":
-            self.adapter: EpsilonAdapter | FlowAdapter = EpsilonAdapter(
-                self.num_timesteps, scheduler, self.timestep_grid
-            )
-        else:
-            self.adapter = FlowAdapter(self.num_timesteps, self.timestep_grid)
-        self.adapter.to(self.device)
-        self.monte_carlo = MonteCarlo(
-            self.num_timesteps,
-            self.timestep_grid,
-            self.num_draws,
-            self.antithetic,
-            self.seed,
-            self.max_forward_batch,
+        self.num_classes = contract.num_classes
+        self.label_column = label_column
+        super().__init__(
+            model,
+            vae,
+            contract,
+            scheduler=scheduler,
+            num_timesteps=num_timesteps,
+            timestep_grid=timestep_grid,
+            num_draws=num_draws,
+            antithetic=antithetic,
+            standardize_timesteps=standardize_timesteps,
+            reliability_probe=reliability_probe,
+            warn_reliability=warn_reliability,
+            seed=seed,
+            batch_size=batch_size,
+            dtype=dtype,
+            device=device,
+            image_column=image_column,
+            key_column=key_column,
+            return_per_timestep=return_per_timestep,
+            max_forward_batch=max_forward_batch,
         )
-        self._model_provenance = model_provenance(model)
-        self._vae_provenance = model_provenance(self.vae) if self.vae is not None else None
-        self.num_upsampled = 0  # images smaller than `resolution` seen by this instance (upsampled)
-        self._warned_upsampling = False
-        self.defer_upsampling_warning = False
 
     # ---- construction ---------------------------------------------------------------------------------
     @classmethod
@@ -233,174 +190,20 @@ class DifficultyScorer:
             other keyword arguments: the class's, with the same defaults (declared once, on ``__init__``).
         """
         # cheap checks first: nothing is loaded for an argument that would be refused anyway
-        check_option_names(options, cls.__init__, "DifficultyScorer.from_pretrained", drop=("scheduler",))
-        given = {p.name: p.default for p in keyword_options(cls.__init__)} | options
-        check_estimator(
-            *(given[k] for k in ("num_timesteps", "timestep_grid", "num_draws", "antithetic")),
-            given["reliability_probe"],
-        )
-        check_threshold(given["warn_reliability"], "warn_reliability")
-        check_positive_int(given["batch_size"], "batch_size")
-        if given["max_forward_batch"] is not None:
-            check_positive_int(given["max_forward_batch"], "max_forward_batch")
-        check_seed(given["seed"])
-        if given["prediction_type"] is not None and given["prediction_type"] not in PREDICTION_TYPES:
-            raise ValueError(
-                f"prediction_type must be one of {PREDICTION_TYPES} or None, got {given['prediction_type']!r}"
-            )
-        resolve_dtype(given["dtype"], torch.device("cpu"))
+        check_scorer_options(options, cls.__init__, "DifficultyScorer.from_pretrained", drop=("scheduler",))
         model, vae_model, scheduler, prediction_type = resolve_scorer(
-            model, normalise_vae(vae), given["prediction_type"]
+            model, normalise_vae(vae), options.get("prediction_type")
         )
         return cls(model, vae_model, scheduler=scheduler, **{**options, "prediction_type": prediction_type})
 
     # ---- description ----------------------------------------------------------------------------------
-    @property
-    def timesteps(self) -> list[float] | list[int]:
-        """The timestep grid as the model sees it (ints for epsilon models, floats in [0, 1] for flow)."""
-        return self.adapter.config["timesteps"]
+    def _conditioning_config(self) -> dict[str, Any]:
+        return {"num_classes": self.num_classes}
 
-    @property
-    def tracks_reliability(self) -> bool:
-        """Whether each scored row carries what the reliability needs (``difficulty_halves``): with
-        ``num_draws >= 2`` always, with one draw once :meth:`plan_probe` has planned a probe."""
-        return self.num_draws >= 2 or self.probe is not None
-
-    @property
-    def features(self):
-        """The columns a call returns: ``difficulty`` ``Value("float32")`` [+ ``difficulty_per_timestep``
-        ``List(Value("float32"), length=T)`` with ``return_per_timestep`` or ``standardize_timesteps``]
-        [+ ``difficulty_halves`` ``Array2D((T, 2), "float32")`` when :attr:`tracks_reliability`].
-        :meth:`apply` keeps ``difficulty_per_timestep`` only with ``return_per_timestep`` and drops
-        ``difficulty_halves`` after computing the reliability (map-style datasets)."""
-        from datasets import Array2D, Features, List, Value
-
-        columns = {DIFFICULTY_COLUMN: Value("float32")}
-        if self.return_per_timestep or self.standardize_timesteps:
-            columns[PER_TIMESTEP_COLUMN] = List(Value("float32"), length=self.num_timesteps)
-        if self.tracks_reliability:
-            columns[HALVES_COLUMN] = Array2D((self.num_timesteps, 2), "float32")
-        return Features(columns)
-
-    @property
-    def forward_passes_per_image(self) -> int:
-        """Forward passes of the estimate per image: ``T * num_draws * (2 if antithetic else 1)``."""
-        return self.num_timesteps * self.num_draws * (2 if self.antithetic else 1)
-
-    def plan_probe(self, num_rows: int | None, num_classes: int) -> dict[str, Any] | None:
-        """Plan the reliability probe of a one-draw score over ``num_rows`` rows of ``num_classes`` classes.
-
-        The probe re-scores about ``reliability_probe`` rows with a fresh draw (draw 1): the rows of up to
-        8 evenly spaced classes whose ``(seed, key)`` hash falls below ``fraction = reliability_probe * C /
-        (K * num_rows)``, so a row's membership depends on its key only (not on order or sharding). Its cost
-        is ``T`` forward passes per probed row. No probe with ``num_draws >= 2`` (the split halves are
-        free), with ``reliability_probe=0`` or an unknown ``num_rows``.
-
-        Returns (and stores in :attr:`probe`, recorded in :attr:`config`) the plan, or None.
-        """
-        self.probe = None
-        if self.num_draws >= 2 or not self.reliability_probe or not num_rows or num_classes < 1:
-            return None
-        k = min(int(num_classes), PROBE_CLASSES)
-        classes = sorted({(j * int(num_classes)) // k for j in range(k)})
-        fraction = min(1.0, self.reliability_probe * int(num_classes) / (len(classes) * int(num_rows)))
-        self.probe = {"rows": self.reliability_probe, "classes": classes, "fraction": fraction}
-        return self.probe
-
-    def probe_mask(self, labels: np.ndarray, keys: np.ndarray) -> np.ndarray:
-        """``(B,)`` bool: the rows of a batch that the planned probe re-scores."""
-        labels = np.asarray(labels)
-        if self.probe is None or len(labels) == 0:
-            return np.zeros(len(labels), bool)
-        in_class = np.isin(labels, self.probe["classes"])
-        return in_class & (probe_draws(keys, self.seed) < self.probe["fraction"])
-
-    @property
-    def config(self) -> dict[str, Any]:
-        """JSON-able provenance: everything that determines the scores."""
-        from ..version import __version__
-
-        return {
-            "d2c_hf_version": __version__,
-            "model": self._model_provenance,
-            "vae": self._vae_provenance,
-            "space": "latent" if self.vae is not None else "pixel",
-            "prediction_type": self.prediction_type,
-            "learned_sigma": self.learned_sigma,
-            "num_classes": self.num_classes,
-            "num_timesteps": self.num_timesteps,
-            "timestep_grid": {MIDPOINTS: "bin midpoints", STRATIFIED: "stratified in bins"}.get(
-                self.timestep_grid if isinstance(self.timestep_grid, str) else "", "explicit"
-            ),
-            "num_draws": self.num_draws,
-            "antithetic": self.antithetic,
-            "forward_passes_per_image": self.forward_passes_per_image,
-            "standardize_timesteps": self.standardize_timesteps,
-            "reliability_probe": self.probe if self.probe is not None else self.reliability_probe,
-            "noising": self.adapter.config,
-            "seed": self.seed,
-            "noise": (
-                "torch.randn on a CPU generator seeded with blake2b(seed, key) for draw 0 and blake2b(seed, key, d) "
-                "for draw d; slice i = timestep i"
-                + ("; each draw also as -eps (antithetic)" if self.antithetic else "")
-            ),
-            "key": {"column": self.key_column} if self.key_column else "blake2b-64 of the uint8 crop",
-            "resolution": self.resolution,
-            "crop": "adm_center",
-            "input_shape": [self.channels, self.latent_size, self.latent_size],
-            "scaling_factor": self.scaling_factor,
-            "shift_factor": self.shift_factor,
-            "dtype": str(self.dtype).removeprefix("torch."),
-            "image_column": self.image_column,
-            "label_column": self.label_column,
-            "return_per_timestep": self.return_per_timestep,
-        }
-
-    @property
-    def fingerprint(self) -> str:
-        """Hash of :attr:`config` (and the transform's version): equal fingerprints give equal scores.
-
-        The requested probe size counts, not the probe rows :meth:`apply` planned for the last dataset (a
-        scorer's fingerprint does not change by using it); :meth:`map_fingerprint` adds the plan."""
-        from datasets.fingerprint import Hasher
-
-        config = {**self.config, "reliability_probe": self.reliability_probe}
-        return Hasher.hash([type(self).__name__, FINGERPRINT_VERSION, config])
-
-    def __repr__(self) -> str:
-        name = self._model_provenance.get("name_or_path") or self._model_provenance.get("class")
-        return (
-            f"{type(self).__name__}(model={name!r}, space={self.config['space']!r}, prediction_type="
-            f"{self.prediction_type!r}, num_timesteps={self.num_timesteps}, resolution={self.resolution}, seed={self.seed})"
-        )
+    def _column_config(self) -> dict[str, Any]:
+        return {"label_column": self.label_column}
 
     # ---- scoring ----------------------------------------------------------------------------------------
-    def _autocast(self):
-        if self.dtype == torch.float32:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype)
-
-    def encode(self, pixels: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """``(B, H, W, 3)`` uint8 -> clean model inputs x ``(B, C, h, w)`` float32 on the scorer's device.
-
-        Pixel space: the image in ``[-1, 1]``; latent space: ``(latent_dist.mean - shift) * scaling_factor``.
-        """
-        mean, _ = self.encode_posterior(pixels)
-        if self.vae is None:
-            return mean
-        return scale_latents(mean, self.scaling_factor, self.shift_factor)
-
-    def encode_posterior(self, pixels: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(B, H, W, 3)`` uint8 (numpy, or a tensor already on the device) -> the raw VAE posterior
-        ``(mean, std)``, each ``(B, C, h, w)`` float32 on the scorer's device (pixel space: the image in
-        ``[-1, 1]`` and zeros). The VAE runs under the scorer's autocast dtype."""
-        x = pixels_to_tensor(pixels).to(self.device)
-        if self.vae is None:
-            return x, torch.zeros_like(x)
-        with torch.inference_mode(), self._autocast():
-            mean, std = encode_posterior(self.vae, x)
-        return mean.float(), std.float()
-
     def score_pixels(
         self,
         pixels: np.ndarray,
@@ -423,15 +226,9 @@ class DifficultyScorer:
             ``(difficulty (B,), per_timestep (B, T))``, float32 numpy arrays; ``difficulty`` is the
             row mean of ``per_timestep``.
         """
-        if not isinstance(pixels, torch.Tensor):
-            pixels = np.asarray(pixels)
-        r = self.resolution
-        is_uint8 = pixels.dtype == (torch.uint8 if isinstance(pixels, torch.Tensor) else np.uint8)
-        if not is_uint8 or pixels.ndim != 4 or tuple(pixels.shape[1:]) != (r, r, 3):
-            raise ValueError(
-                f"pixels must be a (B, {r}, {r}, 3) uint8 array (preprocess_images at the scorer's resolution), "
-                f"got {pixels.dtype} {tuple(pixels.shape)}"
-            )
+        from .noise import pixel_keys
+
+        pixels = self.check_pixels(pixels)
         if keys is None:
             keys = pixel_keys(pixels.cpu().numpy() if isinstance(pixels, torch.Tensor) else pixels)
         if len(pixels) == 0:
@@ -477,21 +274,12 @@ class DifficultyScorer:
         for the others. ``None`` when neither applies.
         """
         labels = check_labels(np.asarray(labels), self.num_classes, self.label_column)
-        if len(labels) != len(x0):
-            raise ValueError(f"got {len(x0)} images but {len(labels)} labels")
-        keys = np.asarray(keys, dtype=np.uint64)
-        if len(keys) != len(x0):
-            raise ValueError(f"got {len(x0)} images but {len(keys)} keys")
-        expected = (self.channels, self.latent_size, self.latent_size)
-        if x0.ndim != 4 or tuple(x0.shape[1:]) != expected:
-            raise ValueError(f"x0 must have shape (B, {expected}), got {tuple(x0.shape)}")
+        keys = self.check_inputs(x0, len(labels), "labels", keys)
         probed = probe and self.probe is not None and self.num_draws == 1
         mask = (
             self.probe_mask(labels, keys) if probed and len(x0) else (np.zeros(0, bool) if probed else None)
         )
-        return self.monte_carlo.score(
-            self._denoise, self.adapter, self._on_device(x0), self._conditions(labels), keys, mask
-        )
+        return self.score_conditioned(x0, self._conditions(labels), keys, mask)
 
     def draw_errors(
         self,
@@ -503,104 +291,56 @@ class DifficultyScorer:
         """The per-(sample, timestep, draw) denoising errors ``(B, T, len(draws))`` float32 on the scorer's
         device: :meth:`MonteCarlo.draw_errors <d2c_hf.selection.monte_carlo.MonteCarlo.draw_errors>` with this
         scorer's model and labels."""
-        return self.monte_carlo.draw_errors(
-            self._denoise,
-            self.adapter,
-            self._on_device(x0),
-            self._conditions(labels),
-            np.asarray(keys),
-            draws,
-        )
-
-    def _on_device(self, x0: torch.Tensor) -> torch.Tensor:
-        if self.model.training:  # a caller may have switched it back: label dropout must stay off
-            self.model.eval()
-        return x0.to(self.device)
+        return self.errors_conditioned(x0, self._conditions(labels), keys, draws)
 
     def _conditions(self, labels: Any) -> torch.Tensor:
         return torch.as_tensor(np.asarray(labels), device=self.device)
 
-    def _denoise(self, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The model's comparable prediction for ``x_t`` at ``t`` given class ``labels`` (float32)."""
-        param_dtype = next(self.model.parameters()).dtype
-        with self._autocast():
-            out = self.model(
-                x_t.to(param_dtype), timestep=self.adapter.model_timesteps(t), class_labels=labels
-            )
-        return model_prediction(out, self.channels).float()
+    def _call_model(self, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> Any:
+        return self.model(x_t, timestep=t, class_labels=labels)
 
-    def __call__(
-        self, batch: Mapping[str, Any], indices: Sequence[int] | None = None
-    ) -> dict[str, np.ndarray]:
-        """Score one batch of rows (a ``datasets`` batched map function; use ``with_indices=True``).
+    # ---- one batch of rows ------------------------------------------------------------------------------
+    def condition_values(self, batch: Mapping[str, Any]) -> list[Any]:
+        return list(batch[self.label_column])
 
-        Args:
-            batch: a batch dict with ``image_column`` (PIL images, ``{"bytes", "path"}`` dicts from
-                ``Image(decode=False)``, bytes or paths) and ``label_column`` (integers).
-            indices: the rows' indices, used in error messages.
-
-        Returns:
-            the columns of :attr:`features`: ``{"difficulty": float32 (B,)}`` [+ ``"difficulty_per_timestep"``
-            float32 ``(B, T)``] [+ ``"difficulty_halves"`` float32 ``(B, T, 2)``]. ``difficulty`` is the raw
-            mean error here, also with ``standardize_timesteps`` (which :meth:`apply` applies afterwards).
-        """
-        return score_rows(self, batch, indices)
-
-    def finish(self, per_timestep: np.ndarray | None, halves: np.ndarray | None, labels: np.ndarray):
-        """:func:`~d2c_hf.selection.score_dataset.finish_scores` with this scorer's options."""
-        return finish_scores(per_timestep, halves, labels, self.config)
-
-    def note_upsampled(self, count: int, total: int, rows: Sequence[int]) -> None:
-        """Count ``count`` upsampled images of ``total`` (rows ``rows``) and warn once (unless deferred)."""
-        if not count:
-            return
-        self.num_upsampled += count
-        if self.defer_upsampling_warning or self._warned_upsampling:
-            return
-        self._warned_upsampling = True
-        logger.warning(
-            "%d of %d images in rows %s..%s are smaller than %dpx and are upsampled (bicubic) before scoring; "
-            "further ones are counted in scorer.num_upsampled",
-            count,
-            total,
-            rows[0],
-            rows[-1],
-            self.resolution,
-        )
+    def score_chunk(
+        self, pixels: np.ndarray, values: Sequence[Any], keys: np.ndarray, rows: Sequence[int]
+    ) -> tuple[ScoredBatch, dict[str, np.ndarray]]:
+        """Check the labels (naming the row of a missing or out-of-range one) and score the images."""
+        for label, row in zip(values, rows):
+            if label is None:
+                raise ValueError(f"column {self.label_column!r} has a missing label (None) at row {row}")
+        y = check_labels(np.asarray(values), self.num_classes, self.label_column, rows=rows)
+        return self.score_batch(self.encode(pixels), y, keys), {}
 
     # ---- datasets ---------------------------------------------------------------------------------------
-    def apply(self, dataset: Any, **map_kwargs: Any) -> Any:
-        """Add ``difficulty`` to a ``Dataset`` (or ``IterableDataset``): checks, then one ``map``.
+    def prepare(self, dataset: Any, is_map_style: bool) -> Any:
+        """The image and label columns checked (:func:`~d2c_hf.data.inputs.prepare_dataset`: missing columns,
+        label types, empty dataset, ``None``, negative labels, labels ``>= num_classes`` naming the row), and
+        the probe planned over the classes."""
+        from ..data.inputs import prepare_dataset
 
-        Checks the columns and labels first (``prepare_dataset``: missing columns, label types, empty
-        dataset, ``None``, negative labels, labels ``>= num_classes`` naming the row), before any
-        forward pass. The image column is cast to ``Image(decode=False)`` for the map so that this code
-        decodes every image and names the row of an undecodable one; it is restored afterwards.
+        dataset, info = prepare_dataset(
+            dataset,
+            self.image_column,
+            self.label_column,
+            num_classes=None if is_map_style else self.num_classes,
+        )
+        if is_map_style:
+            self.check_label_range(dataset, info.num_classes)
+            self.plan_probe(len(dataset), info.num_classes)
+        else:
+            self.probe = None  # a stream's size is unknown; with num_draws >= 2 the halves column stays
+        return dataset
 
-        For a ``Dataset`` this is ``map(self, batched=True, with_indices=True, features=<existing +
-        difficulty>, new_fingerprint=hash(previous fingerprint, scorer.fingerprint), desc="Scoring
-        difficulty", batch_size=scorer.batch_size)``, so re-running on a disk-backed dataset loads the
-        cached result. ``map_kwargs`` (``num_proc``, ``batch_size``, ``cache_file_name``,
-        ``load_from_cache_file``, ...) are passed on. An ``IterableDataset`` is mapped lazily
-        (schema checks only; rows are checked as they stream).
+    def dataset_groups(self, dataset: Any, scores: Any) -> np.ndarray:
+        from ..utils.columns import column_numpy
 
-        Returns:
-            the dataset with the new column(s), in its original format.
-        """
-        return apply_scorer(self, dataset, **map_kwargs)
-
-    @property
-    def output_columns(self) -> list[str]:
-        """The columns :meth:`apply` adds to a map-style dataset: ``difficulty`` [+ ``difficulty_per_timestep``
-        with ``return_per_timestep``]."""
-        return [DIFFICULTY_COLUMN, *([PER_TIMESTEP_COLUMN] if self.return_per_timestep else [])]
-
-    def map_fingerprint(self, dataset: Any) -> str:
-        """The ``new_fingerprint`` of ``apply``: hash of the input's fingerprint and :attr:`fingerprint`."""
-        from datasets.fingerprint import Hasher
-
-        return Hasher.hash([dataset._fingerprint, self.fingerprint, self.probe])
+        return column_numpy(dataset, self.label_column).astype(np.int64)
 
     def check_label_range(self, dataset: Any, dataset_classes: int) -> None:
         """Refuse a dataset whose labels or class count exceed the scorer's classes, naming the row."""
         check_label_range(self, dataset, dataset_classes)
+
+
+__all__ = ["FINGERPRINT_VERSION", "SCORER_INFO_FILE", "DifficultyScorer", "finish_scores"]

@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "alignment_objective",
     "alignment_order",
+    "kmeans_fit",
     "kmeans_nearest_order",
     "stratified_ranks",
 ]
@@ -120,6 +121,45 @@ def _kmeans_pp(x: np.ndarray, sq_norms: np.ndarray, k: int, rng: np.random.Gener
     return chosen
 
 
+def kmeans_fit(
+    x: np.ndarray, k: int, seed: int | Sequence[int] | np.random.Generator = 0, max_iter: int = 100
+) -> tuple[np.ndarray, np.ndarray]:
+    """K-means: k-means++ seeding with ``np.random.default_rng(seed)`` (a ``Generator`` is used as is), then
+    Lloyd iterations: assign every row to its nearest centroid (ties: lowest centroid index), move every
+    centroid to the mean of its rows (a centroid that loses all its rows stays where it is), until the
+    assignment no longer changes or ``max_iter`` iterations have run.
+
+    Args:
+        x: ``(n, d)`` real features, ``n >= k >= 1``.
+        k: number of clusters.
+
+    Returns:
+        ``(assign (n,) int64, centres (k, d) float64)``. Cost: O(I n k d) time, O(n k) memory.
+    """
+    x = _as_features(x)
+    n = x.shape[0]
+    if not 1 <= k <= n:
+        raise ValueError(f"k-means needs 1 <= k <= n rows, got k={k} for n={n}")
+    rng = np.random.default_rng(seed)
+    sq_norms = np.einsum("ij,ij->i", x, x)
+    centres = x[_kmeans_pp(x, sq_norms, k, rng)].copy()
+    assign = np.full(n, -1, dtype=np.int64)
+    for _ in range(int(max_iter)):
+        new = np.argmin(_sq_dists(x, sq_norms, centres), axis=1)
+        if np.array_equal(new, assign):
+            break
+        assign = new
+        members = np.zeros((k, n))
+        members[assign, np.arange(n)] = 1.0
+        sums = members @ x  # (k, d) per-cluster sums: a BLAS product, ~10x faster than np.add.at
+        counts = np.bincount(assign, minlength=k)
+        filled = counts > 0
+        centres[filled] = sums[filled] / counts[filled, None]
+    else:
+        logger.debug("k-means stopped after max_iter=%d Lloyd iterations before converging", max_iter)
+    return assign, centres
+
+
 def kmeans_nearest_order(
     x: np.ndarray,
     m: int,
@@ -165,23 +205,8 @@ def kmeans_nearest_order(
         return np.arange(n, dtype=np.int64)
     if m == 0:
         return np.zeros(0, dtype=np.int64)
-    rng = np.random.default_rng(seed)
+    _, centres = kmeans_fit(x, m, seed, max_iter)
     sq_norms = np.einsum("ij,ij->i", x, x)
-    centres = x[_kmeans_pp(x, sq_norms, m, rng)].copy()
-    assign = np.full(n, -1, dtype=np.int64)
-    for _ in range(int(max_iter)):
-        new = np.argmin(_sq_dists(x, sq_norms, centres), axis=1)
-        if np.array_equal(new, assign):
-            break
-        assign = new
-        members = np.zeros((m, n))
-        members[assign, np.arange(n)] = 1.0
-        sums = members @ x  # (m, d) per-cluster sums: a BLAS product, ~10x faster than np.add.at
-        counts = np.bincount(assign, minlength=m)
-        filled = counts > 0
-        centres[filled] = sums[filled] / counts[filled, None]
-    else:
-        logger.debug("k-means stopped after max_iter=%d Lloyd iterations before converging", max_iter)
     d2 = _sq_dists(x, sq_norms, centres)  # (n, m)
     visit = np.lexsort((np.arange(m), d2.min(axis=0)))
     taken = np.zeros(n, dtype=bool)

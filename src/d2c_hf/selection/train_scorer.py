@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,78 +17,15 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..utils.checks import check_new_output_dir, check_positive_int, check_positive_number, check_seed
 from ..utils.files import staged_dir, write_json
 from ..utils.hub import model_provenance, resolve_device
-from ..utils.images import dataset_pixels, first_image_side, pixels_to_tensor
-from ..utils.spaces import is_pixel_space
-from ..utils.vae import (
-    downsample_factor,
-    encode_posterior,
-    latent_channels,
-    latent_scale,
-    load_vae,
-    scale_latents,
-)
 from .denoisers import dit_ddpm_scheduler
 from .scorer import SCORER_INFO_FILE
+from .training_loop import check_patch_size, denoising_steps, init_transformer_weights, training_inputs
 
 logger = logging.getLogger(__name__)
-
-
-def _init_dit_weights(model: torch.nn.Module, generator: torch.Generator) -> None:
-    """DiT's initialisation, drawn from ``generator`` (no global RNG), over *every* parameter.
-
-    Linear layers and the patch projection: Xavier-uniform weights, zero biases; label tables and
-    timestep MLPs: N(0, 0.02); adaLN modulation (``AdaLayerNormZero.linear``) and the output layers
-    (``proj_out_1``, ``proj_out_2``): zero (adaLN-Zero, so every block starts as the identity).
-    """
-    from diffusers.models.embeddings import TimestepEmbedding
-    from diffusers.models.normalization import AdaLayerNormZero
-
-    done: set[int] = set()
-
-    def init(tensor: torch.Tensor, how: str) -> None:
-        if how == "zeros":
-            torch.nn.init.zeros_(tensor)
-        elif how == "ones":
-            torch.nn.init.ones_(tensor)
-        elif how == "normal":
-            torch.nn.init.normal_(tensor, std=0.02, generator=generator)
-        else:  # xavier on the (out, fan_in) view, as DiT does for its conv patch embedding
-            torch.nn.init.xavier_uniform_(tensor.view(tensor.shape[0], -1), generator=generator)
-        done.add(id(tensor))
-
-    zero_modules = {id(getattr(model, name)) for name in ("proj_out_1", "proj_out_2") if hasattr(model, name)}
-    normal_modules: set[int] = set()
-    for module in model.modules():
-        if isinstance(module, AdaLayerNormZero):
-            zero_modules.add(id(module.linear))
-        if isinstance(module, TimestepEmbedding):
-            normal_modules.update(id(m) for m in module.modules() if isinstance(m, torch.nn.Linear))
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
-                if id(module) in zero_modules:
-                    init(module.weight, "zeros")
-                elif id(module) in normal_modules:
-                    init(module.weight, "normal")
-                else:
-                    init(module.weight, "xavier")
-                if module.bias is not None:
-                    init(module.bias, "zeros")
-            elif isinstance(module, torch.nn.Embedding):
-                init(module.weight, "normal")
-            elif isinstance(module, (torch.nn.LayerNorm, torch.nn.GroupNorm)):
-                if module.weight is not None:
-                    init(module.weight, "ones")
-                if module.bias is not None:
-                    init(module.bias, "zeros")
-    missed = [name for name, p in model.named_parameters() if id(p) not in done]
-    if missed:  # a parameter left at a global-RNG init would break determinism
-        raise RuntimeError(f"no deterministic initialisation for parameters {missed[:5]}")
 
 
 @contextlib.contextmanager
@@ -126,9 +62,14 @@ def train_scorer(
     seed: int = 0,
     device: str | torch.device | None = None,
     model_kwargs: Mapping[str, Any] | None = None,
+    caption_column: str | None = None,
+    text_encoder: Any = None,
+    caption_max_length: int | None = None,
 ) -> Path:
     """Train a small class-conditional DiT on ``dataset`` to use as the difficulty scorer
-    (the paper's "scorer trained from scratch" setting).
+    (the paper's "scorer trained from scratch" setting); with ``caption_column``, a small caption-conditioned
+    PixArt-style transformer instead (:func:`~d2c_hf.selection.train_text_scorer.train_text_scorer`: the
+    ``text_encoder``, a T5, encodes the captions and is saved with it; ``label_column`` is not read).
 
     A diffusers ``DiTTransformer2DModel`` (epsilon prediction, no learned sigma) is trained with the
     DDPM loss ``|| eps - model(sqrt(abar_t) x + sqrt(1 - abar_t) eps, t, c) ||^2``, t uniform over the
@@ -162,17 +103,42 @@ def train_scorer(
         num_steps, batch_size, learning_rate: optimisation settings.
         seed: seed of the local generator.
         device: ``None`` = CUDA if available, else CPU.
-        model_kwargs: ``DiTTransformer2DModel`` arguments.
+        model_kwargs: ``DiTTransformer2DModel`` arguments (``PixArtTransformer2DModel`` ones with captions).
+        caption_column, text_encoder, caption_max_length: a captioned dataset's caption column, the T5 encoder
+            (folder or Hub id) and tokens per caption: train the caption-conditioned kind.
 
     Returns:
         ``Path(output_dir)``.
     """
     from datasets import Dataset
     from diffusers import DiTPipeline, DiTTransformer2DModel
-    from tqdm.auto import tqdm
 
     from ..data.inputs import prepare_dataset
     from ..version import __version__
+
+    if caption_column is not None:
+        from .train_text_scorer import train_text_scorer
+
+        return train_text_scorer(
+            dataset,
+            output_dir,
+            caption_column=caption_column,
+            text_encoder=text_encoder,
+            caption_max_length=caption_max_length,
+            vae=vae,
+            resolution=resolution,
+            image_column=image_column,
+            num_steps=num_steps,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            seed=seed,
+            device=device,
+            model_kwargs=model_kwargs,
+        )
+    if text_encoder is not None or caption_max_length is not None:
+        raise ValueError(
+            "text_encoder and caption_max_length train a caption-conditioned scorer: pass caption_column"
+        )
 
     # ---- cheap checks -----------------------------------------------------------------------------
     output_dir = check_new_output_dir(output_dir)
@@ -193,49 +159,22 @@ def train_scorer(
         )
 
     device_ = resolve_device(device)
-    vae_model = None if is_pixel_space(vae) else load_vae(vae)
-    factor = downsample_factor(vae_model)
-    if resolution is None:
-        resolution = first_image_side(dataset, image_column) // factor * factor
-    resolution = check_positive_int(resolution, "resolution")
-    if resolution % factor:
-        raise ValueError(
-            f"resolution={resolution} is not a multiple of the VAE's downsampling factor {factor}"
-        )
-    sample_size = resolution // factor
-    channels = latent_channels(vae_model)
+    inputs = training_inputs(dataset, image_column, vae, resolution, device_, "train_scorer")
     config = {
         "num_attention_heads": 4,
         "attention_head_dim": 32,
         "num_layers": 4,
-        "patch_size": 2 if sample_size < 16 else 4,
+        "patch_size": 2 if inputs.sample_size < 16 else 4,
         **model_kwargs,
-        "in_channels": channels,
-        "out_channels": channels,
-        "sample_size": sample_size,
+        "in_channels": inputs.channels,
+        "out_channels": inputs.channels,
+        "sample_size": inputs.sample_size,
         "num_embeds_ada_norm": info.num_classes,
     }
-    if sample_size % config["patch_size"]:
-        raise ValueError(
-            f"the model input side {sample_size} is not divisible by patch_size={config['patch_size']}"
-        )
-
-    # ---- data: the whole dataset as one tensor -----------------------------------------------------------
-    pixels = dataset_pixels(dataset, image_column, resolution, what="train_scorer")
+    check_patch_size(inputs.sample_size, config["patch_size"])
     labels = torch.from_numpy(
         np.asarray(dataset.with_format("numpy", columns=[label_column])[:][label_column])
-    )
-    labels = labels.to(torch.int64)
-    if vae_model is not None:
-        vae_model = vae_model.to(device_)
-        scale, shift = latent_scale(vae_model)
-        parts = []
-        for start in range(0, len(pixels), 64):
-            mean, _ = encode_posterior(vae_model, pixels_to_tensor(pixels[start : start + 64]).to(device_))
-            parts.append(scale_latents(mean, scale, shift))
-        data = torch.cat(parts)
-    else:
-        data = pixels_to_tensor(pixels).to(device_)
+    ).to(torch.int64)
 
     # ---- model, schedule, optimiser (one local generator for everything random) -----------------------
     generator = torch.Generator("cpu").manual_seed(int(seed))
@@ -243,38 +182,28 @@ def train_scorer(
     # was, then overwrite every parameter from our generator
     with torch.random.fork_rng(devices=[]):
         model = DiTTransformer2DModel(**config)
-    _init_dit_weights(model, generator)
+    init_transformer_weights(model, generator)
     model = model.to(device_).train()
     scheduler = dit_ddpm_scheduler()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, betas=(0.9, 0.999), weight_decay=0.0)
-    n = len(data)
-    order = torch.empty(0, dtype=torch.int64)
-    smoothed = None
-    bar = tqdm(range(num_steps), desc="Training scorer", unit="step")
     with _own_label_dropout(model) as (drop_prob, null_id):
-        for _ in bar:
-            while len(order) < batch_size:  # epoch-wise shuffles, concatenated
-                order = torch.cat([order, torch.randperm(n, generator=generator)])
-            index, order = order[:batch_size], order[batch_size:]
-            x0 = data[index.to(device_)]
-            noise = torch.randn(x0.shape, generator=generator).to(device_)
-            t = torch.randint(0, scheduler.config.num_train_timesteps, (len(index),), generator=generator)
+
+        def condition(index: torch.Tensor) -> dict[str, Any]:  # class dropout from the same generator
             y = labels[index]
             if drop_prob > 0:
                 y = torch.where(torch.rand(len(index), generator=generator) < drop_prob, null_id, y)
-            x_t = scheduler.add_noise(x0, noise, t.to(device_))
-            out = model(x_t, timestep=t.to(device_), class_labels=y.to(device_)).sample
-            loss = F.mse_loss(out.float(), noise)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            value = loss.item()
-            if not math.isfinite(value):
-                raise FloatingPointError(f"train_scorer diverged (loss {value}); lower learning_rate")
-            smoothed = value if smoothed is None else 0.98 * smoothed + 0.02 * value
-            bar.set_postfix(loss=f"{smoothed:.4f}")
-    logger.info("train_scorer: %d steps, final smoothed loss %.4f", num_steps, smoothed)
+            return {"class_labels": y.to(device_)}
+
+        smoothed = denoising_steps(
+            model,
+            inputs.data,
+            condition,
+            scheduler=scheduler,
+            num_steps=num_steps,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            generator=generator,
+        )
+    vae_model, resolution, n = inputs.vae, inputs.resolution, len(inputs.data)
 
     # ---- save atomically ----------------------------------------------------------------------------------
     model = model.eval().to("cpu")
