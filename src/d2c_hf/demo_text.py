@@ -113,7 +113,7 @@ TEXT_QUICK = TextDemoSettings(
         validation_steps=3,
         num_inference_steps=4,
     ),
-    max_prompts=80,
+    max_prompts=80,  # more than the 64 feature dimensions (FD)
 )
 
 
@@ -250,25 +250,25 @@ def _run(
     )
     condensed.save_to_disk(out / "condensed")
     stage("condense", t)
+    # a captioned run's groups come from its scorer (k-means on the scorer's caption features): the baselines
+    # pass the same scorer, so they get the same groups and budget, with one timestep and one draw (the random
+    # strategy ignores the scores)
     t = time.perf_counter()
+    baseline = dict(common, scorer=scorer_dir, strategy="random", num_timesteps=1, num_draws=1)
     random_attach = condense(
         train,
         ratio=settings.ratio,
-        scorer=None,
         vision_encoder=dino_dir,
-        strategy="random",
         notes=[TEXT_STAND_IN_NOTE, "Random + Attach baseline of `d2c demo --text`: no Select."],
-        **common,
+        **baseline,
     )
     random_attach.save_to_disk(out / "random_attach", card=False)
     random_subset = condense(
         train,
         ratio=settings.ratio,
-        scorer=None,
-        strategy="random",
         attach=("latents", "caption"),
         notes=[TEXT_STAND_IN_NOTE, "Random baseline of `d2c demo --text`: no Select, no visual tokens."],
-        **common,
+        **baseline,
     )
     random_subset.save_to_disk(out / "random_subset", card=False)
     sizes = {len(condensed), len(random_attach), len(random_subset)}
