@@ -5,8 +5,14 @@
     accelerate launch examples/sample_sit.py --pipeline sit-xl-d2c --preset repa-cfg --output_dir samples/sit-xl-d2c
     d2c fid samples/sit-xl-d2c/samples.npz VIRTUAL_imagenet256_labeled.npz --inception_weights <file>
 
+A text-conditioned pipeline samples from a prompt file instead of class labels (one prompt per line; sample ``i``
+takes prompt ``i mod P``, so ``--num_samples P`` gives one image per prompt):
+
+    python examples/sample_sit.py --pipeline sit-t2i --prompt_file prompts.txt --num_samples 64 --output_dir out
+
 Writes ``output_dir/samples.npz`` in the ADM evaluator's layout (``arr_0`` = ``(N, H, W, 3)`` uint8,
-``arr_1`` = labels) and ``output_dir/samples.json`` with every setting (protocol, sampler, steps, CFG scale
+``arr_1`` = labels, or each sample's prompt index, the 0-based line) and ``output_dir/samples.json`` with every
+setting (protocol, sampler, steps, CFG scale
 and interval, seed, labels, dtype, the pipeline's weights and revision). The images are a function of
 those settings only: sample ``i`` has its own noise generator seeded with ``(seed, i)`` and every batch
 holds the same samples whatever the number of processes, so 1 or 8 GPUs (or a run killed and restarted)
@@ -64,6 +70,16 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
         "--labels",
         default="uniform",
         help=f"{' | '.join(LABEL_MODES)} | a file (.txt: one class id or name per line; .json list; .npy ids).",
+    )
+    data.add_argument(
+        "--prompt_file",
+        default=None,
+        help="Text-conditioned pipelines: a UTF-8 file with one prompt per line (instead of --labels).",
+    )
+    data.add_argument(
+        "--negative_prompt",
+        default=None,
+        help="Text-conditioned pipelines: the prompt guidance steers away from (default: the empty caption).",
     )
     data.add_argument("--seed", type=int, default=0)
     run = parser.add_argument_group("run")
@@ -138,7 +154,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         check_layout,
         make_scheduler,
         plan_labels,
+        plan_prompts,
+        plan_shards,
         read_label_file,
+        read_prompt_file,
         resolve_labels,
         sampler_sigmas,
     )
@@ -162,7 +181,28 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         args.pipeline, subfolder="transformer", revision=args.revision
     )
     num_classes = int(model_config["num_classes"])
-    if settings["guidance_scale"] > 1.0 and not model_config.get("class_dropout_prob", 0.1) > 0:
+    text_model = model_config.get("caption_embed_dim") is not None
+    prompts: list[str] | None = None
+    if text_model:
+        if args.prompt_file is None:
+            raise ValueError(
+                "the pipeline is text-conditioned: pass --prompt_file (one prompt per line) instead of --labels"
+            )
+        if args.labels != "uniform":
+            raise ValueError(
+                "--labels: the pipeline is text-conditioned (no classes); pass --prompt_file only"
+            )
+        if settings["guidance_scale"] > 1.0 and not model_config.get("caption_dropout_prob", 0.1) > 0:
+            raise ValueError(
+                "guidance needs the empty caption, but this model was trained without caption dropout "
+                "(caption_dropout_prob=0); use --preset repa-no-cfg"
+            )
+        prompts = read_prompt_file(args.prompt_file)
+    elif args.prompt_file is not None or args.negative_prompt is not None:
+        raise ValueError(
+            "--prompt_file/--negative_prompt: the pipeline is class-conditional; pass --labels (class ids or names)"
+        )
+    elif settings["guidance_scale"] > 1.0 and not model_config.get("class_dropout_prob", 0.1) > 0:
         raise ValueError(
             "guidance needs the null class, but this model has none (class_dropout_prob=0); use --preset repa-no-cfg"
         )
@@ -174,7 +214,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             "latents, not images: save the pipeline with its VAE (train_sit.py --vae, or d2c convert-* --pipeline --vae)"
         )
     entries = None
-    if args.labels in LABEL_MODES:
+    if prompts is not None:
+        labels = plan_prompts(args.num_samples, len(prompts))  # each sample's prompt index
+    elif args.labels in LABEL_MODES:
         labels = plan_labels(args.num_samples, num_classes, args.labels, args.seed)
     else:
         entries = read_label_file(args.labels)
@@ -208,13 +250,26 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             "revision": args.revision,
             "transformer": model_provenance(pipe.transformer),
             "vae": model_provenance(pipe.vae) if pipe.vae is not None else None,
+            **(
+                {"text_encoder": model_provenance(pipe.text_encoder)}
+                if getattr(pipe, "text_encoder", None) is not None
+                else {}
+            ),
         },
         "sampling": {
             **settings,
             "scheduler": {k: v for k, v in pipe.scheduler.config.items() if not k.startswith("_")},
         },
         "num_samples": args.num_samples,
-        "labels": {"source": args.labels, "sha256": hashlib.sha256(labels.tobytes()).hexdigest()},
+        "labels": {"source": args.labels, "sha256": hashlib.sha256(labels.tobytes()).hexdigest()}
+        if prompts is None
+        else {
+            "source": "prompt indices",
+            "prompt_file": args.prompt_file,
+            "num_prompts": len(prompts),
+            "prompts_sha256": hashlib.sha256("\n".join(prompts).encode()).hexdigest(),
+            "negative_prompt": args.negative_prompt,
+        },
         "seed": args.seed,
         "batch_size": args.batch_size,
         "shard_size": shard_size,
@@ -255,8 +310,13 @@ def sample(args, state, pipe, config, labels, settings, sigmas, shard_size, outp
         parts = []
         for first in range(shards[k].start, shards[k].stop, args.batch_size):
             index = np.arange(first, first + args.batch_size)
+            condition = (
+                {"class_labels": labels[index].tolist()}
+                if prompts is None
+                else {"prompt": [prompts[j] for j in labels[index]], "negative_prompt": args.negative_prompt}
+            )
             images = pipe(
-                labels[index].tolist(),
+                **condition,
                 num_inference_steps=settings["num_inference_steps"],
                 guidance_scale=settings["guidance_scale"],
                 guidance_interval=tuple(settings["guidance_interval"]),

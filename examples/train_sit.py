@@ -8,6 +8,11 @@ Flow matching (``x_t = (1 - t) x + t eps``, velocity target ``eps - x``) plus RE
 the dataset's stored visual tokens, with DC-Embedding of the class text (D2C). AdamW 1e-4, betas
 (0.9, 0.999), no weight decay, clip 1.0, EMA 0.9999, global batch 256, class dropout 0.1 (CFG).
 
+A captioned set (text-to-image: per-row ``caption_embeds``/``caption_mask``, docs/text-to-image.md) trains a
+text-conditioned SiT instead: caption tokens through cross-attention, caption dropout 0.1 (``--cfg_prob``) to the
+empty caption, the same REPA loss; the set's text encoder (``info["text_to_image"]["text_encoder"]``, or
+``--text_encoder``) encodes the empty caption and is saved with the pipeline, which then takes prompts.
+
 Checkpoints (``checkpoint-N/``, written whole, then renamed into place) restore the model, EMA,
 optimizer, grad scaler, every process's RNG and the data stream exactly: N steps + resume + N steps
 equals 2N steps bit for bit; a checkpoint with a missing or damaged file is refused by name (see
@@ -53,7 +58,16 @@ logger = logging.getLogger("train_sit")
 #: arguments never written to disk, logged, sent to a tracker or put in the model card
 SECRET_ARGS = ("hub_token",)
 #: model config keys set from the dataset's shapes (an override of one can only mismatch)
-DATASET_DECIDES = {"sample_size", "in_channels", "num_classes", "text_embed_dim", "text_seq_len", "z_dims"}
+DATASET_DECIDES = {
+    "sample_size",
+    "in_channels",
+    "num_classes",
+    "text_embed_dim",
+    "text_seq_len",
+    "z_dims",
+    "caption_embed_dim",
+    "caption_seq_len",
+}
 
 
 # --------------------------------------------------------------------------------------
@@ -73,6 +87,12 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="VAE for sampling (folder or Hub id); default: the one recorded in the dataset's info (none in pixel "
         'space); "none" saves the pipeline without a VAE (it then returns model-space latents as images).',
+    )
+    data.add_argument(
+        "--text_encoder",
+        default=None,
+        help="Captioned sets: the caption encoder (folder or Hub id; its tokenizer beside it); default: the one "
+        "recorded in the dataset's info. Checked against the stored caption tokens before training.",
     )
     data.add_argument(
         "--data_max_in_memory_gb",
@@ -114,7 +134,11 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
         help="Time sampling: t ~ U(0,1) or logit-normal(0,1).",
     )
     model.add_argument(
-        "--cfg_prob", type=float, default=0.1, help="Class dropout probability (null class, for CFG)."
+        "--cfg_prob",
+        type=float,
+        default=0.1,
+        help="Class dropout probability (null class, for CFG); for a captioned set the caption dropout "
+        "probability (to the empty caption).",
     )
     model.add_argument("--gradient_checkpointing", action="store_true", help="Trade compute for memory.")
     opt = parser.add_argument_group("optimisation")
@@ -170,6 +194,12 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
         nargs="+",
         default=None,
         help="Class names or ids of the grid (default: cycle through the classes).",
+    )
+    run.add_argument(
+        "--validation_prompts",
+        nargs="+",
+        default=None,
+        help="Captioned sets: the prompts of the grid (default: captions of evenly spaced rows of the set).",
     )
     run.add_argument("--num_inference_steps", type=int, default=50, help="Sampler steps for the grids.")
     run.add_argument(
@@ -310,6 +340,11 @@ def model_config(args: argparse.Namespace, source: Any) -> dict[str, Any]:
     if source.use_text:
         length, dim = source.text_shape
         config.update(text_embed_dim=dim, text_seq_len=length)
+    if source.captioned:  # text-to-image: no classes; the groups of a captioned set are not a condition
+        length, dim = source.caption_shape
+        config.update(
+            num_classes=0, caption_embed_dim=dim, caption_seq_len=length, caption_dropout_prob=args.cfg_prob
+        )
     if source.use_visual:
         config["z_dims"] = [source.visual_shape[1]]
     config.update(overrides)
@@ -478,20 +513,43 @@ def write_model_card(
 ) -> None:
     from huggingface_hub import ModelCard, ModelCardData
 
-    from d2c_hf.pipelines.sit.model_card import licence_section, usage_section
+    from d2c_hf.pipelines.sit.model_card import licence_section, text_tags, usage_section
 
     selection = condensed.info.get("selection") or {}
     budget = condensed.info.get("budget") or {}
     license = condensed.info.get("license") or "other"  # the weights inherit the training data's licence
+    captioned = result["use_captions"]
     data = ModelCardData(
         library_name="diffusers",
         license=license,
-        tags=["d2c", "d2c-hf", "sit", "repa", "flow-matching", "class-conditional", "image-generation"],
+        tags=text_tags()
+        if captioned
+        else ["d2c", "d2c-hf", "sit", "repa", "flow-matching", "class-conditional", "image-generation"],
         datasets=[args.dataset]
         if args.dataset.count("/") == 1 and not os.path.exists(args.dataset)
         else None,
     )
-    usage = usage_section(args.hub_model_id or args.output_dir, list(condensed.class_names[:2]))
+    where = args.hub_model_id or args.output_dir
+    if captioned:
+        prompts = (
+            list(condensed.samples.select(evenly_spaced_rows(len(condensed), 2))["caption"])
+            if ("caption" in condensed.samples.column_names)
+            else ["a photo"]
+        )
+        usage = usage_section(where, None, prompts=prompts)
+        groups = ((condensed.info.get("text_to_image") or {}).get("groups") or {}).get("num_groups")
+        content = f"{len(condensed)} captioned images in {groups or condensed.num_classes} groups"
+        conditioning = (
+            f"captions (cross-attention to the saved `text_encoder`'s tokens; caption dropout {args.cfg_prob} to the "
+            "empty caption, for guidance)"
+        )
+    else:
+        usage = usage_section(where, list(condensed.class_names[:2]))
+        content = (
+            f"{budget.get('images_per_class')} images per class, {len(condensed)} images, "
+            f"{condensed.num_classes} classes"
+        )
+        conditioning = f"class text (DC-Embedding): {result['use_text']}"
     licence = licence_section(
         license,
         [args.dataset],
@@ -500,26 +558,90 @@ def write_model_card(
             "when its difficulty scores came from DiT (CC BY-NC 4.0)."
         ],
     )
+    kind = "text-to-image " if captioned else ""
     text = f"""---
 {data.to_yaml()}
 ---
 
-# SiT trained on a D2C condensed dataset
+# SiT {kind}trained on a D2C condensed dataset
 
 A `{args.model}` SiT (overrides: `{args.model_config_overrides or "none"}`) trained with
 `examples/train_sit.py` of d2c-hf (REPA recipe) on the condensed dataset **`{args.dataset}`**
-(strategy `{selection.get("strategy")}`, {budget.get("images_per_class")} images per class,
-{len(condensed)} images, {condensed.num_classes} classes).
+(strategy `{selection.get("strategy")}`, {content}).
 
 * steps: {result["global_step"]}, global batch {args.train_batch_size} x {args.gradient_accumulation_steps}
   accumulation, lr {args.learning_rate}, EMA {args.ema_decay}, mixed precision `{result["mixed_precision"]}`
-* visual alignment (REPA): {result["use_visual"]} (proj_coeff {args.proj_coeff}); class text (DC-Embedding): {result["use_text"]}
+* visual alignment (REPA): {result["use_visual"]} (proj_coeff {args.proj_coeff}); conditioning: {conditioning}
 * final loss (mean of the last {args.logging_steps} steps): {result["final_loss"]:.4f}
 * weights: EMA; sampler: `FlowMatchEulerMaruyamaScheduler` (REPA's SDE)
 
 {usage}
 {licence}"""
     ModelCard(text).save(output_dir / "README.md")
+
+
+def evenly_spaced_rows(num_rows: int, count: int) -> list[int]:
+    """``count`` distinct rows spread over ``range(num_rows)`` (all of them when there are fewer)."""
+    if count >= num_rows:
+        return list(range(num_rows))
+    return sorted(set(np.linspace(0, num_rows - 1, count).round().astype(int).tolist()))
+
+
+def validation_captions(args: argparse.Namespace, condensed: Any) -> list[str]:
+    """The grid's prompts: ``--validation_prompts``, else the captions of evenly spaced rows of a captioned set."""
+    if args.validation_prompts:
+        return list(args.validation_prompts)
+    if not args.num_validation_images:
+        return []
+    if "caption" not in condensed.samples.column_names:
+        raise ValueError(
+            "the captioned dataset has no 'caption' column to draw validation prompts from; pass "
+            "--validation_prompts or --num_validation_images 0"
+        )
+    rows = evenly_spaced_rows(len(condensed), args.num_validation_images)
+    captions = condensed.samples.select(rows)["caption"]
+    return [captions[i % len(captions)] for i in range(args.num_validation_images)]
+
+
+def prepare_caption_encoder(
+    args: argparse.Namespace, condensed: Any, model: Any, device: torch.device
+) -> tuple[tuple[Any, Any], tuple[torch.Tensor, torch.Tensor]]:
+    """Load the captioned set's text encoder (``--text_encoder`` or the one its info names), check that it re-encodes
+    a few stored captions to their stored tokens, and encode the empty caption.
+
+    Returns ``((text_encoder, tokenizer), (empty_embeds (L, D), empty_mask (L,)))`` (the caption tensors on the CPU).
+    """
+    from d2c_hf.pipelines import FlowMatchEulerMaruyamaScheduler, SiTPipeline
+    from d2c_hf.train.captions import caption_info, check_caption_encoder, load_caption_encoder
+
+    record = caption_info(condensed.info).get("text_encoder")
+    with torch.random.fork_rng(devices=[]):  # loading draws no training randomness
+        text_encoder, tokenizer = load_caption_encoder(record, args.text_encoder)
+    text_encoder.to(device)
+    probe = SiTPipeline(
+        transformer=model,
+        scheduler=FlowMatchEulerMaruyamaScheduler(),
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+    )
+    name = f"--text_encoder {args.text_encoder}" if args.text_encoder else "the dataset's text encoder"
+    if "caption" in condensed.samples.column_names:
+        rows = evenly_spaced_rows(len(condensed), 4)
+        stored = condensed.samples.select(rows).with_format(
+            "numpy", columns=["caption", "caption_embeds", "caption_mask"]
+        )
+        check_caption_encoder(
+            lambda prompts: probe.encode_prompt(prompts, device),
+            list(stored["caption"]),
+            stored["caption_embeds"],
+            stored["caption_mask"],
+            rows,
+            name=name,
+        )
+    else:
+        logger.warning("the captioned dataset has no 'caption' column: the text encoder cannot be checked")
+    embeds, mask = probe.encode_prompt([""], device)
+    return (text_encoder, tokenizer), (embeds[0].cpu(), mask[0].cpu())
 
 
 # --------------------------------------------------------------------------------------
@@ -654,8 +776,21 @@ def train(args: argparse.Namespace, eval_callback: Any, lock: contextlib.ExitSta
             f"--num_validation_images {args.num_validation_images} without a VAE: the model makes {channels}-channel "
             "latents, which cannot be drawn as a grid image; pass --vae (the dataset's VAE) or --num_validation_images 0"
         )
-    id2label = dict(enumerate(condensed.class_names))
-    if args.validation_classes:
+    id2label = None if source.captioned else dict(enumerate(condensed.class_names))
+    validation_labels: list[Any] = []
+    validation_prompts = validation_captions(args, condensed) if source.captioned else []
+    if args.validation_prompts and not source.captioned:
+        raise ValueError(
+            "--validation_prompts needs a captioned dataset (caption_embeds per row); this one is class-conditional: "
+            "pass --validation_classes"
+        )
+    if source.captioned:
+        if args.validation_classes:
+            raise ValueError(
+                "--validation_classes: the dataset is captioned (a text-to-image model has no classes); pass "
+                "--validation_prompts"
+            )
+    elif args.validation_classes:
         validation_labels = [int(c) if c.isdigit() else c for c in args.validation_classes]
     else:
         validation_labels = [i % condensed.num_classes for i in range(args.num_validation_images)]
@@ -681,6 +816,19 @@ def train(args: argparse.Namespace, eval_callback: Any, lock: contextlib.ExitSta
         raise ValueError(f"{err}{hint}") from err
     if source.use_text:
         model.set_class_text_table(*source.class_text_table())
+    caption_encoder = (None, None)  # (text_encoder, tokenizer) on the main process, for the pipeline
+    if source.captioned:
+        outcome = None
+        if accelerator.is_main_process:  # one loader and checker; every process gets the empty caption
+            try:
+                caption_encoder, empty = prepare_caption_encoder(args, condensed, model, accelerator.device)
+                outcome = (None, empty)
+            except (OSError, ValueError) as err:
+                outcome = (str(err), None)
+        error, empty = broadcast_object_list([outcome])[0]
+        if error:
+            raise ValueError(error)
+        model.set_empty_caption(*empty)
     set_seed(args.seed, device_specific=True)  # the global RNG now only drives the model's label dropout
     model.to(accelerator.device).train()
     if args.gradient_checkpointing:
@@ -736,6 +884,8 @@ def train(args: argparse.Namespace, eval_callback: Any, lock: contextlib.ExitSta
             scheduler=FlowMatchEulerMaruyamaScheduler(),
             vae=vae,
             id2label=id2label,
+            text_encoder=caption_encoder[0],
+            tokenizer=caption_encoder[1],
         )
 
     if validation_labels and args.num_validation_images:
@@ -797,15 +947,22 @@ def train(args: argparse.Namespace, eval_callback: Any, lock: contextlib.ExitSta
                 with torch.random.fork_rng(devices=devices):
                     pipeline = make_pipeline()
                     pipeline.set_progress_bar_config(disable=True)
-                    if validation_labels and args.num_validation_images:
+                    if (validation_labels or validation_prompts) and args.num_validation_images:
                         generator = torch.Generator(accelerator.device).manual_seed(args.seed)
+                        condition = (
+                            {"prompt": validation_prompts}
+                            if validation_prompts
+                            else {"class_labels": validation_labels}
+                        )
                         images = pipeline(
-                            validation_labels,
+                            **condition,
                             num_inference_steps=args.num_inference_steps,
                             guidance_scale=args.validation_guidance_scale,
                             generator=generator,
                         ).images
-                        names = [id2label[i] for i in pipeline.get_label_ids(validation_labels)]
+                        names = validation_prompts or [
+                            id2label[i] for i in pipeline.get_label_ids(validation_labels)
+                        ]
                         path = output_dir / "samples" / f"step-{step:06d}.png"
                         grid = labeled_grid(images, names)
                         atomic_write(path, lambda handle: grid.save(handle, format="PNG"))
@@ -929,6 +1086,7 @@ def train(args: argparse.Namespace, eval_callback: Any, lock: contextlib.ExitSta
         "steps_per_second": timed_steps / step_seconds if step_seconds > 0 else float("nan"),
         "use_visual": source.use_visual,
         "use_text": source.use_text,
+        "use_captions": source.captioned,
         "checkpoints": checkpoints,
         "mixed_precision": str(accelerator.mixed_precision),
     }

@@ -2,7 +2,8 @@
 
     python remote_routes.py OUT_DIR ROUTES_JSON
 
-``ROUTES_JSON``: a list of ``{"name", "route", "source", "package_path", "import_d2c_hf", "hub_commit"}``. Run
+``ROUTES_JSON``: a list of ``{"name", "route", "source", "package_path", "import_d2c_hf", "hub_commit"[, "prompt"]}``
+(``prompt``: a text-to-image pipeline, sampled from these prompts). Run
 it with a Python that cannot import d2c_hf. torch and diffusers are imported once; each route then runs in a
 forked child whose ``sys.modules`` holds neither d2c_hf nor any module diffusers loaded from a folder (checked),
 as in a new interpreter, without paying the import of diffusers' pipelines (~8 s) again. A route writes
@@ -68,7 +69,23 @@ def run(spec: dict, out_dir: Path) -> dict:
         loaded = loaders[spec["route"]]()
     except (ValueError, OSError) as error:
         return {"error": f"{type(error).__name__}: {error}", "classes": []}
-    if isinstance(loaded, DiffusionPipeline):
+    if isinstance(loaded, DiffusionPipeline) and spec.get("prompt"):  # a text-to-image pipeline
+        loaded.set_progress_bar_config(disable=True)
+        output = loaded(
+            prompt=spec["prompt"],
+            num_inference_steps=3,
+            guidance_scale=1.8,
+            guidance_interval=(0.0, 0.7),
+            generator=torch.Generator().manual_seed(0),
+            output_type="pt",
+        ).images
+        classes = [
+            _name(loaded),
+            _name(loaded.transformer),
+            _name(loaded.scheduler),
+            _name(loaded.text_encoder),
+        ]
+    elif isinstance(loaded, DiffusionPipeline):
         loaded.set_progress_bar_config(disable=True)
         output = loaded(
             ["tench", 1],

@@ -126,7 +126,7 @@ ROUTES = [
 
 
 @pytest.fixture(scope="module")
-def route_results(saved, python_without_d2c_hf, tmp_path_factory) -> dict[str, dict]:
+def route_results(saved, saved_text, python_without_d2c_hf, tmp_path_factory) -> dict[str, dict]:
     out = tmp_path_factory.mktemp("routes")
     sources = {"folder": str(saved.pipeline), "model": str(saved.model), "hub": REPO}
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -148,6 +148,11 @@ def route_results(saved, python_without_d2c_hf, tmp_path_factory) -> dict[str, d
         }
         for name, environment, route, source, import_first, _ in ROUTES
     ]
+    specs += [  # the text-to-image pipeline, in the same interpreter (its start costs more than the routes)
+        {"name": name, "route": route, "source": str(saved_text[0]), "package_path": None, "import_d2c_hf": False,
+         "hub_commit": None, "prompt": PROMPTS}
+        for name, route in TEXT_ROUTES
+    ]  # fmt: skip
     run = subprocess.run(
         [python_without_d2c_hf, str(ROUTES_SCRIPT), str(out), json.dumps(specs)],
         env=env,
@@ -157,7 +162,7 @@ def route_results(saved, python_without_d2c_hf, tmp_path_factory) -> dict[str, d
     )
     assert run.returncode == 0, run.stderr[-3000:]
     results = {}
-    for name, *_ in ROUTES:
+    for name in [r[0] for r in ROUTES] + [r[0] for r in TEXT_ROUTES]:
         results[name] = json.loads((out / f"{name}.json").read_text())
         pt = out / f"{name}.pt"
         results[name]["output"] = torch.load(pt, weights_only=True) if pt.exists() else None
@@ -179,6 +184,59 @@ def test_loading_route(saved, route_results, name, environment, route, source, i
             assert noise not in result["warnings"], result["warnings"]
     else:
         assert result["error"] and re.search(expected, result["error"]), result["error"]
+
+
+# a text-to-image pipeline (issue 25): the text encoder and tokenizer load as transformers components, and the
+# generated code takes prompts where d2c_hf cannot be imported (SiTPipeline itself: tests/test_text_to_image_train.py)
+PROMPTS = ["a photo of the three", "a photo of the one white"]
+TEXT_ROUTES = [
+    ("text, no d2c_hf: DiffusionPipeline", "diffusion_pipeline"),
+    ("text, no d2c_hf: DiffusionPipeline untrusted", "diffusion_pipeline_untrusted"),
+]
+
+
+@pytest.fixture(scope="module")
+def saved_text(local_hub, tmp_path_factory) -> tuple[Path, torch.Tensor]:
+    """A text-conditioned SiTPipeline (tiny T5 + tokenizer, VAE) saved to a folder, and its samples of PROMPTS."""
+    from transformers import AutoTokenizer, T5EncoderModel
+
+    from helpers_sit import randomize_
+
+    transformer = d2c_hf.SiTTransformer2DModel(
+        sample_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=2, num_attention_heads=2,
+        num_classes=0, caption_embed_dim=16, caption_seq_len=8,
+    ).eval()  # fmt: skip
+    randomize_(transformer, seed=2)
+    pipe = SiTPipeline(
+        transformer=transformer,
+        scheduler=FlowMatchEulerMaruyamaScheduler(),
+        vae=tiny_vae().eval(),
+        text_encoder=T5EncoderModel.from_pretrained(local_hub.t5).eval(),
+        tokenizer=AutoTokenizer.from_pretrained(local_hub.t5),
+    )
+    transformer.set_empty_caption(*(part[0] for part in pipe.encode_prompt("")))
+    folder = tmp_path_factory.mktemp("remote_text") / "pipeline"
+    pipe.save_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    reference = pipe(
+        prompt=PROMPTS, num_inference_steps=3, guidance_scale=1.8, guidance_interval=(0.0, 0.7),
+        generator=torch.Generator().manual_seed(0), output_type="pt",
+    ).images  # fmt: skip
+    return folder, reference
+
+
+def test_text_to_image_pipeline_loads_without_d2c_hf(saved_text, route_results):
+    folder, reference = saved_text
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["text_encoder"] == ["transformers", "T5EncoderModel"] and index["id2label"] is None
+    assert index["transformer"] == ["d2c_hf", "SiTTransformer2DModel"]
+    result = route_results["text, no d2c_hf: DiffusionPipeline"]
+    assert result["error"] is None, result["error"]
+    assert torch.equal(result["output"], reference)  # the generated code samples as SiTPipeline does
+    assert all(c.startswith("diffusers_modules.") for c in result["classes"][:3]), result["classes"]
+    assert result["classes"][3] == "transformers.models.t5.modeling_t5.T5EncoderModel"
+    untrusted = route_results["text, no d2c_hf: DiffusionPipeline untrusted"]["error"]
+    assert untrusted and "trust_remote_code=True" in untrusted
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "which selection, at which budget? train and compare on any labelled image dataset",
     ),
     "fid": ("d2c_hf.cli:fid_main", "FID, sFID, IS, precision/recall of samples vs a reference"),
+    "clip-score": ("d2c_hf.cli:clip_score_main", "CLIP score of text-to-image samples vs their prompts"),
     "convert-repa": ("d2c_hf.cli:convert_repa_main", "convert a REPA SiT checkpoint to diffusers format"),
     "convert-sit": ("d2c_hf.cli:convert_sit_main", "convert an original SiT checkpoint to diffusers format"),
 }
@@ -701,6 +702,12 @@ def demo_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output-dir", default="demo_output", help="folder to create (default: demo_output)")
     parser.add_argument("--quick", action="store_true", help="tiny settings for smoke tests (< 1 minute)")
     parser.add_argument(
+        "--text",
+        action="store_true",
+        help="the text-to-image route instead: condense the captioned digits by caption-conditioned difficulty, "
+        "train a text-conditioned SiT on it and on random subsets, and check that samples follow their prompts",
+    )
+    parser.add_argument(
         "--seed", type=int, default=0, help="seed of the scorer, selection, training and sampling"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --output-dir")
@@ -713,7 +720,7 @@ def demo_parser() -> argparse.ArgumentParser:
 
 
 def demo_main(argv: list[str] | None = None) -> int:
-    """``d2c demo [--output-dir DIR] [--quick] [--seed N] [--overwrite] [--train-script PATH]``."""
+    """``d2c demo [--output-dir DIR] [--quick] [--text] [--seed N] [--overwrite] [--train-script PATH]``."""
     args = demo_parser().parse_args(argv)
     if args.seed < 0:
         raise ValueError("--seed must be a non-negative integer")
@@ -725,8 +732,18 @@ def demo_main(argv: list[str] | None = None) -> int:
     check_apart(output, {"--train-script": args.train_script}, "--output-dir")
     demo.check_output_dir(output, args.overwrite)
     demo.train_script_command(args.train_script)  # fail before any work if a given script is missing
-    settings = demo.QUICK if args.quick else demo.FULL
-    result = demo.run_demo(output, settings, seed=args.seed, train_script=args.train_script, quick=args.quick)
+    if args.text:
+        from . import demo_text
+
+        settings = demo_text.TEXT_QUICK if args.quick else demo_text.TEXT_FULL
+        result = demo_text.run_text_demo(
+            output, settings, seed=args.seed, train_script=args.train_script, quick=args.quick
+        )
+    else:
+        settings = demo.QUICK if args.quick else demo.FULL
+        result = demo.run_demo(
+            output, settings, seed=args.seed, train_script=args.train_script, quick=args.quick
+        )
     print()
     print(result["table"])
     print(f"\nDemo finished in {result['timings']['total']:.0f} s. Open {output / 'README.md'}")
@@ -1004,6 +1021,53 @@ def fid_main(argv: list[str] | None = None) -> int:
         reference_resolution=args.reference_resolution, k=args.k, is_split_size=args.is_split_size,
         fd_method=args.fd_method, save_reference_stats=args.save_reference_stats, progress=not args.no_progress,
     )  # fmt: skip
+    if args.output:
+        write_json(args.output, result)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+# --------------------------------------------------------------------------------------
+# d2c clip-score
+# --------------------------------------------------------------------------------------
+
+
+def clip_score_parser() -> argparse.ArgumentParser:
+    parser = _parser(
+        "d2c clip-score",
+        "CLIP score (100 * max(cos, 0), mean over samples) of text-to-image samples against their prompts, with "
+        "a given CLIP model.",
+    )
+    parser.add_argument(
+        "samples", help="an ADM .npz written by examples/sample_sit.py --prompt_file (arr_1 = prompt indices)"
+    )
+    parser.add_argument("--prompt_file", required=True, help="the prompt file the samples were made from")
+    parser.add_argument(
+        "--clip_model",
+        required=True,
+        help="a transformers CLIPModel folder or Hub id with its processor (e.g. openai/clip-vit-large-patch14)",
+    )
+    parser.add_argument("--batch_size", type=int, default=64, help="pairs per CLIP forward pass")
+    parser.add_argument("--device", default=None, help="cuda, cpu, ... (default: CUDA if available)")
+    parser.add_argument("--output", default=None, help="also write the result JSON to this file")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def clip_score_main(argv: list[str] | None = None) -> int:
+    """``d2c clip-score``: the CLIP score of a prompt-sampled ``.npz``; prints the result as JSON."""
+    args = clip_score_parser().parse_args(argv)
+    from .evaluation.clip_score import evaluate_clip_score
+    from .utils.files import write_json
+
+    result = evaluate_clip_score(
+        args.samples,
+        args.prompt_file,
+        args.clip_model,
+        batch_size=args.batch_size,
+        device=args.device,
+        progress=not args.no_progress,
+    )
     if args.output:
         write_json(args.output, result)
     print(json.dumps(result, indent=2))

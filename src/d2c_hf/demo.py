@@ -184,18 +184,27 @@ def train_script_command(path: str | os.PathLike | None = None) -> list[str]:
     return [sys.executable, str(candidate)]
 
 
-def build_stand_in_text_encoder(folder: str | os.PathLike, seed: int = 0) -> Path:
+def build_stand_in_text_encoder(
+    folder: str | os.PathLike,
+    seed: int = 0,
+    *,
+    words: Sequence[str] = _STAND_IN_VOCAB,
+    pieces: Sequence[str] = (),
+) -> Path:
     """Build and ``save_pretrained`` a tiny random T5 encoder (+ tokenizer) in ``folder / "t5-stand-in"``.
 
     It stands in for google/flan-t5-xl when the Hub is offline: same classes and code paths, no pretrained
     semantics (a fixed random code per prompt). Weights are drawn from ``seed`` inside a forked RNG (the
-    global RNG state is left untouched), so the same seed gives the same files. Returns the folder.
+    global RNG state is left untouched), so the same seed gives the same files. ``words`` are whole-word pieces
+    of its tokenizer, ``pieces`` word-internal ones (``"-"``, ``","``); anything else falls back to characters.
+    Returns the folder.
     """
     from transformers import T5Config, T5EncoderModel, T5Tokenizer
 
     t5_dir = Path(folder) / "t5-stand-in"
     vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
-    vocab += [(f"\u2581{w}", -1.0 - i * 0.01) for i, w in enumerate(_STAND_IN_VOCAB)]
+    vocab += [(f"\u2581{w}", -1.0 - i * 0.01) for i, w in enumerate(words)]
+    vocab += [(piece, -2.0) for piece in pieces]
     vocab += [(c, -10.0) for c in "abcdefghijklmnopqrstuvwxyz0123456789\u2581"]
     t5_config = T5Config(
         vocab_size=len(vocab),

@@ -1,4 +1,4 @@
-"""Evaluate generated images: FID/FD, KID, precision/recall, Inception Score, class accuracy.
+"""Evaluate generated images: FID/FD, KID, precision/recall, Inception Score, class accuracy, CLIP score.
 
 Everything works offline. Metrics take feature arrays (:mod:`.metrics`); feature extractors
 turn images into features: the FID Inception-v3 from a local weights file (:mod:`.inception`),
@@ -6,7 +6,8 @@ an MLP fitted on the bundled digits (:mod:`.digits`), or any callable (:mod:`.ex
 :mod:`.adm` writes and reads ``.npz`` files for the standard ADM evaluator (streaming, for 50K
 samples), :func:`evaluate_samples` runs the whole suite on images in memory, and :mod:`.fid` (the
 ``d2c fid`` command) scores a sample ``.npz`` or folder against a reference batch the way papers
-report FID-50K. :mod:`.comparison` compares training runs (paired bootstrap differences, steps to a
+report FID-50K; :mod:`.clip_score` (``d2c clip-score``) scores text-to-image samples against their prompts with a
+given CLIP model. :mod:`.comparison` compares training runs (paired bootstrap differences, steps to a
 threshold, area under a metric-vs-log-step curve). See docs/evaluation.md.
 """
 
@@ -18,6 +19,7 @@ from .adm import (
     save_npz,
     save_npz_batches,
 )
+from .clip_score import CLIPScore, evaluate_clip_score
 from .comparison import (
     PairedDifference,
     bootstrap_mean_ci,
@@ -48,6 +50,7 @@ from .sources import ImageSource, open_images
 from .suite import evaluate_samples, load_fid_metric
 
 __all__ = [
+    "CLIPScore",
     "CallableFeatureExtractor",
     "DigitsFeatureExtractor",
     "FIDInceptionV3",
@@ -64,6 +67,7 @@ __all__ = [
     "as_feature_extractor",
     "bootstrap_mean_ci",
     "compute_metrics",
+    "evaluate_clip_score",
     "evaluate_samples",
     "feature_statistics",
     "fid_from_features",

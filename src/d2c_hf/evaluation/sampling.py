@@ -1,4 +1,4 @@
-"""Generating FID-50K sample sets: protocols, class labels, per-sample seeds, shards (``examples/sample_sit.py``).
+"""Generating FID-50K sample sets: protocols, class labels or prompts, per-sample seeds, shards (``examples/sample_sit.py``).
 
 The counterpart of REPA's ``generate.py``, built so that a result is a function of its settings alone:
 
@@ -6,7 +6,8 @@ The counterpart of REPA's ``generate.py``, built so that a result is a function 
   250 steps, CFG 1.8 applied for ``t <= 0.7``) and the same sampler without guidance.
 * **Labels** (:func:`plan_labels`) are drawn for all ``N`` samples at once from the seed: uniform
   over classes (REPA: ``randint``), balanced (each class ``N / C`` times, shuffled), or read from a
-  file (:func:`read_label_file`, ids or class names).
+  file (:func:`read_label_file`, ids or class names). A text-conditioned pipeline takes a prompt file instead
+  (:func:`read_prompt_file`, one prompt per line; sample ``i`` takes prompt ``i mod P``, :func:`plan_prompts`).
 * **Seeds** (:func:`sample_generators`): sample ``i`` draws its initial noise and every SDE step's
   noise from its own generator seeded with ``(seed, i)``, so it does not depend on the batch it lands
   in, on the number of processes, or on a restart.
@@ -154,6 +155,38 @@ def resolve_labels(
 
 def _first_line(entries: Sequence[tuple[int, int | str]], name: str) -> int:
     return next(line for line, value in entries if value == name)
+
+
+# --------------------------------------------------------------------------------------
+# prompts (text-conditioned pipelines)
+# --------------------------------------------------------------------------------------
+
+
+def read_prompt_file(path: str | os.PathLike) -> list[str]:
+    """The prompts of a prompt file: UTF-8 text, one prompt per line, taken verbatim (surrounding whitespace
+    stripped; ``#`` is part of a prompt). A blank line is refused with its number (an empty prompt is the
+    unconditional caption: sample without guidance for that, not from a file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--prompt_file {path}: no such file")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    blank = [number for number, line in enumerate(lines, start=1) if not line.strip()]
+    if blank:
+        raise ValueError(
+            f"--prompt_file {path}: line{'s' if len(blank) > 1 else ''} {', '.join(map(str, blank[:5]))} "
+            f"{'are' if len(blank) > 1 else 'is'} blank; give one non-empty prompt per line"
+        )
+    if not lines:
+        raise ValueError(f"--prompt_file {path} holds no prompts; give one prompt per line")
+    return [line.strip() for line in lines]
+
+
+def plan_prompts(num_samples: int, num_prompts: int) -> np.ndarray:
+    """``(num_samples,)`` int64 prompt indices: sample ``i`` takes prompt ``i % num_prompts`` (the file's order,
+    cycled; ``num_samples = num_prompts`` gives one image per prompt)."""
+    if num_prompts < 1:
+        raise ValueError("no prompts")
+    return np.arange(num_samples, dtype=np.int64) % num_prompts
 
 
 # --------------------------------------------------------------------------------------

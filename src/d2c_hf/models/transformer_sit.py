@@ -12,6 +12,13 @@ from diffusers' own building blocks, plus the two optional parts D2C trains with
   pooled and projected by one ``Conv1d`` whose kernel spans all L tokens, ``t~ = Conv1d(t_c * mask)``,
   then ``y_text = MLP(t~) + t~ + e_c`` replaces the class embedding ``e_c`` in the adaLN conditioning.
   The per-class text table is stored in the model (persistent float16 buffers) so sampling needs only labels.
+* **Caption conditioning** (``caption_embed_dim``): a text-to-image SiT. Each row's caption tokens (a text
+  encoder's last hidden states, ``(B, L, D_c)`` with a mask) enter every block through **cross-attention** (as
+  PixArt-alpha: ``h = h + CrossAttn(LN(h), MLP(c))`` after the self-attention, output projection zero-initialised),
+  and their masked mean through the adaLN conditioning (as the pooled text vector of SD3/MMDiT). Such a model has
+  no classes (``num_classes=0``); caption dropout (training mode) replaces a row's caption by the **empty
+  caption** (the text encoder's encoding of ``""``, stored in the model), which is also the unconditional branch
+  of classifier-free guidance.
 
 Conventions (REPA, identical to diffusers' flow-matching schedulers with ``sigma = t``):
 
@@ -19,7 +26,8 @@ Conventions (REPA, identical to diffusers' flow-matching schedulers with ``sigma
     the model predicts the velocity  v = eps - x
 
 ``timestep`` is the float ``t`` itself (not ``t * 1000``); the pipeline divides the scheduler's
-``sigma * num_train_timesteps`` back. The null (unconditional, CFG) class id is ``num_classes``.
+``sigma * num_train_timesteps`` back. The null (unconditional, CFG) class id is ``num_classes``; the
+unconditional caption is the empty caption.
 
 The parameter names map 1:1 onto the original REPA / SiT (willisma) checkpoints, see :mod:`d2c_hf.interop.convert`.
 """
@@ -36,7 +44,13 @@ import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.attention import AttentionMixin, AttentionModuleMixin, FeedForward
 from diffusers.models.attention_dispatch import dispatch_attention_fn
-from diffusers.models.embeddings import LabelEmbedding, PatchEmbed, TimestepEmbedding, Timesteps
+from diffusers.models.embeddings import (
+    LabelEmbedding,
+    PatchEmbed,
+    PixArtAlphaTextProjection,
+    TimestepEmbedding,
+    Timesteps,
+)
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.normalization import AdaLayerNormContinuous, AdaLayerNormZero
 from diffusers.utils import BaseOutput
@@ -116,20 +130,45 @@ class SiTTransformer2DModelOutput(BaseOutput):
 
 
 class SiTAttnProcessor:
-    """Self-attention through diffusers' :func:`dispatch_attention_fn` (SDPA by default; any registered backend).
+    """Attention through diffusers' :func:`dispatch_attention_fn` (SDPA by default; any registered backend).
 
     ``softmax(q k^T / sqrt(d)) v`` per head, with q, k, v laid out ``(B, S, H, D)`` as the dispatcher expects;
-    optional LayerNorm on q and k (``qk_norm``, as timm's ``Attention``).
+    optional LayerNorm on q and k (``qk_norm``, as timm's ``Attention``). Self-attention by default; with
+    ``encoder_hidden_states`` (``(B, L, D)``) it is cross-attention: queries from ``hidden_states``, keys and values
+    from the encoder states, ``attention_mask`` ``(B, L)`` (True = attend) hiding their padding. A row whose mask
+    hides every token attends to nothing: its output is 0.
     """
 
     _attention_backend = None
     _parallel_config = None
 
-    def __call__(self, attn: SiTAttention, hidden_states: torch.Tensor) -> torch.Tensor:
-        if attn.fused_projections:
-            query, key, value = attn.to_qkv(hidden_states).chunk(3, dim=-1)
+    def __call__(
+        self,
+        attn: SiTAttention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        empty_rows = None
+        if encoder_hidden_states is None:
+            if attn.fused_projections:
+                query, key, value = attn.to_qkv(hidden_states).chunk(3, dim=-1)
+            else:
+                query, key, value = (
+                    attn.to_q(hidden_states),
+                    attn.to_k(hidden_states),
+                    attn.to_v(hidden_states),
+                )
         else:
-            query, key, value = attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)
+            query = attn.to_q(hidden_states)
+            if attn.fused_projections:
+                key, value = attn.to_kv(encoder_hidden_states).chunk(2, dim=-1)
+            else:
+                key, value = attn.to_k(encoder_hidden_states), attn.to_v(encoder_hidden_states)
+        if attention_mask is not None:
+            attention_mask = attention_mask.bool()
+            empty_rows = ~attention_mask.any(dim=-1)  # (B,): no token to attend to
+            attention_mask = (attention_mask | empty_rows.unsqueeze(-1))[:, None, None, :]  # (B, 1, 1, L)
         query = attn.norm_q(query.unflatten(-1, (attn.heads, -1)))
         key = attn.norm_k(key.unflatten(-1, (attn.heads, -1)))
         value = value.unflatten(-1, (attn.heads, -1))
@@ -137,11 +176,13 @@ class SiTAttnProcessor:
             query,
             key,
             value,
-            attn_mask=None,
+            attn_mask=attention_mask,
             backend=self._attention_backend,
             parallel_config=self._parallel_config,
         )
         hidden_states = hidden_states.flatten(2, 3).to(query.dtype)
+        if empty_rows is not None:
+            hidden_states = hidden_states.masked_fill(empty_rows[:, None, None], 0.0)
         hidden_states = attn.to_out[0](hidden_states)
         return attn.to_out[1](hidden_states)
 
@@ -158,14 +199,20 @@ class SiTAttention(nn.Module, AttentionModuleMixin):
     _available_processors: ClassVar[list[type]] = [SiTAttnProcessor]
 
     def __init__(
-        self, dim: int, heads: int, qk_norm: bool = False, bias: bool = True, processor=None
+        self,
+        dim: int,
+        heads: int,
+        qk_norm: bool = False,
+        bias: bool = True,
+        processor=None,
+        cross_attention: bool = False,
     ) -> None:
         super().__init__()
         self.heads = heads
         self.head_dim = dim // heads
         self.inner_dim = dim
         self.use_bias = bias
-        self.is_cross_attention = False
+        self.is_cross_attention = cross_attention  # fuse_projections then fuses only k and v (to_kv)
         self.to_q = nn.Linear(dim, dim, bias=bias)
         self.to_k = nn.Linear(dim, dim, bias=bias)
         self.to_v = nn.Linear(dim, dim, bias=bias)
@@ -174,33 +221,62 @@ class SiTAttention(nn.Module, AttentionModuleMixin):
         self.to_out = nn.ModuleList([nn.Linear(dim, dim, bias=True), nn.Dropout(0.0)])
         self.set_processor(processor if processor is not None else self._default_processor_cls())
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.processor(self, hidden_states)
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if encoder_hidden_states is None and attention_mask is None:
+            return self.processor(self, hidden_states)
+        return self.processor(self, hidden_states, encoder_hidden_states, attention_mask)
 
 
 @maybe_allow_in_graph
 class SiTTransformerBlock(nn.Module):
-    """A SiT/DiT block with adaLN-Zero conditioning.
+    """A SiT/DiT block with adaLN-Zero conditioning, and optional cross-attention to caption tokens.
 
     With ``(shift1, scale1, gate1, shift2, scale2, gate2) = Linear(SiLU(c))`` (zero-initialised)::
 
         h = h + gate1 * Attn(LN(h) * (1 + scale1) + shift1)
+        h = h + CrossAttn(LN'(h), caption tokens)                 only with cross_attention (PixArt-alpha)
         h = h + gate2 * MLP(LN(h) * (1 + scale2) + shift2)       MLP: Linear -> GELU(tanh) -> Linear
     """
 
     def __init__(
-        self, dim: int, num_attention_heads: int, mlp_ratio: float = 4.0, qk_norm: bool = False
+        self,
+        dim: int,
+        num_attention_heads: int,
+        mlp_ratio: float = 4.0,
+        qk_norm: bool = False,
+        cross_attention: bool = False,
     ) -> None:
         super().__init__()
         self.norm1 = AdaLayerNormZero(dim)  # SiLU + Linear(dim, 6 dim), chunk order as SiT's adaLN_modulation
         self.attn = SiTAttention(dim, num_attention_heads, qk_norm=qk_norm)
+        self.norm_cross = nn.LayerNorm(dim, eps=1e-6) if cross_attention else None
+        self.attn2 = (
+            SiTAttention(dim, num_attention_heads, qk_norm=qk_norm, cross_attention=True)
+            if cross_attention
+            else None
+        )
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.ff = FeedForward(dim, inner_dim=int(dim * mlp_ratio), activation_fn="gelu-approximate")
 
-    def forward(self, hidden_states: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        """``hidden_states`` (B, T, D), ``emb`` (B, D) -> (B, T, D)."""
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        emb: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``hidden_states`` (B, T, D), ``emb`` (B, D), caption tokens (B, L, D) and mask (B, L) -> (B, T, D)."""
         norm_hidden, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.norm1(hidden_states, emb=emb)
         hidden_states = hidden_states + gate_msa.unsqueeze(1) * self.attn(norm_hidden)
+        if self.attn2 is not None:
+            hidden_states = hidden_states + self.attn2(
+                self.norm_cross(hidden_states), encoder_hidden_states, encoder_attention_mask
+            )
         norm_hidden = self.norm2(hidden_states) * (1 + scale_mlp.unsqueeze(1)) + shift_mlp.unsqueeze(1)
         return hidden_states + gate_mlp.unsqueeze(1) * self.ff(norm_hidden)
 
@@ -245,7 +321,7 @@ def _build_projector(hidden_size: int, projector_dim: int, z_dim: int) -> nn.Seq
 
 
 class SiTTransformer2DModel(ModelMixin, ConfigMixin, AttentionMixin):
-    r"""SiT: a class-conditional latent flow (velocity) transformer, REPA convention.
+    r"""SiT: a class- or caption-conditional latent flow (velocity) transformer, REPA convention.
 
     Args:
         sample_size: latent height = width (32 for 256 px images and an 8x VAE).
@@ -253,7 +329,8 @@ class SiTTransformer2DModel(ModelMixin, ConfigMixin, AttentionMixin):
         in_channels: latent channels (4 for the SD VAEs, 3 in pixel space).
         out_channels: output channels; default ``in_channels`` (``2 * in_channels`` with ``learn_sigma``).
         hidden_size, depth, num_attention_heads, mlp_ratio: width, number of blocks, heads, MLP expansion.
-        num_classes: number of classes; the null (CFG) class id is ``num_classes``.
+        num_classes: number of classes; the null (CFG) class id is ``num_classes``. 0 for a text-conditioned model
+            (``caption_embed_dim`` set), which has no class table.
         class_dropout_prob: probability of replacing a label by the null class, **in training mode only**.
             The class table has a null row only when this is > 0 (as in DiT/SiT/REPA).
         learn_sigma: original-SiT compatibility: ``2 * in_channels`` output channels, the second half unused.
@@ -264,6 +341,12 @@ class SiTTransformer2DModel(ModelMixin, ConfigMixin, AttentionMixin):
             :func:`default_encoder_depth` of ``depth`` when ``z_dims`` is non-empty.
         projector_dim: hidden width of the projectors (REPA: 2048).
         z_dims: output width of each projector, one per vision encoder (768 for DINOv2-B); empty = no projector.
+        caption_embed_dim: make the model **text-conditioned**: the width of the caption tokens it cross-attends
+            to (a text encoder's last hidden states: 4096 for T5-XXL, 768 for CLIP-L). Needs ``num_classes=0`` and
+            no DC-Embedding; the model then takes ``encoder_hidden_states`` instead of ``class_labels``.
+        caption_seq_len: L, the caption tokens per row (padded; the tokenizer's ``max_length``).
+        caption_dropout_prob: probability of replacing a caption by the empty caption (:meth:`set_empty_caption`),
+            **in training mode only**: the unconditional branch of classifier-free guidance (REPA: 10 %).
 
     Inputs of :meth:`forward` are validated without reading device memory (shapes, dtypes; the label range when
     the labels are on the CPU), so forward never synchronises with the GPU and compiles with
@@ -278,6 +361,7 @@ class SiTTransformer2DModel(ModelMixin, ConfigMixin, AttentionMixin):
         "norm",
         "class_embedder",
         "text_embedder",
+        "caption_",
     ]
 
     @register_to_config
@@ -300,8 +384,12 @@ class SiTTransformer2DModel(ModelMixin, ConfigMixin, AttentionMixin):
         encoder_depth: int | None = None,
         projector_dim: int = 2048,
         z_dims: Sequence[int] = (),
+        caption_embed_dim: int | None = None,
+        caption_seq_len: int = 120,
+        caption_dropout_prob: float = 0.1,
     ) -> None:
         super().__init__()
+        captioned = caption_embed_dim is not None
         for name, value in (
             ("sample_size", sample_size),
             ("patch_size", patch_size),
@@ -309,12 +397,26 @@ class SiTTransformer2DModel(ModelMixin, ConfigMixin, AttentionMixin):
             ("hidden_size", hidden_size),
             ("depth", depth),
             ("num_attention_heads", num_attention_heads),
-            ("num_classes", num_classes),
+            *([] if captioned else [("num_classes", num_classes)]),
             ("text_seq_len", text_seq_len),
             ("projector_dim", projector_dim),
+            ("caption_seq_len", caption_seq_len),
+            *([("caption_embed_dim", caption_embed_dim)] if captioned else []),
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if captioned and num_classes != 0:
+            raise ValueError(
+                f"a text-conditioned model (caption_embed_dim={caption_embed_dim}) has no classes: pass "
+                f"num_classes=0, got {num_classes!r}"
+            )
+        if captioned and text_embed_dim is not None:
+            raise ValueError(
+                "caption_embed_dim (per-row captions) and text_embed_dim (DC-Embedding of class text) exclude each "
+                "other: a text-conditioned model has no classes"
+            )
+        if not 0.0 <= caption_dropout_prob < 1.0:
+            raise ValueError(f"caption_dropout_prob must be in [0, 1), got {caption_dropout_prob}")
         if sample_size % patch_size:
             raise ValueError(f"sample_size ({sample_size}) must be divisible by patch_size ({patch_size})")
         if hidden_size % num_attention_heads:
@@ -361,7 +463,9 @@ class SiTTransformer2DModel(ModelMixin, ConfigMixin, AttentionMixin):
         # downscale_freq_shift=0 matches SiT; diffusers' CombinedTimestepLabelEmbeddings uses 1 (different).
         self.time_proj = Timesteps(num_channels=256, flip_sin_to_cos=True, downscale_freq_shift=0)
         self.timestep_embedder = TimestepEmbedding(in_channels=256, time_embed_dim=hidden_size)
-        self.class_embedder = LabelEmbedding(num_classes, hidden_size, class_dropout_prob)
+        self.class_embedder = (
+            None if captioned else LabelEmbedding(num_classes, hidden_size, class_dropout_prob)
+        )
         self.text_embedder = (
             DCTextEmbedding(text_embed_dim, text_seq_len, hidden_size) if text_embed_dim is not None else None
         )
@@ -374,9 +478,31 @@ class SiTTransformer2DModel(ModelMixin, ConfigMixin, AttentionMixin):
             self.register_buffer("class_text_mask", torch.zeros(num_classes, text_seq_len, dtype=torch.bool))
             self.register_load_state_dict_pre_hook(self._reset_text_table_check)
         self._text_table_ready = False
+        # caption conditioning: tokens -> cross-attention (PixArt-alpha's caption MLP), masked mean -> adaLN
+        self.caption_projection = (
+            PixArtAlphaTextProjection(caption_embed_dim, hidden_size, act_fn="gelu_tanh")
+            if captioned
+            else None
+        )
+        self.caption_pooled_projection = (
+            PixArtAlphaTextProjection(caption_embed_dim, hidden_size, act_fn="silu") if captioned else None
+        )
+        if captioned:
+            # the empty caption (the text encoder's encoding of ""): caption dropout's replacement, CFG's null
+            self.register_buffer(
+                "empty_caption_embeds", torch.zeros(caption_seq_len, caption_embed_dim, dtype=torch.float16)
+            )
+            self.register_buffer("empty_caption_mask", torch.zeros(caption_seq_len, dtype=torch.bool))
+            self.register_load_state_dict_pre_hook(self._reset_empty_caption_check)
+        self._empty_caption_ready = False
 
         self.transformer_blocks = nn.ModuleList(
-            [SiTTransformerBlock(hidden_size, num_attention_heads, mlp_ratio, qk_norm) for _ in range(depth)]
+            [
+                SiTTransformerBlock(
+                    hidden_size, num_attention_heads, mlp_ratio, qk_norm, cross_attention=captioned
+                )
+                for _ in range(depth)
+            ]
         )
         self.projectors = nn.ModuleList([_build_projector(hidden_size, projector_dim, z) for z in z_dims])
         # final layer: adaLN (shift/scale from c) + Linear to patch_size^2 * out_channels
@@ -444,10 +570,20 @@ class SiTTransformer2DModel(ModelMixin, ConfigMixin, AttentionMixin):
                 linear.weight.copy_(weight)
             nn.init.zeros_(block.norm1.linear.weight)
             nn.init.zeros_(block.norm1.linear.bias)
+            if (
+                block.attn2 is not None
+            ):  # PixArt-alpha: cross-attention starts as the identity on the residual
+                nn.init.zeros_(block.attn2.to_out[0].weight)
+                nn.init.zeros_(block.attn2.to_out[0].bias)
         proj = self.patch_embed.proj
         nn.init.xavier_uniform_(proj.weight.view(proj.weight.shape[0], -1))
         nn.init.zeros_(proj.bias)
-        nn.init.normal_(self.class_embedder.embedding_table.weight, std=0.02)
+        if self.class_embedder is not None:
+            nn.init.normal_(self.class_embedder.embedding_table.weight, std=0.02)
+        for projection in (self.caption_projection, self.caption_pooled_projection):
+            if projection is not None:  # PixArt-alpha: the caption MLP N(0, 0.02)
+                nn.init.normal_(projection.linear_1.weight, std=0.02)
+                nn.init.normal_(projection.linear_2.weight, std=0.02)
         nn.init.normal_(self.timestep_embedder.linear_1.weight, std=0.02)
         nn.init.normal_(self.timestep_embedder.linear_2.weight, std=0.02)
         if self.text_embedder is not None:
@@ -544,6 +680,121 @@ class SiTTransformer2DModel(ModelMixin, ConfigMixin, AttentionMixin):
         return text_embeds, text_mask
 
     # ------------------------------------------------------------------------------------------------
+    # caption conditioning (text-to-image)
+    # ------------------------------------------------------------------------------------------------
+
+    @property
+    def is_text_conditioned(self) -> bool:
+        """True for a text-to-image model (``caption_embed_dim`` set): it takes caption tokens, not class labels."""
+        return self.config.caption_embed_dim is not None
+
+    def set_empty_caption(self, embeds: torch.Tensor, mask: torch.Tensor) -> None:
+        """Store the empty caption (the text encoder's encoding of ``""``) in the model (persistent buffers).
+
+        Caption dropout replaces a row's caption by it in training mode; it is also what the unconditional branch
+        of classifier-free guidance sees (``SiTPipeline`` encodes its negative prompt, ``""`` by default, with the
+        same encoder). Saved by ``save_pretrained``.
+
+        Args:
+            embeds: ``(caption_seq_len, caption_embed_dim)`` float (a leading batch dimension of 1 is accepted).
+            mask: ``(caption_seq_len,)`` bool/0-1, 1 for real tokens; at least one (the tokenizer's special tokens).
+        """
+        if not self.is_text_conditioned:
+            raise ValueError(
+                "This model is class-conditional (caption_embed_dim=None); it has no empty caption."
+            )
+        embeds, mask = torch.as_tensor(embeds), torch.as_tensor(mask)
+        if embeds.ndim == 3 and embeds.shape[0] == 1:
+            embeds = embeds[0]
+        if mask.ndim == 2 and mask.shape[0] == 1:
+            mask = mask[0]
+        expected = tuple(self.empty_caption_embeds.shape)
+        if tuple(embeds.shape) != expected:
+            raise ValueError(
+                f"the empty caption's embeds must be (caption_seq_len, caption_embed_dim) = {expected}, "
+                f"got {tuple(embeds.shape)}"
+            )
+        if tuple(mask.shape) != expected[:1]:
+            raise ValueError(
+                f"the empty caption's mask must be (caption_seq_len,) = {expected[:1]}, got {tuple(mask.shape)}"
+            )
+        if not embeds.is_floating_point():
+            raise ValueError(f"the empty caption's embeds must be floats, got {embeds.dtype}")
+        if not bool((mask != 0).any()):
+            raise ValueError(
+                "the empty caption's mask has no token: encode \"\" with the tokenizer's special tokens "
+                "(T5: </s>, CLIP: <|startoftext|><|endoftext|>)"
+            )
+        stored = embeds.detach().to(
+            device=self.empty_caption_embeds.device, dtype=self.empty_caption_embeds.dtype
+        )
+        if not torch.isfinite(stored).all():
+            raise ValueError("the empty caption's embeds must be finite and within the range of float16")
+        with torch.no_grad():
+            self.empty_caption_embeds.copy_(stored)
+            self.empty_caption_mask.copy_(mask.detach().to(device=self.empty_caption_mask.device) != 0)
+        self._empty_caption_ready = False
+
+    def _reset_empty_caption_check(self, *args: Any, **kwargs: Any) -> None:
+        self._empty_caption_ready = False
+
+    def _check_empty_caption(self) -> None:
+        if not self._empty_caption_ready and not torch.compiler.is_compiling():
+            # one host read per model (cached), never inside a compiled graph
+            if not bool(self.empty_caption_mask.any()):
+                raise ValueError(
+                    "caption dropout needs the empty caption, but this model has none: call "
+                    'model.set_empty_caption(embeds, mask) with the text encoder\'s encoding of "" '
+                    "(or train with caption_dropout_prob=0)"
+                )
+            self._empty_caption_ready = True
+
+    def _check_captions(
+        self, batch: int, embeds: torch.Tensor | None, mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Shapes and dtypes of the caption inputs (metadata only); the mask defaults to all ones."""
+        cfg = self.config
+        expected = (batch, cfg.caption_seq_len, cfg.caption_embed_dim)
+        if embeds is None:
+            raise ValueError(
+                "this model is text-conditioned: pass encoder_hidden_states (B, caption_seq_len, caption_embed_dim) "
+                "= the caption tokens (and encoder_attention_mask), not class_labels"
+            )
+        if tuple(embeds.shape) != expected:
+            raise ValueError(
+                f"encoder_hidden_states must be (batch, caption_seq_len, caption_embed_dim) = {expected}, "
+                f"got {tuple(embeds.shape)}"
+            )
+        if not embeds.is_floating_point():
+            raise ValueError(f"encoder_hidden_states must be floats, got {embeds.dtype}")
+        if mask is None:
+            mask = torch.ones(expected[:2], dtype=torch.bool, device=embeds.device)
+        elif tuple(mask.shape) != expected[:2]:
+            raise ValueError(
+                f"encoder_attention_mask must be (batch, caption_seq_len) = {expected[:2]}, got {tuple(mask.shape)}"
+            )
+        return embeds, mask.to(embeds.device) != 0
+
+    def _caption_condition(
+        self, embeds: torch.Tensor, mask: torch.Tensor, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Caption dropout (training), then ``(tokens (B, L, D), mask (B, L), pooled (B, D))``::
+
+        tokens = MLP_gelu(c)                         pooled = MLP_silu(sum_l m_l c_l / max(1, sum_l m_l))
+        """
+        cfg = self.config
+        if self.training and cfg.caption_dropout_prob > 0:
+            self._check_empty_caption()
+            drop = torch.rand(embeds.shape[0], device=embeds.device) < cfg.caption_dropout_prob
+            empty = self.empty_caption_embeds.to(device=embeds.device, dtype=embeds.dtype)
+            embeds = torch.where(drop[:, None, None], empty.unsqueeze(0), embeds)
+            mask = torch.where(drop[:, None], self.empty_caption_mask.to(embeds.device).unsqueeze(0), mask)
+        embeds = embeds.to(dtype)
+        weights = mask.to(dtype).unsqueeze(-1)
+        pooled = (embeds * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        return self.caption_projection(embeds), mask, self.caption_pooled_projection(pooled)
+
+    # ------------------------------------------------------------------------------------------------
     # forward
     # ------------------------------------------------------------------------------------------------
 
@@ -556,6 +807,11 @@ class SiTTransformer2DModel(ModelMixin, ConfigMixin, AttentionMixin):
         already on a GPU with this method, before the hot loop. ``SiTPipeline`` checks its labels itself.
         """
         cfg = self.config
+        if self.is_text_conditioned:
+            raise ValueError(
+                "this model is text-conditioned (caption_embed_dim set): it takes caption tokens "
+                "(encoder_hidden_states), not class labels"
+            )
         labels = torch.as_tensor(class_labels)
         top = cfg.num_classes if cfg.class_dropout_prob > 0 else cfg.num_classes - 1
         bad = labels[(labels < 0) | (labels > top)]
@@ -568,7 +824,7 @@ class SiTTransformer2DModel(ModelMixin, ConfigMixin, AttentionMixin):
                 f"class_labels must be in [0, {cfg.num_classes - 1}]{null}{why}; got {bad[:5].tolist()}"
             )
 
-    def _check_inputs(self, hidden_states: torch.Tensor, class_labels: torch.Tensor) -> None:
+    def _check_inputs(self, hidden_states: torch.Tensor, class_labels: torch.Tensor | None) -> None:
         """Shapes and dtypes only: metadata, so no device sync and no graph break under ``torch.compile``."""
         cfg = self.config
         expected = (cfg.in_channels, cfg.sample_size, cfg.sample_size)
@@ -577,6 +833,8 @@ class SiTTransformer2DModel(ModelMixin, ConfigMixin, AttentionMixin):
                 f"hidden_states must be (batch, {expected[0]}, {expected[1]}, {expected[2]}) for this model "
                 f"(in_channels={cfg.in_channels}, sample_size={cfg.sample_size}), got {tuple(hidden_states.shape)}"
             )
+        if class_labels is None:
+            return
         if class_labels.shape != (hidden_states.shape[0],):
             raise ValueError(
                 f"class_labels must be a 1-D tensor of {hidden_states.shape[0]} labels (one per sample), "
@@ -608,62 +866,95 @@ class SiTTransformer2DModel(ModelMixin, ConfigMixin, AttentionMixin):
         self,
         hidden_states: torch.Tensor,
         timestep: torch.Tensor | float,
-        class_labels: torch.Tensor,
+        class_labels: torch.Tensor | None = None,
         text_embeds: torch.Tensor | None = None,
         text_mask: torch.Tensor | None = None,
         return_projections: bool = False,
         return_dict: bool = True,
+        encoder_hidden_states: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
     ) -> SiTTransformer2DModelOutput | tuple:
         r"""Predict the velocity ``v = eps - x`` at ``x_t = (1 - t) x + t eps``.
 
         Args:
             hidden_states: ``(B, in_channels, sample_size, sample_size)`` noisy latents ``x_t``.
             timestep: ``t`` in ``[0, 1]`` (float tensor ``(B,)`` or scalar); 0 = data, 1 = noise.
-            class_labels: ``(B,)`` int64 labels in ``[0, num_classes)``; ``num_classes`` = null class (CFG).
-                In training mode each label is replaced by the null class with probability ``class_dropout_prob``.
-                Their range is checked when they are on the CPU; labels already on an accelerator are not read
-                (that would stall the device): see :meth:`check_class_labels`.
+            class_labels: class-conditional models: ``(B,)`` int64 labels in ``[0, num_classes)``; ``num_classes`` =
+                null class (CFG). In training mode each label is replaced by the null class with probability
+                ``class_dropout_prob``. Their range is checked when they are on the CPU; labels already on an
+                accelerator are not read (that would stall the device): see :meth:`check_class_labels`. A
+                text-conditioned model takes none.
             text_embeds: DC-Embedding only: ``(B, text_seq_len, text_embed_dim)`` per-sample T5 tokens; default:
                 looked up in the class text table by label.
             text_mask: ``(B, text_seq_len)`` 1 = token, 0 = padding (default all ones when ``text_embeds`` given).
             return_projections: also return the REPA projector outputs (computed only then).
             return_dict: return a :class:`SiTTransformer2DModelOutput` instead of a tuple ``(sample,)`` or,
                 with ``return_projections``, ``(sample, projections)``.
+            encoder_hidden_states: text-conditioned models: ``(B, caption_seq_len, caption_embed_dim)`` caption
+                tokens (the text encoder's last hidden states). In training mode each row is replaced by the empty
+                caption with probability ``caption_dropout_prob``.
+            encoder_attention_mask: ``(B, caption_seq_len)`` 1 = token, 0 = padding (default all ones).
         """
         cfg = self.config
-        class_labels = torch.as_tensor(class_labels)
-        self._check_inputs(hidden_states, class_labels)
-        if class_labels.device.type == "cpu" and not torch.compiler.is_compiling():
-            self.check_class_labels(class_labels)  # label values on the host: cheap, no device sync
-        class_labels = class_labels.to(hidden_states.device)
+        batch = hidden_states.shape[0]
+        if self.is_text_conditioned:
+            if class_labels is not None or text_embeds is not None or text_mask is not None:
+                raise ValueError(
+                    "this model is text-conditioned (caption_embed_dim set): pass the caption tokens as "
+                    "encoder_hidden_states (and encoder_attention_mask), not class_labels / text_embeds"
+                )
+            self._check_inputs(hidden_states, None)
+            caption_embeds, caption_mask = self._check_captions(
+                batch, encoder_hidden_states, encoder_attention_mask
+            )
+        else:
+            if encoder_hidden_states is not None or encoder_attention_mask is not None:
+                raise ValueError(
+                    "encoder_hidden_states were given but this model is class-conditional (caption_embed_dim=None): "
+                    "pass class_labels"
+                )
+            if class_labels is None:
+                raise ValueError("this model is class-conditional: pass class_labels (B,) int64")
+            class_labels = torch.as_tensor(class_labels)
+            self._check_inputs(hidden_states, class_labels)
+            if class_labels.device.type == "cpu" and not torch.compiler.is_compiling():
+                self.check_class_labels(class_labels)  # label values on the host: cheap, no device sync
+            class_labels = class_labels.to(hidden_states.device)
         if text_embeds is not None and self.text_embedder is None:
             raise ValueError(
                 "text_embeds was given but this model has no DC-Embedding (text_embed_dim=None)."
             )
         if return_projections and not self.projectors:
             raise ValueError("return_projections=True but this model has no projectors (z_dims is empty).")
-        batch = hidden_states.shape[0]
         timestep = self._timesteps(timestep, batch, hidden_states.device)
-
-        labels = class_labels.long()
-        if self.training and cfg.class_dropout_prob > 0:
-            labels = self.class_embedder.token_drop(labels)  # to the null id, before the text lookup
 
         hidden_states = self.patch_embed(hidden_states)  # (B, T, D)
         dtype = hidden_states.dtype
         emb = self.timestep_embedder(self.time_proj(timestep).to(dtype))
-        class_emb = self.class_embedder.embedding_table(labels)
-        if self.text_embedder is not None:
-            text_embeds, text_mask = self._text_for_labels(labels, text_embeds, text_mask)
-            class_emb = self.text_embedder(text_embeds, text_mask, class_emb)
-        emb = emb + class_emb  # (B, D) adaLN conditioning
+        caption_tokens = caption_token_mask = None
+        if self.is_text_conditioned:
+            caption_tokens, caption_token_mask, pooled = self._caption_condition(
+                caption_embeds, caption_mask, dtype
+            )
+            emb = emb + pooled  # (B, D) adaLN conditioning
+        else:
+            labels = class_labels.long()
+            if self.training and cfg.class_dropout_prob > 0:
+                labels = self.class_embedder.token_drop(labels)  # to the null id, before the text lookup
+            class_emb = self.class_embedder.embedding_table(labels)
+            if self.text_embedder is not None:
+                text_embeds, text_mask = self._text_for_labels(labels, text_embeds, text_mask)
+                class_emb = self.text_embedder(text_embeds, text_mask, class_emb)
+            emb = emb + class_emb  # (B, D) adaLN conditioning
 
         projections = None
         for index, block in enumerate(self.transformer_blocks):
             if torch.is_grad_enabled() and self.gradient_checkpointing:
-                hidden_states = self._gradient_checkpointing_func(block, hidden_states, emb)
+                hidden_states = self._gradient_checkpointing_func(
+                    block, hidden_states, emb, caption_tokens, caption_token_mask
+                )
             else:
-                hidden_states = block(hidden_states, emb)
+                hidden_states = block(hidden_states, emb, caption_tokens, caption_token_mask)
             if return_projections and index + 1 == cfg.encoder_depth:
                 projections = [projector(hidden_states) for projector in self.projectors]
 

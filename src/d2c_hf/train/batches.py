@@ -4,7 +4,8 @@ It feeds the losses of :mod:`d2c_hf.train.losses` from a :class:`~d2c_hf.condens
 any ``datasets.Dataset`` with a ``latents`` column, so random-subset baselines train through the same
 code): whole columns are read once through Arrow when they fit in memory (else batched reads), each
 process takes its shard of a seeded per-epoch permutation, and every batch draws a fresh latent
-``((mean + std * n) - shift) * scale`` from the stored VAE posterior.
+``((mean + std * n) - shift) * scale`` from the stored VAE posterior. A captioned set (text-to-image: per-row
+``caption_embeds`` / ``caption_mask``, see docs/text-to-image.md) delivers each row's caption tokens with it.
 
 Randomness is *counter based*: the permutation of epoch ``e`` is drawn from a generator seeded with
 ``(seed, e)`` and the noise of a batch from one seeded with ``(seed, process_index, position)``, so
@@ -71,7 +72,9 @@ class BatchSource:
       the stored posterior (pixel space: ``std`` = 0, scale 1, so the image in ``[-1, 1]``);
     * ``labels`` ``(b,)`` int64 and ``indices`` ``(b,)`` int64 (rows of ``samples``, for error reports);
     * ``visual_embeds`` ``(b, T, d)`` float16, with ``use_visual``;
-    * ``text_embeds`` ``(b, L, D)`` float16 and ``text_mask`` ``(b, L)`` bool, looked up by label, with ``use_text``.
+    * ``text_embeds`` ``(b, L, D)`` float16 and ``text_mask`` ``(b, L)`` bool, looked up by label, with ``use_text``;
+    * ``caption_embeds`` ``(b, L, D)`` float16 and ``caption_mask`` ``(b, L)`` bool, each row's own caption tokens,
+      when the set is captioned (it has a ``caption_embeds`` column; ``labels`` are then its groups).
 
     Args:
         data: a :class:`~d2c_hf.condensed.dataset.CondensedDataset`, or a ``datasets.Dataset`` with ``latents``
@@ -125,6 +128,12 @@ class BatchSource:
         if len(samples) == 0:
             raise ValueError("the dataset has no rows")
         has_visual = "visual_embeds" in samples.column_names
+        self.captioned = "caption_embeds" in samples.column_names
+        if self.captioned and "caption_mask" not in samples.column_names:
+            raise ValueError(
+                "the captioned set has 'caption_embeds' but no 'caption_mask' column (columns: "
+                f"{samples.column_names}); condense it again with caption_column=..."
+            )
         has_text = condensed.classes is not None and "text_embeds" in condensed.classes.column_names
         if use_visual is None:
             use_visual = has_visual
@@ -165,7 +174,12 @@ class BatchSource:
         self.position = 0  # samples of the global stream consumed so far
         self._perm_cache: tuple[int, torch.Tensor] | None = None
 
-        columns = ["latents", "labels", *(["visual_embeds"] if self.use_visual else [])]
+        columns = [
+            "latents",
+            "labels",
+            *(["visual_embeds"] if self.use_visual else []),
+            *(["caption_embeds", "caption_mask"] if self.captioned else []),
+        ]
         features = samples.features
         nbytes = self.num_rows * sum(_row_bytes(features[c]) for c in columns if c != "labels")
         self.in_memory = nbytes <= max_in_memory_bytes
@@ -189,6 +203,19 @@ class BatchSource:
         self.visual_shape = None
         if self.use_visual:
             self.visual_shape = fixed_shape(features["visual_embeds"])
+        self.caption_shape = None
+        if self.captioned:
+            self.caption_shape = fixed_shape(features["caption_embeds"])
+            mask_shape = fixed_shape(features["caption_mask"])
+            if (
+                self.caption_shape is None
+                or len(self.caption_shape) != 2
+                or mask_shape != self.caption_shape[:1]
+            ):
+                raise ValueError(
+                    f"'caption_embeds' must be fixed-shape (L, D) rows and 'caption_mask' (L,) rows, got "
+                    f"{self.caption_shape} and {mask_shape}"
+                )
         self._text = condensed.training_arrays(["text_embeds", "text_mask"]) if self.use_text else None
         if self._text is not None:
             self._text = {
@@ -218,8 +245,26 @@ class BatchSource:
 
     def check_model(self, model: Any) -> None:
         """Raise a ``ValueError`` naming the mismatch if ``model``'s config cannot train on these batches:
-        latent channels / size, number of classes, text width / length, visual token count / projector width."""
+        latent channels / size, number of classes, text width / length, visual token count / projector width,
+        captions (a captioned set needs a text-conditioned model of its caption width and length, and only it)."""
         cfg = model.config
+        caption_dim = getattr(cfg, "caption_embed_dim", None)
+        if self.captioned and caption_dim is None:
+            raise ValueError(
+                f"the dataset is captioned (caption_embeds {self.caption_shape[0]} x {self.caption_shape[1]} per row) but "
+                "the model is class-conditional (caption_embed_dim=None): build it with caption_embed_dim="
+                f"{self.caption_shape[1]}, caption_seq_len={self.caption_shape[0]}, num_classes=0"
+            )
+        if not self.captioned and caption_dim is not None:
+            raise ValueError(
+                "the model is text-conditioned (caption_embed_dim set) but the dataset has no 'caption_embeds' "
+                "column: condense a captioned dataset with caption_column=..., or train a class-conditional model"
+            )
+        if self.captioned and (cfg.caption_seq_len, caption_dim) != tuple(self.caption_shape):
+            raise ValueError(
+                f"the model takes caption_seq_len x caption_embed_dim = {cfg.caption_seq_len} x {caption_dim} but the "
+                f"dataset's caption_embeds are {self.caption_shape[0]} x {self.caption_shape[1]}"
+            )
         channels, size, width = self.latent_shape
         if size != width:
             raise ValueError(f"latents must be square, got {size}x{width}")
@@ -228,7 +273,7 @@ class BatchSource:
                 f"the model takes {cfg.in_channels}x{cfg.sample_size}x{cfg.sample_size} inputs but the dataset's "
                 f"latents are {channels}x{size}x{size}"
             )
-        if cfg.num_classes != self.num_classes:
+        if not self.captioned and cfg.num_classes != self.num_classes:
             raise ValueError(
                 f"the model has num_classes={cfg.num_classes} but the dataset has {self.num_classes} classes"
             )
@@ -308,6 +353,13 @@ class BatchSource:
         if self._text is not None:
             batch["text_embeds"] = self._text["text_embeds"][labels]
             batch["text_mask"] = self._text["text_mask"][labels]
+        if self.captioned:
+            batch["caption_embeds"] = self._read("caption_embeds", indices).to(
+                self.device, non_blocking=non_blocking
+            )
+            batch["caption_mask"] = (
+                self._read("caption_mask", indices).to(self.device, non_blocking=non_blocking) != 0
+            )
         return batch
 
     def __iter__(self):
@@ -348,5 +400,6 @@ class BatchSource:
         return (
             f"{type(self).__name__}(rows={self.num_rows}, batch_size={self.batch_size}, "
             f"process={self.process_index}/{self.num_processes}, latent_shape={self.latent_shape}, "
-            f"visual={self.visual_shape}, text={self.text_shape}, in_memory={self.in_memory}, position={self.position})"
+            f"visual={self.visual_shape}, text={self.text_shape}, captions={self.caption_shape}, "
+            f"in_memory={self.in_memory}, position={self.position})"
         )

@@ -158,8 +158,9 @@ def compute_loss(
 
     Draws ``t`` and ``eps`` from ``generator`` (on the batch's device), forms ``x_t`` and the
     velocity target, runs ``model`` (a :class:`~d2c_hf.models.SiTTransformer2DModel`, possibly
-    wrapped by DDP) with the batch's labels, text (if present) and projections (if the batch has
-    ``visual_embeds``). Label dropout for CFG is the model's own (training mode).
+    wrapped by DDP) with the batch's labels and class text (if present), or with its ``caption_embeds`` /
+    ``caption_mask`` (a captioned batch: a text-conditioned model, no labels), and projections (if the batch
+    has ``visual_embeds``). Label and caption dropout for CFG are the model's own (training mode).
 
     Returns:
         ``{"loss", "denoising_loss", "projection_loss"}`` (the last is absent without visual tokens).
@@ -170,12 +171,15 @@ def compute_loss(
     x_t, target = interpolate(x, noise, t)
     visual = batch.get("visual_embeds")
     kwargs: dict[str, Any] = {}
+    if batch.get("caption_embeds") is not None:
+        kwargs["encoder_hidden_states"] = batch["caption_embeds"]
+        kwargs["encoder_attention_mask"] = batch.get("caption_mask")
+    else:
+        kwargs["class_labels"] = batch["labels"]
     if batch.get("text_embeds") is not None:
         kwargs["text_embeds"] = batch["text_embeds"]
         kwargs["text_mask"] = batch["text_mask"]
-    out = model(
-        x_t, t.to(x.dtype), batch["labels"], return_projections=visual is not None, return_dict=True, **kwargs
-    )
+    out = model(x_t, t.to(x.dtype), return_projections=visual is not None, return_dict=True, **kwargs)
     pred = out.sample[:, : x.shape[1]]  # drop a learned-sigma half
     denoising = flow_matching_loss(pred, target)
     result = {"denoising_loss": denoising}

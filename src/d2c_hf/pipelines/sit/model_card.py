@@ -11,7 +11,14 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["REPA_FID_SAMPLING", "licence_section", "model_card", "usage_section"]
+__all__ = [
+    "EXAMPLE_PROMPTS",
+    "REPA_FID_SAMPLING",
+    "licence_section",
+    "model_card",
+    "text_tags",
+    "usage_section",
+]
 
 #: REPA's published FID setting (README "Evaluation", FID 1.42): SDE Euler-Maruyama, 250 steps, CFG 1.8 applied
 #: while sigma is in [0, 0.7]
@@ -22,20 +29,25 @@ REPA_FID_SAMPLING: dict[str, Any] = {
 }
 _SDE = "FlowMatchEulerMaruyamaScheduler"
 _TAGS = ["d2c", "d2c-hf", "sit", "repa", "flow-matching", "class-conditional", "image-generation"]
+#: the default card's example prompts for a text-conditioned pipeline
+EXAMPLE_PROMPTS = ["a photo of a dog", "a red car on a street"]
 
 
 def usage_section(
     repo_id: str,
-    class_labels: Sequence[int | str],
+    class_labels: Sequence[int | str] | None,
     *,
     scheduler: str = _SDE,
     code_files: Sequence[str] = ("pipeline_sit.py", "transformer/d2c_hf.py", "scheduler/d2c_hf.py"),
+    prompts: Sequence[str] | None = None,
 ) -> str:
     """Markdown "Use" section: the same REPA FID sampling call with d2c-hf and with diffusers alone.
 
     Args:
         repo_id: Hub repo id or local folder the snippets load.
-        class_labels: labels for the example call (names or ids).
+        class_labels: labels for the example call (names or ids); ``None`` for a text-conditioned pipeline.
+        prompts: a text-conditioned pipeline's example prompts (the call passes ``prompt=``; guidance runs against
+            the empty caption, or ``negative_prompt=``).
         scheduler: class name of the saved scheduler; unless it is REPA's SDE sampler, the d2c-hf snippet
             switches to it and the diffusers-only snippet samples with the saved one.
         code_files: the generated code files in the folder (named in the remote-code note).
@@ -43,8 +55,11 @@ def usage_section(
     from ...version import __version__
 
     sde = scheduler == _SDE
+    condition = (
+        f"prompt={json.dumps(list(prompts))}" if prompts is not None else json.dumps(list(class_labels or []))
+    )
     call = (
-        f"images = pipe({json.dumps(list(class_labels))}, "
+        f"images = pipe({condition}, "
         f"num_inference_steps={REPA_FID_SAMPLING['num_inference_steps']}, "
         f"guidance_scale={REPA_FID_SAMPLING['guidance_scale']},\n"
         f"              guidance_interval={REPA_FID_SAMPLING['guidance_interval']!r}, "
@@ -60,6 +75,11 @@ def usage_section(
         else f"This pipeline was saved with `{scheduler}`. The d2c-hf call is REPA's published FID setting (its SDE "
         "sampler, 250 steps, guidance 1.8 on the interval (0, 0.7)); the diffusers-only call uses the saved sampler."
     )
+    if prompts is not None:
+        sampler += (
+            " These are REPA's settings for class-conditional ImageNet; with prompts, guidance runs against the "
+            "empty caption the model was trained to drop to (or `negative_prompt=`): tune steps and scale for your prompts."
+        )
     files = ", ".join(f"`{f}`" for f in code_files)
     return f"""## Use
 
@@ -120,7 +140,7 @@ def model_card(
     *,
     license: str | None = None,
     datasets: Sequence[str] | None = None,
-    title: str = "SiT class-conditional image generator (d2c-hf)",
+    title: str | None = None,
     description: str = "",
     licence_notes: Sequence[str] = (),
 ):
@@ -129,11 +149,18 @@ def model_card(
     two of its class names, :func:`licence_section`."""
     from huggingface_hub import ModelCard, ModelCardData
 
+    text_model = getattr(pipeline.transformer.config, "caption_embed_dim", None) is not None
+    if title is None:
+        title = (
+            "SiT text-to-image generator (d2c-hf)"
+            if text_model
+            else "SiT class-conditional image generator (d2c-hf)"
+        )
     data = ModelCardData(
         library_name="diffusers",
         license=license or "other",
         datasets=list(datasets or []) or None,
-        tags=_TAGS,
+        tags=text_tags() if text_model else _TAGS,
     )
     components = pipeline.components
     code_files = ["pipeline_sit.py"] + [
@@ -148,13 +175,25 @@ def model_card(
 
 {description or _describe(config)}
 
-{usage_section(repo_id, _example_labels(pipeline), scheduler=type(pipeline.scheduler).__name__, code_files=code_files)}
+{usage_section(repo_id, None if text_model else _example_labels(pipeline), scheduler=type(pipeline.scheduler).__name__, code_files=code_files, prompts=EXAMPLE_PROMPTS if text_model else None)}
 {licence_section(license, datasets, licence_notes)}"""
     return ModelCard(text)
 
 
+def text_tags() -> list[str]:
+    """The card tags of a text-conditioned pipeline."""
+    return ["d2c", "d2c-hf", "sit", "repa", "flow-matching", "text-to-image"]
+
+
 def _describe(config: Any) -> str:
     space = f"{config.in_channels} x {config.sample_size} x {config.sample_size}"
+    if getattr(config, "caption_embed_dim", None) is not None:
+        return (
+            f"A text-conditioned SiT ({config.depth} blocks, width {config.hidden_size}, patch {config.patch_size}) "
+            f"predicting the flow-matching velocity on {space} latents; captions enter through cross-attention to "
+            f"{config.caption_seq_len} tokens of width {config.caption_embed_dim} from the saved `text_encoder`. "
+            "Sampled with d2c-hf's `SiTPipeline` from prompts."
+        )
     return (
         f"A SiT ({config.depth} blocks, width {config.hidden_size}, patch {config.patch_size}) predicting the "
         f"flow-matching velocity on {space} latents, {config.num_classes} classes, sampled with d2c-hf's "

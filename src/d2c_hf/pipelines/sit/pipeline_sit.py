@@ -1,5 +1,5 @@
 # Copyright 2025 The d2c-hf authors. Apache-2.0.
-"""``SiTPipeline``: class-conditional sampling from a :class:`~d2c_hf.models.SiTTransformer2DModel`.
+"""``SiTPipeline``: class- or text-conditional sampling from a :class:`~d2c_hf.models.SiTTransformer2DModel`.
 
 The transformer predicts the velocity ``v = eps - x`` at ``x_sigma = (1 - sigma) x + sigma eps`` (REPA
 convention, the same as diffusers' flow-matching schedulers), so any of these samplers works:
@@ -9,9 +9,14 @@ convention, the same as diffusers' flow-matching schedulers), so any of these sa
 * ``FlowMatchHeunDiscreteScheduler`` (Heun ODE, 2N - 1 model calls),
 * :class:`~d2c_hf.schedulers.scheduling_flow_match_euler_maruyama.FlowMatchEulerMaruyamaScheduler` (REPA's SDE sampler).
 
-Classifier-free guidance is batched (conditional and null class in one forward), applied to all latent
-channels, and only where ``sigma`` lies inside ``guidance_interval`` (REPA's guidance interval; outside it a
-conditional-only forward is made):
+A class-conditional transformer takes ``class_labels`` (ids or names); a text-conditioned one (``caption_embed_dim``
+set) takes ``prompt`` strings, encoded with the pipeline's ``text_encoder`` + ``tokenizer`` components (saved and
+loaded as diffusers pipelines do: ``text_encoder/``, ``tokenizer/``) exactly as the training captions were: padded
+to ``caption_seq_len`` tokens, the encoder's last hidden states, rounded to float16 as stored in the condensed set.
+
+Classifier-free guidance is batched (conditional and null class, or the negative/empty prompt, in one forward),
+applied to all latent channels, and only where ``sigma`` lies inside ``guidance_interval`` (REPA's guidance interval;
+outside it a conditional-only forward is made):
 
     v = v_null + guidance_scale * (v_cond - v_null)
 
@@ -62,7 +67,7 @@ def _label_index(id2label: Mapping[int, str]) -> tuple[dict[str, int], dict[str,
 
 
 class SiTPipeline(DiffusionPipeline):
-    r"""Class-conditional image generation with a SiT velocity transformer (optionally in a VAE latent space).
+    r"""Class- or text-conditional image generation with a SiT velocity transformer (optionally in a VAE latent space).
 
     Args:
         transformer: a :class:`~d2c_hf.models.SiTTransformer2DModel` (REPA convention, ``t`` in [0, 1]).
@@ -71,11 +76,14 @@ class SiTPipeline(DiffusionPipeline):
         vae: an ``AutoencoderKL`` to decode latents (scaling/shift from ``vae.config``); ``None`` = pixel space,
             the transformer's output is the image in ``[-1, 1]``.
         id2label: class id -> name (ImageNet style, comma-separated synonyms allowed). Registered to the
-            pipeline config, so it survives ``save_pretrained``/``from_pretrained``.
+            pipeline config, so it survives ``save_pretrained``/``from_pretrained``. Class-conditional models only.
+        text_encoder, tokenizer: text-conditioned models: the ``transformers`` encoder (its ``last_hidden_state``
+            are the caption tokens) and tokenizer the training captions were encoded with. Without them the pipeline
+            takes ``prompt_embeds`` only.
     """
 
-    model_cpu_offload_seq = "transformer->vae"
-    _optional_components: ClassVar[list[str]] = ["vae"]
+    model_cpu_offload_seq = "text_encoder->transformer->vae"
+    _optional_components: ClassVar[list[str]] = ["vae", "text_encoder", "tokenizer"]
 
     def __init__(
         self,
@@ -83,9 +91,31 @@ class SiTPipeline(DiffusionPipeline):
         scheduler: Any,
         vae: Any = None,
         id2label: dict[int, str] | dict[str, str] | None = None,
+        text_encoder: Any = None,
+        tokenizer: Any = None,
     ) -> None:
         super().__init__()
-        self.register_modules(transformer=transformer, scheduler=scheduler, vae=vae)
+        text_conditioned = getattr(transformer.config, "caption_embed_dim", None) is not None
+        if text_conditioned and id2label:
+            raise ValueError(
+                "id2label was given but the transformer is text-conditioned (caption_embed_dim set): it has no classes"
+            )
+        if not text_conditioned and (text_encoder is not None or tokenizer is not None):
+            raise ValueError(
+                "text_encoder/tokenizer were given but the transformer is class-conditional (caption_embed_dim=None): "
+                "it takes class labels, not prompts"
+            )
+        if (text_encoder is None) != (tokenizer is None):
+            raise ValueError(
+                "pass text_encoder and tokenizer together (the tokenizer the encoder was trained with)"
+            )
+        self.register_modules(
+            transformer=transformer,
+            scheduler=scheduler,
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+        )
         num_classes = int(transformer.config.num_classes)
         normalized: dict[int, str] = {}
         for key, name in (id2label or {}).items():
@@ -250,6 +280,11 @@ class SiTPipeline(DiffusionPipeline):
             items = list(label)
         if not items:
             raise ValueError("class_labels is empty: pass at least one class id or name")
+        if self.is_text_conditioned:
+            raise ValueError(
+                f"this pipeline's transformer is text-conditioned: pass prompt=[...] (strings), not class labels "
+                f"(got {items[:3]!r})"
+            )
         num_classes = int(self.transformer.config.num_classes)
         ids = []
         for item in items:
@@ -291,6 +326,126 @@ class SiTPipeline(DiffusionPipeline):
         )
 
     # ------------------------------------------------------------------------------------------------
+    # prompts (text-conditioned transformers)
+    # ------------------------------------------------------------------------------------------------
+
+    @property
+    def is_text_conditioned(self) -> bool:
+        """True when the transformer takes captions (``caption_embed_dim`` set) instead of class labels."""
+        return getattr(self.transformer.config, "caption_embed_dim", None) is not None
+
+    @staticmethod
+    def _prompt_list(prompt: str | Sequence[str], what: str = "prompt") -> list[str]:
+        items = [prompt] if isinstance(prompt, str) else list(prompt)
+        if not items:
+            raise ValueError(f"{what} is empty: pass at least one string")
+        for index, item in enumerate(items):
+            if not isinstance(item, str):
+                raise ValueError(f"{what}[{index}] must be a string, got {type(item).__name__} {item!r}")
+        return items
+
+    @torch.no_grad()
+    def encode_prompt(
+        self, prompt: str | Sequence[str], device: torch.device | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode prompts as the training captions were: ``(embeds (B, L, D), mask (B, L) bool)``.
+
+        The tokenizer pads and truncates to ``L = caption_seq_len`` tokens; the embeds are the text encoder's
+        ``last_hidden_state`` with that attention mask, rounded to float16 (how a condensed set stores them), then
+        cast to the transformer's dtype.
+        """
+        if not self.is_text_conditioned:
+            raise ValueError(
+                "this pipeline's transformer is class-conditional: pass class_labels (ids or names), not prompts"
+            )
+        if self.text_encoder is None or self.tokenizer is None:
+            raise ValueError(
+                "this pipeline has no text_encoder/tokenizer to encode prompts: load them (the encoder the training "
+                "captions were encoded with) and pass SiTPipeline(..., text_encoder=, tokenizer=), or pass prompt_embeds="
+            )
+        prompts = self._prompt_list(prompt)
+        device = device or self._execution_device
+        cfg = self.transformer.config
+        tokens = self.tokenizer(
+            prompts,
+            padding="max_length",
+            max_length=cfg.caption_seq_len,
+            truncation=True,
+            return_tensors="pt",
+        )
+        encoder_dtype = getattr(self.text_encoder, "dtype", torch.float32)
+        hidden = self.text_encoder(
+            input_ids=tokens["input_ids"].to(device), attention_mask=tokens["attention_mask"].to(device)
+        ).last_hidden_state
+        if hidden.shape[-1] != cfg.caption_embed_dim:
+            raise ValueError(
+                f"the text encoder returns {hidden.shape[-1]}-wide tokens but the transformer takes "
+                f"caption_embed_dim={cfg.caption_embed_dim}: use the encoder the training captions were encoded with"
+            )
+        embeds = hidden.to(encoder_dtype).to(torch.float16)
+        if not torch.isfinite(embeds).all():
+            raise ValueError("the prompt embeddings overflow float16: run the text encoder in float32")
+        mask = tokens["attention_mask"].to(device) != 0
+        return embeds.to(self.transformer.dtype), mask
+
+    def _caption_inputs(
+        self,
+        prompt: str | Sequence[str] | None,
+        prompt_embeds: torch.Tensor | None,
+        prompt_attention_mask: torch.Tensor | None,
+        device: torch.device,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg = self.transformer.config
+        if prompt is not None and prompt_embeds is not None:
+            raise ValueError("pass prompt or prompt_embeds, not both")
+        if prompt is not None:
+            return self.encode_prompt(prompt, device)
+        if prompt_embeds is None:
+            raise ValueError(
+                "this pipeline's transformer is text-conditioned: pass prompt=[...] (strings) or prompt_embeds="
+            )
+        expected = (cfg.caption_seq_len, cfg.caption_embed_dim)
+        if prompt_embeds.ndim != 3 or tuple(prompt_embeds.shape[1:]) != expected:
+            raise ValueError(
+                f"prompt_embeds must be (batch, caption_seq_len, caption_embed_dim) = (B, {expected[0]}, "
+                f"{expected[1]}), got {tuple(prompt_embeds.shape)}"
+            )
+        if prompt_attention_mask is None:
+            prompt_attention_mask = torch.ones(prompt_embeds.shape[:2], dtype=torch.bool)
+        elif tuple(prompt_attention_mask.shape) != tuple(prompt_embeds.shape[:2]):
+            raise ValueError(
+                f"prompt_attention_mask must be {tuple(prompt_embeds.shape[:2])}, got {tuple(prompt_attention_mask.shape)}"
+            )
+        return prompt_embeds.to(device=device, dtype=self.transformer.dtype), prompt_attention_mask.to(
+            device
+        ) != 0
+
+    def _negative_inputs(
+        self, negative_prompt: str | Sequence[str] | None, batch: int, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The unconditional branch of CFG: the encoded ``negative_prompt`` (one, or one per prompt), or the
+        transformer's stored empty caption (what caption dropout trained it on)."""
+        if negative_prompt is None:
+            model = self.transformer
+            if not bool(model.empty_caption_mask.any()):
+                raise ValueError(
+                    "guidance needs the empty caption, but the transformer has none stored "
+                    '(set_empty_caption was never called); pass negative_prompt="" to encode it'
+                )
+            embeds = model.empty_caption_embeds.to(device=device, dtype=model.dtype)
+            mask = model.empty_caption_mask.to(device)
+            return embeds.unsqueeze(0).expand(batch, -1, -1), mask.unsqueeze(0).expand(batch, -1)
+        negatives = self._prompt_list(negative_prompt, "negative_prompt")
+        if len(negatives) not in (1, batch):
+            raise ValueError(
+                f"got {len(negatives)} negative prompts for {batch} prompts; pass one or one per prompt"
+            )
+        embeds, mask = self.encode_prompt(negatives, device)
+        if len(negatives) == 1:
+            embeds, mask = embeds.expand(batch, -1, -1), mask.expand(batch, -1)
+        return embeds, mask
+
+    # ------------------------------------------------------------------------------------------------
     # sampling
     # ------------------------------------------------------------------------------------------------
 
@@ -324,7 +479,7 @@ class SiTPipeline(DiffusionPipeline):
             raise ValueError(
                 f"guidance_interval must satisfy 0 <= low <= high <= 1 (sigma, 1 = noise), got {(low, high)}"
             )
-        if guidance_scale > 1.0 and cfg.class_dropout_prob <= 0:
+        if guidance_scale > 1.0 and not self.is_text_conditioned and cfg.class_dropout_prob <= 0:
             raise ValueError(
                 "guidance_scale > 1 needs the null class, but this transformer has none (class_dropout_prob=0); "
                 "use guidance_scale=1"
@@ -332,9 +487,7 @@ class SiTPipeline(DiffusionPipeline):
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
         if isinstance(generator, list) and len(generator) != batch:
-            raise ValueError(
-                f"got {len(generator)} generators for {batch} class labels; pass one or one per image"
-            )
+            raise ValueError(f"got {len(generator)} generators for {batch} images; pass one or one per image")
         shape = (batch, cfg.in_channels, cfg.sample_size, cfg.sample_size)
         if latents is not None and tuple(latents.shape) != shape:
             raise ValueError(
@@ -347,7 +500,7 @@ class SiTPipeline(DiffusionPipeline):
     @torch.no_grad()
     def __call__(
         self,
-        class_labels: int | str | Sequence[int | str],
+        class_labels: int | str | Sequence[int | str] | None = None,
         num_inference_steps: int = 50,
         guidance_scale: float = 1.0,
         guidance_interval: tuple[float, float] = (0.0, 1.0),
@@ -356,11 +509,16 @@ class SiTPipeline(DiffusionPipeline):
         output_type: str = "pil",
         return_dict: bool = True,
         sigmas: Sequence[float] | None = None,
+        *,
+        prompt: str | Sequence[str] | None = None,
+        negative_prompt: str | Sequence[str] | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        prompt_attention_mask: torch.Tensor | None = None,
     ) -> ImagePipelineOutput | tuple:
-        r"""Generate one image per class label.
+        r"""Generate one image per class label (class-conditional transformer) or per prompt (text-conditioned).
 
         Args:
-            class_labels: class ids and/or names (see :meth:`get_label_ids`), or a single one.
+            class_labels: class ids and/or names (see :meth:`get_label_ids`), or a single one. Class-conditional only.
             num_inference_steps: sampler steps (model calls for Euler / SDE; Heun makes 2N - 1), >= 1.
             guidance_scale: classifier-free guidance scale, >= 1 (1 = conditional only, no null forward).
             guidance_interval: ``(low, high)`` in ``[0, 1]``: guidance is applied only while
@@ -372,12 +530,38 @@ class SiTPipeline(DiffusionPipeline):
             return_dict: return an :class:`ImagePipelineOutput` (else a tuple ``(images,)``).
             sigmas: optional explicit noise levels for schedulers whose ``set_timesteps`` takes them (Euler, SDE),
                 e.g. ``np.linspace(1, 1 / N, N)`` for REPA's Euler grid (the scheduler appends 0).
+            prompt: text-conditioned transformers: a string or a list of strings, encoded by :meth:`encode_prompt`.
+            negative_prompt: the unconditional branch of guidance: one string or one per prompt; default: the
+                empty caption stored in the transformer (the text encoder's ``""``, what caption dropout trained on).
+            prompt_embeds, prompt_attention_mask: already encoded prompts ``(B, caption_seq_len, caption_embed_dim)``
+                and their mask ``(B, caption_seq_len)`` (default all ones), instead of ``prompt``.
 
         Returns:
             :class:`~diffusers.ImagePipelineOutput` with ``images``.
         """
-        labels = self.get_label_ids(class_labels)
-        batch = len(labels)
+        device = self._execution_device
+        cfg = self.transformer.config
+        if self.is_text_conditioned:
+            if class_labels is not None:
+                strings = isinstance(class_labels, str) or (
+                    isinstance(class_labels, (list, tuple)) and any(isinstance(c, str) for c in class_labels)
+                )
+                hint = " (the first argument is class_labels; pass prompts as prompt=...)" if strings else ""
+                raise ValueError(
+                    "this pipeline's transformer is text-conditioned: pass prompt=[...] (strings), not class_labels"
+                    + hint
+                )
+            cond, cond_mask = self._caption_inputs(prompt, prompt_embeds, prompt_attention_mask, device)
+            batch = cond.shape[0]
+        else:
+            if prompt is not None or prompt_embeds is not None or negative_prompt is not None:
+                raise ValueError(
+                    "this pipeline's transformer is class-conditional: pass class_labels (ids or names), not prompts"
+                )
+            if class_labels is None:
+                raise ValueError("pass class_labels: class ids and/or names, one per image")
+            labels = self.get_label_ids(class_labels)
+            batch = len(labels)
         low, high = self.check_inputs(
             batch,
             num_inference_steps,
@@ -388,8 +572,15 @@ class SiTPipeline(DiffusionPipeline):
             output_type,
             sigmas,
         )
-        cfg = self.transformer.config
-        device = self._execution_device
+        if self.is_text_conditioned:
+            null, null_mask = (
+                self._negative_inputs(negative_prompt, batch, device)
+                if guidance_scale > 1.0
+                else (None, None)
+            )
+        else:
+            cond = torch.tensor(labels, device=device, dtype=torch.long)
+            null = torch.full_like(cond, cfg.num_classes)
         dtype = self.transformer.dtype
         shape = (batch, cfg.in_channels, cfg.sample_size, cfg.sample_size)
         if latents is None:
@@ -407,15 +598,21 @@ class SiTPipeline(DiffusionPipeline):
         if "generator" in inspect.signature(self.scheduler.step).parameters:
             step_kwargs["generator"] = generator
 
-        cond = torch.tensor(labels, device=device, dtype=torch.long)
-        null = torch.full_like(cond, cfg.num_classes)
         sigma_values = (self.scheduler.timesteps.detach().cpu().double() / num_train_timesteps).tolist()
         for t, sigma in zip(self.progress_bar(self.scheduler.timesteps), sigma_values):
             guided = guidance_scale > 1.0 and low <= sigma <= high
             model_input = torch.cat([latents, latents]) if guided else latents
-            model_labels = torch.cat([cond, null]) if guided else cond
             timestep = (t.float() / num_train_timesteps).expand(model_input.shape[0])
-            velocity = self.transformer(model_input, timestep=timestep, class_labels=model_labels).sample
+            if self.is_text_conditioned:
+                velocity = self.transformer(
+                    model_input,
+                    timestep=timestep,
+                    encoder_hidden_states=torch.cat([cond, null]) if guided else cond,
+                    encoder_attention_mask=torch.cat([cond_mask, null_mask]) if guided else cond_mask,
+                ).sample
+            else:
+                model_labels = torch.cat([cond, null]) if guided else cond
+                velocity = self.transformer(model_input, timestep=timestep, class_labels=model_labels).sample
             velocity = velocity[:, : cfg.in_channels]  # drop a learned-sigma half
             if guided:
                 v_cond, v_null = velocity.chunk(2)
