@@ -139,7 +139,11 @@ def check_inputs(args: argparse.Namespace) -> None:
     from d2c_hf.utils.files import check_apart
     from d2c_hf.utils.roles import check_model_role
 
-    check_apart(args.output_dir, {"--pipeline": args.pipeline, "--labels": args.labels}, "--output_dir")
+    check_apart(
+        args.output_dir,
+        {"--pipeline": args.pipeline, "--labels": args.labels, "--prompt_file": args.prompt_file},
+        "--output_dir",
+    )
     output_dir = Path(args.output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise ValueError(f"--output_dir {output_dir} is a file; pass a folder path")
@@ -155,7 +159,6 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         make_scheduler,
         plan_labels,
         plan_prompts,
-        plan_shards,
         read_label_file,
         read_prompt_file,
         resolve_labels,
@@ -276,11 +279,14 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "dtype": args.dtype,
     }
     with work_lock(output_dir, state, f"sample_sit.py --output_dir {output_dir}"):
-        return sample(args, state, pipe, config, labels, settings, sigmas, shard_size, output_dir)
+        return sample(args, state, pipe, config, labels, prompts, settings, sigmas, shard_size, output_dir)
 
 
-def sample(args, state, pipe, config, labels, settings, sigmas, shard_size, output_dir) -> dict[str, Any]:
-    """:func:`main` once the run config is known, holding the output folder's lock (main process)."""
+def sample(
+    args, state, pipe, config, labels, prompts, settings, sigmas, shard_size, output_dir
+) -> dict[str, Any]:
+    """:func:`main` once the run config is known, holding the output folder's lock (main process); ``labels``
+    are prompt indices when ``prompts`` is given."""
     from tqdm.auto import tqdm
 
     from d2c_hf.evaluation.adm import damaged_npz, save_npz_batches
