@@ -743,6 +743,22 @@ def _train_scorer(f, out):
     )
 
 
+def _train_text_scorer(f, out):
+    from d2c_hf.selection.train_text_scorer import train_text_scorer
+
+    rows = f["digits"]
+    captioned = rows.add_column("text", [f"a handwritten {label}" for label in rows["label"]])
+    return train_text_scorer(
+        captioned,
+        out,
+        text_encoder=f["hub"].t5,
+        resolution=8,
+        num_steps=1,
+        batch_size=4,
+        model_kwargs={"num_layers": 1},
+    )
+
+
 def _train_encoder(f, out):
     from d2c_hf.attach.train_encoder import train_vision_encoder
 
@@ -784,6 +800,7 @@ WRITERS = {
         None,
     ),
     "train_scorer": (_train_scorer, "scorer", None),
+    "train_text_scorer": (_train_text_scorer, "text_scorer", None),
     "train_vision_encoder": (_train_encoder, "encoder", None),
     "save_npz": (lambda f, out: __import__("d2c_hf.evaluation.adm", fromlist=["x"]).save_npz(out, f["images"]), "s.npz", None),
     "save_npz_batches": (_npz_batches, "b.npz", None),
@@ -1023,6 +1040,7 @@ def saved_models(writer_inputs, tmp_path_factory):
     writer_inputs["pipeline"].save_pretrained(root / "pipe")
     WRITERS["d2c convert (model)"][0](writer_inputs, root / "model")
     _train_scorer(writer_inputs, root / "scorer")
+    _train_text_scorer(writer_inputs, root / "text_scorer")
     _train_encoder(writer_inputs, root / "encoder")
     return root
 
@@ -1032,6 +1050,7 @@ MODEL_DAMAGE = {
     "SiTPipeline's VAE": ("pipe", "vae/diffusion_pytorch_model.safetensors", lambda root: __import__("d2c_hf.pipelines", fromlist=["x"]).SiTPipeline.from_pretrained(root / "pipe")),
     "converted SiT model": ("model", "diffusion_pytorch_model.safetensors", lambda root: __import__("d2c_hf.models", fromlist=["x"]).SiTTransformer2DModel.from_pretrained(root / "model")),
     "trained scorer": ("scorer", "transformer/diffusion_pytorch_model.safetensors", lambda root: DifficultyScorer.from_pretrained(root / "scorer", resolution=8)),
+    "trained text scorer": ("text_scorer", "transformer/diffusion_pytorch_model.safetensors", lambda root: __import__("d2c_hf", fromlist=["x"]).TextDifficultyScorer.from_pretrained(root / "text_scorer", caption_column="text", resolution=8)),
     "trained vision encoder": ("encoder", "model.safetensors", lambda root: __import__("d2c_hf", fromlist=["x"]).VisualAttacher.from_pretrained(root / "encoder", num_tokens=4, resolution=8)),
 }  # fmt: skip
 
@@ -1181,6 +1200,9 @@ OUTPUT_INPUT_CASES = {
     "d2c fid statistics over the reference": lambda f: ["fid", str(f["npz"]), str(f["ref"]), "--save_reference_stats", str(f["ref"])],
     "d2c convert into the checkpoint's folder": lambda f: ["convert-repa", str(f["ckpt"]), str(f["ckpt"].parent)],
     "d2c demo into the train script's folder": lambda f: ["demo", "--output-dir", str(f["script"].parent), "--train-script", str(f["script"]), "--overwrite"],
+    "d2c clip-score writing over its samples": lambda f: ["clip-score", str(f["npz"]), "--prompt_file", str(f["ref"]), "--clip_model", str(f["hub"].dit), "--output", str(f["npz"])],
+    "d2c benchmark caching inside the dataset folder": lambda f: ["benchmark", "--dataset", str(f["data"]), "--work_dir", str(f["data"] / "work"), "--output_dir", str(f["inputs"].parent / "report")],
+    "d2c benchmark reporting into the dataset folder": lambda f: ["benchmark", "--dataset", str(f["data"]), "--work_dir", str(f["inputs"].parent / "work"), "--output_dir", str(f["data"])],
 }  # fmt: skip
 
 

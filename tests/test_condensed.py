@@ -508,3 +508,20 @@ def test_ratio_counts_only_the_classes_that_have_rows(digits):
     assert f"| realised fraction | {len(condensed) / len(two):.2%} of the scored rows |" in render_card(
         condensed
     )
+
+
+def test_a_realised_fraction_far_from_the_ratio_is_a_warning_with_the_reason(digits, caplog):
+    """ratio=0.008 of 100 rows in 10 classes rounds to 0 per class, so 1 per class is kept (10 %): a warning that
+    says the realised fraction and why; a ratio the rounding meets says nothing."""
+    import logging
+
+    rows = with_difficulty(digits["train"].select(range(100)))
+    with caplog.at_level(logging.WARNING, logger="d2c_hf"):
+        condensed = condense(rows, ratio=0.008, scorer=None, vae=None, attach=(), resolution=32)
+    assert len(condensed) == 10
+    assert "ratio=0.008 keeps 10 of 100 images, a realised fraction of 0.1" in caplog.text
+    assert "at least 1 per class" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="d2c_hf"):
+        condense(rows, ratio=0.2, scorer=None, vae=None, attach=(), resolution=32)
+    assert "realised fraction" not in caplog.text

@@ -184,6 +184,15 @@ def test_sd3_flow_score_equals_hand_computation(text_hub, rows):
 # ------------------------------------------------------------------ invariances and groups
 
 
+@pytest.mark.parametrize("family", ["sd", "pixart", "sd3"])
+def test_loading_a_scorer_leaves_the_global_random_state_alone(text_hub, family):
+    """diffusers' PixArt transformer draws default inits from the global RNG before its weights load: the loader
+    keeps the caller's state (a library never moves the user's RNG)."""
+    before = torch.get_rng_state()
+    TextDifficultyScorer.from_pretrained(getattr(text_hub, family), reliability_probe=0)
+    assert torch.equal(before, torch.get_rng_state())
+
+
 def test_scores_do_not_depend_on_batch_size_order_or_processes(text_hub, rows):
     import multiprocess
 

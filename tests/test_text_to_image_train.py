@@ -255,7 +255,7 @@ def test_bad_training_inputs_are_refused_by_name(captioned, local_hub, tmp_path)
             '{"depth":2,"hidden_size":32,"num_attention_heads":2,"num_classes":3}',
         )
     with pytest.raises(ValueError, match="--validation_classes: the dataset is captioned"):
-        run(captioned, "--validation_classes", "0", "1")
+        run(captioned, "--validation_classes", "0", "1", "--num_validation_images", "2")
     # another text encoder than the one the captions were encoded with
     other = tmp_path / "other_t5"
     with torch.random.fork_rng(devices=[]):

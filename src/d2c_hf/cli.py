@@ -1058,8 +1058,11 @@ def clip_score_main(argv: list[str] | None = None) -> int:
     """``d2c clip-score``: the CLIP score of a prompt-sampled ``.npz``; prints the result as JSON."""
     args = clip_score_parser().parse_args(argv)
     from .evaluation.clip_score import evaluate_clip_score
-    from .utils.files import write_json
+    from .utils.files import check_apart, write_json
 
+    if args.output:  # the result file must not replace what it is computed from
+        inputs = {"samples": args.samples, "--prompt_file": args.prompt_file, "--clip_model": args.clip_model}
+        check_apart(args.output, inputs, "--output")
     result = evaluate_clip_score(
         args.samples,
         args.prompt_file,

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..utils.files import check_apart
 from .settings import BenchmarkSettings, fingerprint
 
 logger = logging.getLogger(__name__)
@@ -105,6 +106,12 @@ def run_benchmark(
     if not name or any(c in name for c in "/\\"):
         raise ValueError(f"name must be a plain file stem, got {name!r}")
     train_script_command(train_script)  # fail before any work if a given copy is missing
+    inputs = {
+        "dataset": dataset if isinstance(dataset, (str, os.PathLike)) else None,
+        "train_script": train_script,
+    }
+    for flag, folder in (("work_dir", work_dir), ("output_dir", output_dir)):
+        check_apart(folder, inputs, flag)  # a cache or report written into the data it reads
     work, out = Path(work_dir), Path(output_dir)
     started = time.perf_counter()
     with _limited_threads(threads):  # this process too: the preparation, and the runs when jobs == 1

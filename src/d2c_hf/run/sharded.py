@@ -82,7 +82,16 @@ RELIABILITY_FILE = "reliability.json"
 GROUPS_FILE = "groups.json"
 SCORE_REQUIRED = ("rows", "difficulty", "label", "corrupt")
 #: the arrays of a score shard that the merge reads
-MERGE_ARRAYS = ("rows", "label", "difficulty", "per_timestep", "halves", "corrupt", "features")
+MERGE_ARRAYS = (
+    "rows",
+    "label",
+    "difficulty",
+    "per_timestep",
+    "halves",
+    "corrupt",
+    "features",
+    "group_features",
+)
 ATTACH_REQUIRED = ("rows", "bytes", "offsets", "label")
 #: what to do about damaged merged scores: the score shards are kept, only the merge is redone
 SCORES_FIX = "delete that scores/ folder and run `d2c score` again (finished score shards are reused)"

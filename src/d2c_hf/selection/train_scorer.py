@@ -173,7 +173,7 @@ def train_scorer(
         "num_embeds_ada_norm": info.num_classes,
     }
     check_patch_size(inputs.sample_size, config["patch_size"])
-    labels = torch.from_numpy(formatted_column(dataset, label_column)).to(torch.int64)
+    labels = torch.from_numpy(formatted_column(dataset, label_column).astype("int64"))  # a writable copy
 
     # ---- model, schedule, optimiser (one local generator for everything random) -----------------------
     generator = torch.Generator("cpu").manual_seed(int(seed))

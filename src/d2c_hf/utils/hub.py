@@ -178,7 +178,10 @@ def load_pretrained(cls: Any, name: str | os.PathLike, *, role: str, hint: str =
     if folder.is_dir():
         verify_record(folder, f"the {role} folder", prefix=kwargs.get("subfolder"))
     try:
-        return cls.from_pretrained(os.fspath(name), **kwargs)
+        # some classes draw default inits from the global RNG before the weights replace them (diffusers'
+        # PixArtTransformer2DModel does): loading must leave the caller's random state as it was
+        with torch.random.fork_rng(devices=[]):
+            return cls.from_pretrained(os.fspath(name), **kwargs)
     except OSError as err:
         raise OSError(explain_unreachable(name, role, err, hint)) from err
 

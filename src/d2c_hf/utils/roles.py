@@ -18,7 +18,8 @@ from typing import Any
 #: what each role expects, as said in messages
 EXPECTED = {
     "scorer": "a class-conditional diffusion model (a DiT or SiT pipeline or transformer folder, a UNet2DModel "
-    "with num_class_embeds, or the output of train_scorer)",
+    "with num_class_embeds, or the output of train_scorer) or, with a caption column, a text-to-image pipeline "
+    "(Stable Diffusion, PixArt, SD3, or the output of train_text_scorer)",
     "vae": "an AutoencoderKL folder (config.json with _class_name AutoencoderKL), or a pipeline folder with a vae/ "
     "subfolder",
     "text_encoder": "a T5 encoder folder (transformers, model_type 't5', with its tokenizer), like google/flan-t5-xl",
@@ -127,6 +128,10 @@ def describe(value: str | os.PathLike) -> str | None:
     return "a config.json of no known library (no _class_name or model_type)"
 
 
+#: the pipeline components that hold a denoiser
+DENOISER_PARTS = ("transformer", "unet")
+
+
 def _fits(role: str, read, exists) -> bool:
     index = read("model_index.json")
     config = read("config.json")
@@ -137,12 +142,13 @@ def _fits(role: str, read, exists) -> bool:
             return True
         sub = read("vae/config.json")
         return sub is not None and str(sub.get("_class_name", "")).startswith("AutoencoderKL")
-    if role == "scorer":
+    if role == "scorer":  # a denoiser: a transformer or a UNet (class- or text-conditional), or its pipeline
         if index is not None:
-            return _class_of(index.get("transformer")) is not None
-        sub = read("transformer/config.json")
-        if sub is not None and "_class_name" in sub:
-            return True
+            return any(_class_of(index.get(part)) is not None for part in DENOISER_PARTS)
+        for part in DENOISER_PARTS:
+            sub = read(f"{part}/config.json")
+            if sub is not None and "_class_name" in sub:
+                return True
         name = str((config or {}).get("_class_name", ""))
         return bool(name) and not name.startswith(("Autoencoder", "VQModel", "ConsistencyDecoder"))
     if role == "text_encoder":
