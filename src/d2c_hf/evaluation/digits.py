@@ -33,6 +33,31 @@ _FORMAT = "d2c_hf.DigitsFeatureExtractor/1"
 _LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R 601-2, as PIL's "L" conversion
 
 
+def fit_mlp(
+    x: np.ndarray, y: np.ndarray, hidden_size: int, alpha: float, max_iter: int, random_state: int, who: str
+) -> tuple[dict[str, np.ndarray], np.ndarray, float]:
+    """Fit scikit-learn's one-hidden-layer ReLU ``MLPClassifier`` (Adam) on ``x`` -> ``y``; returns its weights
+    (``w1``, ``b1``, ``w2``, ``b2``), its classes and the train accuracy. Not converging in ``max_iter`` epochs
+    is a warning naming ``who``."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+
+    mlp = MLPClassifier(
+        hidden_layer_sizes=(hidden_size,),
+        activation="relu",
+        alpha=alpha,
+        max_iter=max_iter,
+        random_state=random_state,
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        mlp.fit(x, y)
+    if any(issubclass(w.category, ConvergenceWarning) for w in caught):
+        logger.warning("%s: the MLP did not converge in %d epochs", who, max_iter)
+    weights = {"w1": mlp.coefs_[0], "b1": mlp.intercepts_[0], "w2": mlp.coefs_[1], "b2": mlp.intercepts_[1]}
+    return weights, np.asarray(mlp.classes_), float(mlp.score(x, y))
+
+
 class DigitsFeatureExtractor:
     """Images -> hidden activations of an MLP digit classifier fitted on real images.
 
@@ -85,9 +110,6 @@ class DigitsFeatureExtractor:
 
     def fit(self, images: ImagesArg, labels: Any) -> DigitsFeatureExtractor:
         """Fit the MLP on real ``images`` with integer class ``labels``; returns ``self``."""
-        from sklearn.exceptions import ConvergenceWarning
-        from sklearn.neural_network import MLPClassifier
-
         x = self.inputs(images)
         y = np.asarray(list(labels) if not isinstance(labels, (np.ndarray, torch.Tensor)) else labels)
         if y.ndim != 1 or len(y) != len(x):
@@ -98,30 +120,14 @@ class DigitsFeatureExtractor:
             raise TypeError(f"labels must be integers, got dtype {y.dtype}")
         if len(np.unique(y)) < 2:
             raise ValueError("labels must contain at least two classes to fit a classifier")
-        mlp = MLPClassifier(
-            hidden_layer_sizes=(self.hidden_size,),
-            activation="relu",
-            alpha=self.alpha,
-            max_iter=self.max_iter,
-            random_state=self.random_state,
+        self.weights, self.classes_, accuracy = fit_mlp(
+            x, y, self.hidden_size, self.alpha, self.max_iter, self.random_state, "DigitsFeatureExtractor"
         )
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ConvergenceWarning)
-            mlp.fit(x, y)
-        if any(issubclass(w.category, ConvergenceWarning) for w in caught):
-            logger.warning("DigitsFeatureExtractor: the MLP did not converge in %d epochs", self.max_iter)
-        self.weights = {
-            "w1": mlp.coefs_[0],
-            "b1": mlp.intercepts_[0],
-            "w2": mlp.coefs_[1],
-            "b2": mlp.intercepts_[1],
-        }
-        self.classes_ = np.asarray(mlp.classes_)
         logger.info(
             "DigitsFeatureExtractor: fitted on %d images, %d classes, train accuracy %.3f",
             len(x),
             len(self.classes_),
-            mlp.score(x, y),
+            accuracy,
         )
         return self
 

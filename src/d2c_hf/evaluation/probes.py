@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .digits import fit_mlp
 from .images import ImagesArg, to_uint8_images
 
 logger = logging.getLogger(__name__)
@@ -146,9 +146,6 @@ class PixelMLPProbe(_Classifier):
 
     def fit(self, images: ImagesArg, labels: Any) -> PixelMLPProbe:
         """Fit on real ``images`` with integer class ``labels``; returns ``self``."""
-        from sklearn.exceptions import ConvergenceWarning
-        from sklearn.neural_network import MLPClassifier
-
         pixels = to_uint8_images(images)
         y = _check_labels(labels, len(pixels))
         if self.grey is None:
@@ -156,31 +153,15 @@ class PixelMLPProbe(_Classifier):
                 (pixels[..., 0] == pixels[..., 1]).all() and (pixels[..., 1] == pixels[..., 2]).all()
             )
         x = self.inputs(pixels)
-        mlp = MLPClassifier(
-            hidden_layer_sizes=(self.hidden_size,),
-            activation="relu",
-            alpha=self.alpha,
-            max_iter=self.max_iter,
-            random_state=self.random_state,
+        self.weights, self.classes_, accuracy = fit_mlp(
+            x, y, self.hidden_size, self.alpha, self.max_iter, self.random_state, "PixelMLPProbe"
         )
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ConvergenceWarning)
-            mlp.fit(x, y)
-        if any(issubclass(w.category, ConvergenceWarning) for w in caught):
-            logger.warning("PixelMLPProbe: the MLP did not converge in %d epochs", self.max_iter)
-        self.weights = {
-            "w1": mlp.coefs_[0],
-            "b1": mlp.intercepts_[0],
-            "w2": mlp.coefs_[1],
-            "b2": mlp.intercepts_[1],
-        }
-        self.classes_ = np.asarray(mlp.classes_)
         logger.info(
             "PixelMLPProbe: fitted on %d images (%s, %d px), train accuracy %.3f",
             len(x),
             "grey" if self.grey else "colour",
             self.image_size,
-            mlp.score(x, y),
+            accuracy,
         )
         return self
 
