@@ -414,3 +414,28 @@ def test_clip_score_equals_a_hand_computation(tmp_path):
         scorer.scores(images, prompts[:4])
     with pytest.raises(TypeError, match="not a single string"):
         scorer.scores(images[:1], "a seven")
+
+
+def test_a_clip_model_argument_of_another_kind_is_refused_in_one_line(tmp_path, local_hub, capsys):
+    """`--clip_model` given a DiT pipeline or a T5 encoder is named for what it holds before the samples are read;
+    a CLIP folder passes the same check."""
+    from d2c_hf.cli import main as cli_main
+    from d2c_hf.utils.roles import check_model_role
+
+    check_model_role(save_tiny_clip(tmp_path / "clip"), "clip_model")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a seven\n")
+    capsys.readouterr()  # the tiny model's save progress bars
+    for other, holds in ((local_hub.dit, "a DiTPipeline pipeline"), (local_hub.t5, "a T5EncoderModel")):
+        argv = [
+            "clip-score",
+            str(tmp_path / "missing.npz"),
+            "--prompt_file",
+            str(prompts),
+            "--clip_model",
+            str(other),
+        ]
+        assert cli_main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"--clip_model: {other} holds {holds}" in err, err
+        assert "expected a transformers CLIPModel folder" in err, err

@@ -1059,10 +1059,12 @@ def clip_score_main(argv: list[str] | None = None) -> int:
     args = clip_score_parser().parse_args(argv)
     from .evaluation.clip_score import evaluate_clip_score
     from .utils.files import check_apart, write_json
+    from .utils.roles import check_model_role
 
     if args.output:  # the result file must not replace what it is computed from
         inputs = {"samples": args.samples, "--prompt_file": args.prompt_file, "--clip_model": args.clip_model}
         check_apart(args.output, inputs, "--output")
+    check_model_role(args.clip_model, "clip_model", "--clip_model")  # before the samples are read
     result = evaluate_clip_score(
         args.samples,
         args.prompt_file,

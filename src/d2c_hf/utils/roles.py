@@ -25,6 +25,8 @@ EXPECTED = {
     "text_encoder": "a T5 encoder folder (transformers, model_type 't5', with its tokenizer), like google/flan-t5-xl",
     "vision_encoder": "a transformers vision encoder folder (e.g. DINOv2, model_type 'dinov2', with its image "
     "processor), like facebook/dinov2-base",
+    "clip_model": "a transformers CLIPModel folder (config.json with model_type 'clip', with its processor), like "
+    "openai/clip-vit-large-patch14",
     "pipeline": "a SiTPipeline folder (model_index.json with a SiTTransformer2DModel transformer), as "
     "examples/train_sit.py or `d2c convert-repa --pipeline` write it",
 }
@@ -153,6 +155,8 @@ def _fits(role: str, read, exists) -> bool:
         return bool(name) and not name.startswith(("Autoencoder", "VQModel", "ConsistencyDecoder"))
     if role == "text_encoder":
         return config is not None and config.get("model_type") in T5_TYPES
+    if role == "clip_model":
+        return config is not None and config.get("model_type") == "clip"
     if role == "vision_encoder":
         if config is None or "model_type" not in config or "_class_name" in config:
             return False
@@ -167,7 +171,7 @@ def check_model_role(value: Any, role: str, name: str | None = None, *, tokenize
 
     Args:
         value: the argument (a Hub id or a folder).
-        role: ``"scorer"``, ``"vae"``, ``"text_encoder"``, ``"vision_encoder"`` or ``"pipeline"``.
+        role: ``"scorer"``, ``"vae"``, ``"text_encoder"``, ``"vision_encoder"``, ``"clip_model"`` or ``"pipeline"``.
         name: how to name the argument in the message (default: ``role``; e.g. ``"--vae"``).
         tokenizer: a ``text_encoder`` folder must also hold its tokenizer (it is loaded from there).
 
