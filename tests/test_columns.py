@@ -8,7 +8,7 @@ import pytest
 from datasets import Array2D, ClassLabel, Dataset, Features, List, Sequence, Value
 
 from d2c_hf.utils.columns import column_array, formatted_column
-from d2c_hf.utils.tables import dataset_from_arrays, read_saved_columns, write_batches
+from d2c_hf.utils.tables import dataset_from_arrays, owned_file, read_saved_columns, save_owned, write_batches
 
 RNG = np.random.default_rng(0)
 
@@ -121,3 +121,33 @@ def test_read_saved_columns_is_column_array_of_load_from_disk(tmp_path):
             want = column_array(expected, column)
             assert got[column].dtype == want.dtype and got[column].shape == want.shape, (name, column)
             assert got[column].tobytes() == want.tobytes(), (name, column)
+
+
+def test_an_owned_scratch_table_is_moved_into_a_save_to_disk_folder_not_copied(tmp_path):
+    """write_batches(owned=True) + save_owned: the scratch file becomes the folder's one data file (same inode, no
+    second copy), load_from_disk reads the same table, and anything derived from it is saved the ordinary way."""
+    import os
+
+    from datasets import load_from_disk
+
+    features = Features({"label": ClassLabel(names=["a", "b"]), "x": Array2D((2, 3), "float16")})
+    rng = np.random.default_rng(0)
+    batches = [
+        {"label": rng.integers(0, 2, n), "x": rng.normal(size=(n, 2, 3)).astype(np.float16)} for n in (5, 7)
+    ]
+    scratch = tmp_path / ".scratch.arrow"
+    table = write_batches(scratch, features, batches, owned=True)
+    assert owned_file(table) == scratch and owned_file(table.select([0, 1])) is None
+    assert owned_file(write_batches(tmp_path / "plain.arrow", features, batches)) is None
+    inode = os.stat(scratch).st_ino
+    save_owned(table, tmp_path / "saved")
+    assert not scratch.exists() and [p.name for p in (tmp_path / "saved").glob("*.arrow")] == [
+        "data-00000-of-00001.arrow"
+    ]
+    assert os.stat(tmp_path / "saved" / "data-00000-of-00001.arrow").st_ino == inode
+    loaded = load_from_disk(str(tmp_path / "saved"))
+    state = __import__("json").loads((tmp_path / "saved" / "state.json").read_text())
+    assert loaded.features == features and state["_fingerprint"] == table._fingerprint
+    assert loaded.data.table.equals(table.data.table)
+    with pytest.raises(ValueError, match="save_owned needs"):
+        save_owned(table, tmp_path / "again")  # the file has moved: not owned any more

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import mmap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..utils.checksums import ALGORITHM, check_files, file_entry, new_hasher
+from ..utils.checksums import ALGORITHM, READ_CHUNK, check_files, file_entry, new_hasher
 from ..utils.columns import column_numpy
 from .info import INFO_FILENAME
 
@@ -90,7 +89,8 @@ def column_checksums(path: Path) -> dict[str, str]:
         import pyarrow.parquet as pq
 
         metadata = pq.ParquetFile(str(path)).metadata
-        with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as view:
+        buffer = bytearray(READ_CHUNK)
+        with open(path, "rb", buffering=0) as handle:
             for group in range(metadata.num_row_groups):
                 row_group = metadata.row_group(group)
                 for index in range(row_group.num_columns):
@@ -100,11 +100,17 @@ def column_checksums(path: Path) -> dict[str, str]:
                         start = min(start, chunk.dictionary_page_offset)
                     column = chunk.path_in_schema.split(".")[0]
                     hasher = hashers.setdefault(column, new_hasher())
-                    hasher.update(view[start : start + chunk.total_compressed_size])
+                    handle.seek(start)
+                    left = chunk.total_compressed_size
+                    while left > 0 and (read := handle.readinto(memoryview(buffer)[: min(left, READ_CHUNK)])):
+                        hasher.update(memoryview(buffer)[:read])
+                        left -= read
     else:
         import pyarrow as pa
 
-        with pa.memory_map(str(path)) as source:
+        # read, not memory-mapped: one record batch in memory at a time, and no file-backed pages left in the
+        # process's RSS (a mapped read of a 4 GB table counted 4 GB there)
+        with pa.OSFile(str(path)) as source:
             for batch in pa.ipc.open_stream(source):
                 for column, array in zip(batch.schema.names, batch.columns):
                     hasher = hashers.setdefault(column, new_hasher())

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..utils.files import read_json, staged_dir, write_json
+from ..utils.tables import owned_file, save_owned
 from .info import INFO_FILENAME, TABLES_KEY, check_format_version
 from .integrity import tables_record, verify_data_files
 
@@ -63,9 +64,13 @@ def save_to_disk(condensed: Any, path: str | os.PathLike, overwrite: bool = Fals
     with staged_dir(path, "the condensed dataset") as staging:
         files = {}
         for name, table in tables_of(condensed).items():
-            if table is not None:
+            if table is None:
+                continue
+            if owned_file(table) is not None:  # the sharded assembly's scratch file: moved, not copied
+                save_owned(table, staging / DISK_DIRS[name])
+            else:
                 table.save_to_disk(str(staging / DISK_DIRS[name]))
-                files[name] = sorted((staging / DISK_DIRS[name]).glob("*.arrow"))
+            files[name] = sorted((staging / DISK_DIRS[name]).glob("*.arrow"))
         if card:
             write_card(condensed, staging, repo_id=None)
         # the info file goes last: a folder without it is never mistaken for a finished dataset

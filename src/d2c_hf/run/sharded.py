@@ -501,7 +501,7 @@ class ShardedRunner:
                 del got
 
         scratch = self.output_dir / ".condensed-samples.arrow"
-        attached.samples = write_batches(scratch, Features(features), batches())
+        attached.samples = write_batches(scratch, Features(features), batches(), owned=True)  # moved on save
         attached.extra["distributed"] = {
             "score_shards": len(shard_plan(score_cfg["source"]["num_rows"], score_cfg["shard_size"])),
             "attach_shards": num_shards,
@@ -564,7 +564,7 @@ def merge_scores(output_dir: str | os.PathLike) -> dict[str, Any]:
     from datasets import Array2D, ClassLabel, Features, List, Value
 
     from ..selection.score_dataset import finish_scores
-    from ..utils.tables import write_batches
+    from ..utils.tables import save_owned, write_batches
 
     output_dir = Path(output_dir)
     config = phase_config(output_dir, SCORE_DIR)
@@ -612,9 +612,11 @@ def merge_scores(output_dir: str | os.PathLike) -> dict[str, Any]:
     record = {"reliability": report.to_dict(), "standardization": None if stats is None else stats.to_dict()}
     scratch = output_dir / f".{SCORES_DIR}-merge.arrow"  # written in batches (bounded memory), then saved
     try:
-        table = write_batches(scratch, Features(features), _row_batches(columns, MERGE_BATCH_ROWS))
+        table = write_batches(
+            scratch, Features(features), _row_batches(columns, MERGE_BATCH_ROWS), owned=True
+        )
         with staged_dir(output_dir / SCORES_DIR, "the merged scores") as staging:
-            table.save_to_disk(str(staging))
+            save_owned(table, staging)  # the scratch file moved into place, not copied
             write_json(Path(staging) / RELIABILITY_FILE, record, sort_keys=True)
             if groups_record is not None:
                 write_json(Path(staging) / GROUPS_FILE, groups_record, sort_keys=True)
