@@ -58,6 +58,21 @@ def fit_mlp(
     return weights, np.asarray(mlp.classes_), float(mlp.score(x, y))
 
 
+def class_accuracy(predict: Any, classes: np.ndarray, images: ImagesArg, requested_labels: Any) -> float:
+    """Fraction of ``images`` that ``predict`` assigns to the class they were generated for; ``requested_labels``
+    must be one per image and among ``classes``."""
+    pixels = to_uint8_images(images)
+    requested = np.asarray(requested_labels).reshape(-1)
+    if len(requested) != len(pixels):
+        raise ValueError(f"requested_labels has {len(requested)} entries for {len(pixels)} images")
+    unknown = np.setdiff1d(requested, classes)
+    if unknown.size:
+        raise ValueError(
+            f"requested_labels contains {unknown[:5].tolist()}, not among the classifier's classes {classes.tolist()}"
+        )
+    return float((predict(pixels) == requested).mean())
+
+
 class DigitsFeatureExtractor:
     """Images -> hidden activations of an MLP digit classifier fitted on real images.
 
@@ -178,17 +193,7 @@ class DigitsFeatureExtractor:
     def class_accuracy(self, images: ImagesArg, requested_labels: Any) -> float:
         """Fraction of ``images`` that the classifier assigns to the class they were generated for."""
         self._require_fitted()
-        requested = np.asarray(requested_labels).reshape(-1)
-        pixels = to_uint8_images(images)
-        if len(requested) != len(pixels):
-            raise ValueError(f"requested_labels has {len(requested)} entries for {len(pixels)} images")
-        unknown = np.setdiff1d(requested, self.classes_)
-        if unknown.size:
-            raise ValueError(
-                f"requested_labels contains {unknown[:5].tolist()}, not among the classifier's classes "
-                f"{self.classes_.tolist()}"
-            )
-        return float((self.predict(pixels) == requested).mean())
+        return class_accuracy(self.predict, self.classes_, images, requested_labels)
 
     # ---- persistence ---------------------------------------------------------------
 

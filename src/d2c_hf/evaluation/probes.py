@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .digits import fit_mlp
+from .digits import class_accuracy, fit_mlp
 from .images import ImagesArg, to_uint8_images
 
 logger = logging.getLogger(__name__)
@@ -87,17 +87,7 @@ class _Classifier:
 
     def class_accuracy(self, images: ImagesArg, requested_labels: Any) -> float:
         """Fraction of ``images`` that the classifier assigns to the class they were generated for."""
-        pixels = to_uint8_images(images)
-        requested = np.asarray(requested_labels).reshape(-1)
-        if len(requested) != len(pixels):
-            raise ValueError(f"requested_labels has {len(requested)} entries for {len(pixels)} images")
-        unknown = np.setdiff1d(requested, self.classes_)
-        if unknown.size:
-            raise ValueError(
-                f"requested_labels contains {unknown[:5].tolist()}, not among the classifier's classes "
-                f"{self.classes_.tolist()}"
-            )
-        return float((self.predict(pixels) == requested).mean())
+        return class_accuracy(self.predict, self.classes_, images, requested_labels)
 
 
 class PixelMLPProbe(_Classifier):
