@@ -12,7 +12,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value
 from PIL import Image as PILImage
 
 from d2c_hf.benchmark import QUICK, Arm, BenchmarkSettings, Budget
-from d2c_hf.benchmark.analysis import analyse, contrast, regime
+from d2c_hf.benchmark.analysis import analyse, contrast, regime, verdicts
 from d2c_hf.benchmark.data import load_labelled_images
 from d2c_hf.benchmark.evaluator import class_allocation
 from d2c_hf.benchmark.settings import FULL_SPLIT, run_specs
@@ -220,6 +220,39 @@ def test_contrasts_and_the_regime_check_on_known_runs():
     assert results["regime"]["budget"] == "2/class"
     assert results["evaluator_spread"]["unguided"]["fd"] == pytest.approx(0.2 / np.sqrt(2))
     assert FULL_SPLIT.key in results["budgets"]["2/class"]["cells"]
+    assert results["verdicts"]["budgets"]["2/class"]["better"] == ["herding"]  # -0.4 [-0.5, -0.3]
+
+
+def _cell(*per_seed: float) -> dict:
+    d = np.asarray(per_seed)
+    return {"fd/unguided": {"mean": float(d.mean()), "low": float(d.min()), "high": float(d.max()),
+                            "per_seed": list(per_seed)}}  # fmt: skip
+
+
+def test_verdicts_read_the_map_off_its_intervals():
+    results = {"map": {
+        "steady": {"name": "steady", "cells": {"a": _cell(-1, -2), "b": _cell(-0.5, -0.1), "c": _cell(-0.2, 0.3)}},
+        "twin": {"name": "twin", "cells": {"a": _cell(-1, -2), "b": _cell(0.1, 0.2), "c": _cell(-0.3, -0.4)}},
+        "lonely": {"name": "lonely", "cells": {"a": _cell(-5.0), "c": _cell(-0.1, -0.2)}},
+        "bad": {"name": "bad", "cells": {"a": _cell(1, 2), "b": _cell(0.5, 0.7), "c": _cell(0.1, 0.2)}},
+    }}  # fmt: skip
+    v = verdicts(results, ["a", "b", "c", "d"])
+    a, b, c = (v["budgets"][k] for k in "abc")
+    assert a["better"] == ["steady", "twin"] and a["worse"] == ["bad"]
+    assert a["unresolved"] == ["lonely"]  # one seed decides nothing, whatever its size ...
+    # ... but its mean is still shown
+    assert a["lowest"]["arms"] == ["lonely"] and a["lowest"]["mean"] == -5.0
+    assert b["better"] == ["steady"] and b["worse"] == ["twin", "bad"]
+    assert c["lowest"]["arms"] == ["twin"] and c["unresolved"] == ["steady"]
+    assert v["budgets"]["d"] == {"better": [], "worse": [], "unresolved": [], "lowest": None}
+    # steady: better at a and b, never worse; twin is worse at b; lonely better only once
+    assert v["never_worse_better_twice"] == ["steady"]
+    results["map"]["twin"]["cells"]["a"] = _cell(-1.5, -1.5)  # the same mean as steady's: a tie, both named
+    assert verdicts(results, ["a"])["budgets"]["a"]["lowest"]["arms"] == ["lonely"]
+    del results["map"]["lonely"]
+    assert verdicts(results, ["a"])["budgets"]["a"]["lowest"]["arms"] == ["steady", "twin"]
+    only_worse = {"map": {"bad": results["map"]["bad"]}}
+    assert verdicts(only_worse, ["a"])["budgets"]["a"]["lowest"] is None  # nothing beats random
 
 
 # --------------------------------------------------------------------------------------
@@ -257,7 +290,7 @@ def test_quick_mode_reports_a_dataset_that_is_not_the_digits(quick_run):
     assert evaluator["kind"] == "pixels" and "colour" in evaluator["what"]
     text = (root / "out" / "shapes.md").read_text()
     for needle in ("## The map", "D2C interval (paper's stride proportion)", "## Budget 1/class", "circle, square, cross",
-                   "## The regime check", "d2c benchmark --dataset", "`ipc1-min-seed0` = `ipc1-interval-paper-seed0`"):  # fmt: skip
+                   "## The regime check", "d2c benchmark --dataset", "## What the intervals say", "`ipc1-min-seed0` = `ipc1-interval-paper-seed0`"):  # fmt: skip
         assert needle in text
     for figure in ("shapes_map.png", "shapes_ipc1_curves.png"):
         assert (root / "out" / figure).stat().st_size > 1000

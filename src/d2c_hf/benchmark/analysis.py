@@ -9,6 +9,9 @@
   budget, in pooled seed standard deviations, judged on the final evaluation (as v2 of the digits
   benchmark): more than 3, and the full split's class accuracy at least 0.8 of the classifier's own
   accuracy on real reference images.
+* :func:`verdicts`: what the FD map says, read off its intervals: per budget the arms better / worse than
+  random / not resolved and the lowest mean difference, and the arms never worse than random and better at
+  two or more budgets.
 * :func:`analyse`: everything the report shows, tolerant of a grid still running (cells without runs
   are left out; contrasts use the seeds both arms have).
 """
@@ -34,6 +37,7 @@ __all__ = [
     "regime",
     "regime_row",
     "summarise",
+    "verdicts",
 ]
 
 CONTRAST_METRICS = (
@@ -254,4 +258,47 @@ def analyse(
         check = regime(largest[2], full_runs, reference_accuracy)
         if check:
             results["regime"] = {"budget": largest[0], **check}
+    results["verdicts"] = verdicts(results, [b.label for b in settings.budgets])
     return results
+
+
+def verdicts(
+    results: Mapping[str, Any], budget_labels: Sequence[str], key: str = "fd/unguided", min_seeds: int = 2
+) -> dict[str, Any]:
+    """What the map says about ``key`` (a lower-is-better paired difference, arm - random), read off its
+    intervals: an arm is *better* than random at a budget when its 95 % interval lies below 0, *worse* when
+    it lies above, *not resolved* otherwise or with fewer than ``min_seeds`` paired seeds.
+
+    Returns:
+        ``{"metric", "min_seeds", "budgets": {label: {"better", "worse", "unresolved", "lowest"}},
+        "never_worse_better_twice"}``: arm keys in map order; ``lowest`` lists the arms whose mean difference is
+        the smallest (arms that kept the same subsets tie exactly) with its ``mean``/``low``/``high``/``per_seed``, or is
+        ``None`` when no arm's mean is below random's; ``never_worse_better_twice`` the arms that are worse at
+        no budget they were measured at and better at two or more.
+    """
+    out: dict[str, Any] = {"metric": key, "min_seeds": min_seeds, "budgets": {}}
+    counts: dict[str, dict[str, int]] = {arm: {"better": 0, "worse": 0} for arm in results["map"]}
+    for label in budget_labels:
+        calls: dict[str, Any] = {"better": [], "worse": [], "unresolved": [], "lowest": None}
+        measured = {
+            arm: row["cells"][label][key]
+            for arm, row in results["map"].items()
+            if key in row["cells"].get(label, {})
+        }
+        for arm, entry in measured.items():
+            if len(entry["per_seed"]) < min_seeds:
+                call = "unresolved"
+            else:
+                call = "better" if entry["high"] < 0 else "worse" if entry["low"] > 0 else "unresolved"
+            calls[call].append(arm)
+            if call in counts[arm]:
+                counts[arm][call] += 1
+        if measured:
+            lowest = min(e["mean"] for e in measured.values())
+            if lowest < 0:
+                tied = [arm for arm, e in measured.items() if e["mean"] == lowest]
+                first = measured[tied[0]]
+                calls["lowest"] = {"arms": tied, **{k: first[k] for k in ("mean", "low", "high", "per_seed")}}
+        out["budgets"][label] = calls
+    out["never_worse_better_twice"] = [a for a, c in counts.items() if c["worse"] == 0 and c["better"] >= 2]
+    return out

@@ -107,6 +107,45 @@ def map_table(results: Mapping[str, Any], budget_labels: Sequence[str], key: str
     return "\n".join(lines)
 
 
+def verdict_text(results: Mapping[str, Any], budget_labels: Sequence[str]) -> list[str]:
+    """The FD map read off its intervals (:func:`~d2c_hf.benchmark.analysis.verdicts`), as a table and a line."""
+    v = results.get("verdicts")
+    if not v:
+        return []
+    names = {arm: row["name"] for arm, row in results["map"].items()}
+
+    def listed(arms: Sequence[str]) -> str:
+        return ", ".join(names[a] for a in arms) or "—"
+
+    rows = [
+        "| budget | lowest mean ΔFD | better than random | worse than random | not resolved |",
+        "|---|---|---|---|---|",
+    ]
+    for label in budget_labels:
+        b = v["budgets"].get(label)
+        if b is None:
+            continue
+        low = b["lowest"]
+        lowest = (
+            "none below random"
+            if low is None
+            else f"{' = '.join(names[a] for a in low['arms'])}: " + fmt_ci(low, "fd")
+        )
+        rows.append(
+            f"| {label} | {lowest} | {listed(b['better'])} | {listed(b['worse'])} | {listed(b['unresolved'])} |"
+        )
+    steady = listed(v["never_worse_better_twice"]) if v["never_worse_better_twice"] else "none"
+    return [
+        "Read off the FD map's intervals: *better* / *worse* = the paired 95 % interval lies below / above 0, "
+        f"*not resolved* = it contains 0 or has fewer than {v['min_seeds']} seeds. Tied arms kept the same subsets. "
+        "With few seeds the intervals describe these seeds; they are not a test.",
+        "",
+        *rows,
+        "",
+        f"Never worse than random and better at two or more budgets: **{steady}**.",
+    ]
+
+
 def regime_text(check: Mapping[str, Any]) -> list[str]:
     rows = [
         "| step | FD random | FD full split | gap / pooled seed std | class acc. random | class acc. full |",
@@ -255,6 +294,9 @@ def write_report(output_dir: Path, name: str, settings: BenchmarkSettings, recor
     ):
         lines += [f"{title}:", "", map_table(results, labels, key), ""]
     lines += [f"![the map]({name}_map.png)", ""]
+    verdict = verdict_text(results, labels)
+    if verdict:
+        lines += ["## What the intervals say", "", *verdict, ""]
     for budget in settings.budgets:
         block = results["budgets"][budget.label]
         if not block["cells"]:
