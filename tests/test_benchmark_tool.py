@@ -218,6 +218,12 @@ def test_contrasts_and_the_regime_check_on_known_runs():
     assert results["map"]["herding"]["cells"]["2/class"]["fd/unguided"]["mean"] == pytest.approx(-0.4)
     assert results["map"]["interval"]["cells"] == {}  # no run yet: left out, not invented
     assert results["regime"]["budget"] == "2/class"
+    gap = results["regime"]["by_budget"]["2/class"]  # the same final gap, per budget
+    assert (
+        gap["fd_random"] == pytest.approx(2.3)
+        and gap["fd_full"] == pytest.approx(1.15)
+        and gap["seeds"] == [0, 1, 2]
+    )
     assert results["evaluator_spread"]["unguided"]["fd"] == pytest.approx(0.2 / np.sqrt(2))
     assert FULL_SPLIT.key in results["budgets"]["2/class"]["cells"]
     assert results["verdicts"]["budgets"]["2/class"]["better"] == ["herding"]  # -0.4 [-0.5, -0.3]

@@ -8,7 +8,8 @@
 * :func:`regime`: does data matter at all in this setting? The full split against random at the largest
   budget, in pooled seed standard deviations, judged on the final evaluation (as v2 of the digits
   benchmark): more than 3, and the full split's class accuracy at least 0.8 of the classifier's own
-  accuracy on real reference images.
+  accuracy on real reference images. The same final gap at every budget (``by_budget``) shows where along
+  the budgets the amount of data stops mattering.
 * :func:`verdicts`: what the FD map says, read off its intervals: per budget the arms better / worse than
   random / not resolved and the lowest mean difference, and the arms never worse than random and better at
   two or more budgets.
@@ -174,6 +175,21 @@ def regime_row(
     return row
 
 
+def _final_gap(
+    random_runs: Sequence[Mapping[str, Any]], full_runs: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """:func:`regime_row` of the final evaluation (the mean over sampling seeds), on the seeds both have."""
+    seeds = {r["seed"] for r in random_runs} & {r["seed"] for r in full_runs}
+    random_runs = [r for r in random_runs if r["seed"] in seeds]
+    full_runs = [r for r in full_runs if r["seed"] in seeds]
+    row = regime_row(
+        full_runs[0]["curve"][-1]["step"],
+        [final_metrics(r, "unguided") for r in random_runs],
+        [final_metrics(r, "unguided") for r in full_runs],
+    )
+    return {**row, "seeds": sorted(seeds)}
+
+
 def regime(
     random_runs: Sequence[Mapping[str, Any]],
     full_runs: Sequence[Mapping[str, Any]],
@@ -190,11 +206,7 @@ def regime(
         regime_row(point["step"], [r["curve"][i] for r in random_runs], [r["curve"][i] for r in full_runs])
         for i, point in enumerate(full_runs[0]["curve"])
     ]
-    final = regime_row(
-        full_runs[0]["curve"][-1]["step"],
-        [final_metrics(r, "unguided") for r in random_runs],
-        [final_metrics(r, "unguided") for r in full_runs],
-    )
+    final = _final_gap(random_runs, full_runs)
     needed = REGIME_CLASS_ACCURACY * reference_accuracy
     sep = final["separation"]
     final["passes"] = bool(
@@ -257,7 +269,14 @@ def analyse(
     if largest is not None and full_runs:
         check = regime(largest[2], full_runs, reference_accuracy)
         if check:
-            results["regime"] = {"budget": largest[0], **check}
+            # the same gap at every budget: where along the budgets the amount of data stops mattering
+            by_budget = {
+                b.label: _final_gap(by_cell[(b.label, RANDOM.key)], full_runs)
+                for b in settings.budgets
+                if {r["seed"] for r in by_cell.get((b.label, RANDOM.key), [])}
+                & {r["seed"] for r in full_runs}
+            }
+            results["regime"] = {"budget": largest[0], **check, "by_budget": by_budget}
     results["verdicts"] = verdicts(results, [b.label for b in settings.budgets])
     return results
 

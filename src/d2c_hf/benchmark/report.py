@@ -152,13 +152,13 @@ def regime_text(check: Mapping[str, Any]) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for r in check["checkpoints"]:
-        sep = "—" if r["separation"] is None else f"{r['separation']:.1f}"
+        sep = _fmt_sep(r["separation"])
         rows.append(
             f"| {r['step']} | {r['fd_random']:.3f} ± {r['fd_random_std']:.3f} | {r['fd_full']:.3f} ± "
             f"{r['fd_full_std']:.3f} | {sep} | {r['class_accuracy_random']:.3f} | {r['class_accuracy_full']:.3f} |"
         )
     f = check["final"]
-    sep = "—" if f["separation"] is None else f"{f['separation']:.1f}"
+    sep = _fmt_sep(f["separation"])
     verdict = "**the regime check passes**" if f["passes"] else "**the regime check fails**"
     return [
         *rows,
@@ -170,6 +170,30 @@ def regime_text(check: Mapping[str, Any]) -> list[str]:
         f"{f['class_accuracy_needed']:.3f} = {REGIME_CLASS_ACCURACY} x the classifier's accuracy on real reference "
         f"images): {verdict} (needs > {REGIME_SEPARATION:g} std and that accuracy). When it fails, data barely "
         "matters at this horizon and model size, and no selector can show much.",
+        *_gaps_by_budget(check.get("by_budget", {})),
+    ]
+
+
+def _fmt_sep(separation: float | None) -> str:
+    return "—" if separation is None else f"{separation:.1f}"
+
+
+def _gaps_by_budget(gaps: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    if len(gaps) < 2:
+        return []
+    rows = [
+        f"| {label} | {len(g['seeds'])} | {g['fd_random']:.3f} ± {g['fd_random_std']:.3f} | "
+        f"{g['fd_random'] - g['fd_full']:+.3f} | {_fmt_sep(g['separation'])} |"
+        for label, g in gaps.items()
+    ]
+    return [
+        "",
+        "The same final gap at every budget (random minus the full split; where it is small, the amount of data "
+        "no longer matters and the map's cells at that budget can show little):",
+        "",
+        "| budget | seeds | FD random | FD random - full split | gap / pooled seed std |",
+        "|---|---|---|---|---|",
+        *rows,
     ]
 
 
