@@ -4,7 +4,10 @@ generated dataset that is not the digits (12 px colour images, other class names
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +15,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value
 from PIL import Image as PILImage
 
 from d2c_hf.benchmark import QUICK, Arm, BenchmarkSettings, Budget
-from d2c_hf.benchmark.analysis import analyse, contrast, regime, verdicts
+from d2c_hf.benchmark.analysis import analyse, arm_contrast, contrast, regime, verdicts
 from d2c_hf.benchmark.data import load_labelled_images
 from d2c_hf.benchmark.evaluator import class_allocation
 from d2c_hf.benchmark.settings import FULL_SPLIT, run_specs
@@ -261,6 +264,29 @@ def test_verdicts_read_the_map_off_its_intervals():
     assert verdicts(only_worse, ["a"])["budgets"]["a"]["lowest"] is None  # nothing beats random
 
 
+def test_two_arms_compared_directly_seed_by_seed():
+    def vs_random(seeds, diffs):
+        return {"vs_random": {"fd/unguided": {"seeds": seeds, "per_seed": diffs}}}
+
+    results = {"budgets": {
+        "a": {"cells": {"random": {}, "x": vs_random([0, 1, 2], [-1.0, -2.0, -3.0]),
+                        "y": vs_random([0, 1, 2], [0.5, 0.0, -1.0])}},
+        "b": {"cells": {"random": {}, "x": vs_random([0, 1], [-1.0, -1.0]), "y": vs_random([1, 2], [1.0, 1.0])}},
+        "c": {"cells": {"random": {}, "x": vs_random([0], [-1.0])}},  # y not run at c
+    }}  # fmt: skip
+    d = arm_contrast(results, "x", "y")
+    assert d["a"]["per_seed"] == pytest.approx([-1.5, -2.0, -2.0]) and d["a"]["mean"] == pytest.approx(
+        -11 / 6
+    )
+    assert d["b"]["seeds"] == [1] and d["b"]["per_seed"] == pytest.approx([-2.0])  # only the shared seed
+    assert "c" not in d
+    flipped = arm_contrast(results, "y", "x")
+    assert flipped["a"]["mean"] == pytest.approx(11 / 6)
+    # random as either side: the other arm's own paired difference
+    assert arm_contrast(results, "random", "x")["c"]["per_seed"] == pytest.approx([1.0])
+    assert arm_contrast(results, "x", "random")["a"]["mean"] == pytest.approx(-2.0)
+
+
 # --------------------------------------------------------------------------------------
 # quick mode end to end, on data that is not the digits
 # --------------------------------------------------------------------------------------
@@ -317,6 +343,17 @@ def test_a_ratio_budget_plans_per_class_counts_on_uneven_classes(quick_run):
     # four of a class: the paper's stride (round(0.749 * 11 / 4) = 2) no longer keeps what min keeps
     assert planned["ratio30pct-min-seed0"].digest != planned["ratio30pct-interval-paper-seed0"].digest
     assert planned["full-full-seed0"].indices.tolist() == list(range(36))
+
+
+def test_compare_arms_script_on_a_report(quick_run):
+    root, _ = quick_run
+    script = Path(__file__).parents[1] / "benchmarks" / "compare_arms.py"
+    report = str(root / "out" / "shapes.json")
+    done = subprocess.run([sys.executable, script, report, "kmeans", "min"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "| budget | kmeans - min: fd/unguided | seeds |" in done.stdout and "| 1/class |" in done.stdout
+    wrong = subprocess.run([sys.executable, script, report, "kmeans", "nope"], capture_output=True, text=True)
+    assert wrong.returncode == 2 and "no arm 'nope'" in wrong.stderr and "'kmeans'" in wrong.stderr
 
 
 def test_quick_mode_resumes_and_refuses_other_settings(quick_run):

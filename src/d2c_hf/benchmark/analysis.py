@@ -31,6 +31,7 @@ from .settings import FULL_SPLIT, RANDOM, BenchmarkSettings
 __all__ = [
     "CONTRAST_METRICS",
     "analyse",
+    "arm_contrast",
     "contrast",
     "evaluator_spread",
     "final_metrics",
@@ -320,4 +321,41 @@ def verdicts(
                 calls["lowest"] = {"arms": tied, **{k: first[k] for k in ("mean", "low", "high", "per_seed")}}
         out["budgets"][label] = calls
     out["never_worse_better_twice"] = [a for a, c in counts.items() if c["worse"] == 0 and c["better"] >= 2]
+    return out
+
+
+def arm_contrast(
+    results: Mapping[str, Any], arm: str, reference: str, key: str = "fd/unguided", *, seed: int = 0
+) -> dict[str, dict[str, Any]]:
+    """Two arms of a finished report compared directly, budget by budget: ``arm - reference`` per seed (each
+    arm's paired difference against random, so random's own value cancels), with a bootstrap interval.
+
+    Args:
+        results: ``record["results"]`` of a report (``NAME.json``).
+        arm, reference: arm keys as in the report (``"alignment"``, ``"interval:paper"``, ...).
+
+    Returns:
+        ``{budget: {"mean", "low", "high", "per_seed", "seeds"}}`` for the budgets where both arms have a
+        contrast against random on a shared seed.
+    """
+    from ..evaluation import paired_difference
+
+    def values(cells: Mapping[str, Any], name: str, other: str) -> dict[int, float]:
+        if name == RANDOM.key:  # random against itself: 0 on every seed the other arm shares with it
+            name, zero = other, True
+        else:
+            zero = False
+        e = cells.get(name, {}).get("vs_random", {}).get(key)
+        if not e:
+            return {}
+        return dict(zip(e["seeds"], [0.0] * len(e["seeds"]) if zero else e["per_seed"]))
+
+    out = {}
+    for label, block in results["budgets"].items():
+        a, b = values(block["cells"], arm, reference), values(block["cells"], reference, arm)
+        if not set(a) & set(b):
+            continue
+        d = paired_difference(a, b, seed=seed)
+        out[label] = {"mean": d.mean, "low": d.low, "high": d.high, "per_seed": list(d.differences),
+                      "seeds": list(d.seeds)}  # fmt: skip
     return out
