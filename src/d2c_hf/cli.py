@@ -265,7 +265,7 @@ def _add_feature_arg(group: Any) -> None:
     group.add_argument(
         "--feature_column",
         default=SelectOptions.feature_column,
-        help="a column of per-row features for herding / kcenter / moderate (read while scoring)",
+        help="a column of per-row features for the feature strategies (herding, kcenter, moderate, kmeans, alignment; read while scoring)",
     )
 
 

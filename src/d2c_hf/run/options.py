@@ -213,7 +213,7 @@ class SelectOptions(_Record):
         images_per_class, ratio: the budget (exactly one).
         strategy, interval, seed: the selection.
         strategy_options: the strategy's own options (e.g. ``window``'s ``position``).
-        feature_column: a column of per-row features for feature-based strategies (herding, k-center...).
+        feature_column: a column of per-row features for the feature strategies (herding, k-center, k-means, alignment...).
         features: or the features themselves, ``(N, d)``, one row per dataset row.
     """
 
