@@ -178,9 +178,12 @@ def regime_row(
 
 def _final_gap(
     random_runs: Sequence[Mapping[str, Any]], full_runs: Sequence[Mapping[str, Any]]
-) -> dict[str, Any]:
-    """:func:`regime_row` of the final evaluation (the mean over sampling seeds), on the seeds both have."""
+) -> dict[str, Any] | None:
+    """:func:`regime_row` of the final evaluation (the mean over sampling seeds), on the seeds both have
+    (``None`` when they share none)."""
     seeds = {r["seed"] for r in random_runs} & {r["seed"] for r in full_runs}
+    if not seeds:
+        return None
     random_runs = [r for r in random_runs if r["seed"] in seeds]
     full_runs = [r for r in full_runs if r["seed"] in seeds]
     row = regime_row(
@@ -271,12 +274,11 @@ def analyse(
         check = regime(largest[2], full_runs, reference_accuracy)
         if check:
             # the same gap at every budget: where along the budgets the amount of data stops mattering
-            by_budget = {
-                b.label: _final_gap(by_cell[(b.label, RANDOM.key)], full_runs)
+            gaps = {
+                b.label: _final_gap(by_cell.get((b.label, RANDOM.key), []), full_runs)
                 for b in settings.budgets
-                if {r["seed"] for r in by_cell.get((b.label, RANDOM.key), [])}
-                & {r["seed"] for r in full_runs}
             }
+            by_budget = {label: gap for label, gap in gaps.items() if gap is not None}
             results["regime"] = {"budget": largest[0], **check, "by_budget": by_budget}
     results["verdicts"] = verdicts(results, [b.label for b in settings.budgets])
     return results
@@ -341,14 +343,11 @@ def arm_contrast(
     from ..evaluation import paired_difference
 
     def values(cells: Mapping[str, Any], name: str, other: str) -> dict[int, float]:
-        if name == RANDOM.key:  # random against itself: 0 on every seed the other arm shares with it
-            name, zero = other, True
-        else:
-            zero = False
-        e = cells.get(name, {}).get("vs_random", {}).get(key)
+        is_random = name == RANDOM.key  # random against itself: 0 on every seed the other arm shares with it
+        e = cells.get(other if is_random else name, {}).get("vs_random", {}).get(key)
         if not e:
             return {}
-        return dict(zip(e["seeds"], [0.0] * len(e["seeds"]) if zero else e["per_seed"]))
+        return dict(zip(e["seeds"], [0.0] * len(e["seeds"]) if is_random else e["per_seed"]))
 
     out = {}
     for label, block in results["budgets"].items():
